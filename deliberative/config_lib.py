@@ -1,0 +1,99 @@
+"""Config helpers: the `"configs/x.py:key=value,flag"` argument form and model presets."""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Shapes of the models a user brings from the Hub, and two CPU-sized ones of our own.
+# `tiny` and `small` are the shapes the peers were measured at (see tools/).
+MODEL_PRESETS: dict[str, dict] = {
+    'tiny': dict(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, ffn_dim=704,
+                 rope_theta=10_000.0, norm_eps=1e-5, tie_embeddings=False, max_seq_len=1024),
+    'small': dict(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1408,
+                  rope_theta=10_000.0, norm_eps=1e-5, tie_embeddings=False, max_seq_len=2048),
+    'llama3.2-1b': dict(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
+                        head_dim=64, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=True, max_seq_len=131072,
+                        rope_scaling=dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
+    'llama3.1-8b': dict(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336,
+                        head_dim=128, rope_theta=500_000.0, norm_eps=1e-5, tie_embeddings=False, max_seq_len=131072,
+                        rope_scaling=dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192)),
+    'qwen2.5-0.5b': dict(vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2, ffn_dim=4864,
+                         rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    'qwen2.5-1.5b': dict(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, n_kv_heads=2, ffn_dim=8960,
+                         rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    'qwen2.5-7b': dict(vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4, ffn_dim=18944,
+                       rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=False, max_seq_len=32768),
+}
+
+# Parameter counts stated by the publishers (model cards / safetensors index totals).
+PUBLISHED_PARAM_COUNTS = {
+    'llama3.2-1b': 1_235_814_400,
+    'llama3.1-8b': 8_030_261_248,
+    'qwen2.5-0.5b': 494_032_768,
+    'qwen2.5-1.5b': 1_543_714_304,
+    'qwen2.5-7b': 7_615_616_512,
+}
+
+
+def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
+  """The `model` config section for a preset; every ModelConfig field is present."""
+  if preset not in MODEL_PRESETS:
+    raise ValueError(f'unknown model preset {preset!r}; known: {sorted(MODEL_PRESETS)}')
+  fields = dict(head_dim=None, rope_theta=10_000.0, rope_scaling=None, norm_eps=1e-5, qkv_bias=False,
+                tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none')
+  fields.update(MODEL_PRESETS[preset])
+  fields.update(overrides)
+  # Placeholders let `--config.model.head_dim=64` override a None default under lock_config.
+  cfg = ml_collections.ConfigDict(fields)
+  if fields['head_dim'] is None:
+    cfg.head_dim = ml_collections.config_dict.placeholder(int)
+  if fields['rope_scaling'] is None:
+    cfg.rope_scaling = ml_collections.config_dict.placeholder(dict)
+  return cfg
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `"size=small,smoke,lr=3e-4"` against typed defaults.
+
+  A bare word is a boolean flag set to True. Values are converted to the default's type;
+  an unknown key is an error naming the known ones.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(','):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, raw = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f'config argument {key!r} is unknown; known: {sorted(defaults)}')
+    default = defaults[key]
+    if not sep:
+      if not isinstance(default, bool):
+        raise ValueError(f'config argument {key!r} needs a value ({key}=...)')
+      out[key] = True
+    elif isinstance(default, bool):
+      if raw.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'config argument {key}={raw!r}: expected true/false')
+      out[key] = raw.lower() in ('true', '1')
+    elif default is None:
+      out[key] = raw
+    else:
+      try:
+        out[key] = type(default)(raw)
+      except ValueError as e:
+        raise ValueError(f'config argument {key}={raw!r}: expected {type(default).__name__}') from e
+  return out
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+  from deliberative.model import sharding
+  return ml_collections.ConfigDict({
+      'data': -1, 'fsdp': 1, 'tensor': 1,
+      # logical axis -> mesh axes; a tuple of pairs keeps the order readable in dumps.
+      'rules': [(k, v) for k, v in sharding.DEFAULT_RULES],
+  })

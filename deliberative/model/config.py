@@ -1,0 +1,89 @@
+"""The model's hyperparameters as a frozen dataclass, built from the `model` config section."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """Llama-3 style frequency scaling (`rope_type: llama3` in Hugging Face configs)."""
+  factor: float
+  low_freq_factor: float
+  high_freq_factor: float
+  original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  ffn_dim: int
+  head_dim: int | None = None  # None: d_model // n_heads
+  rope_theta: float = 10_000.0
+  rope_scaling: RopeScaling | None = None
+  norm_eps: float = 1e-5
+  qkv_bias: bool = False  # Qwen2 has biases on q, k and v
+  tie_embeddings: bool = False
+  max_seq_len: int = 2048  # only sizes KV caches and the exported config
+  param_dtype: str = 'float32'
+  dtype: str = 'float32'  # compute dtype; logits and softmax stay float32
+  remat: str = 'none'
+
+  def __post_init__(self):
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f'model: n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}')
+    if self.head_dim is None and self.d_model % self.n_heads:
+      raise ValueError(f'model: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; set head_dim')
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'model.remat={self.remat!r}: expected one of {REMAT_POLICIES}')
+    for field in ('param_dtype', 'dtype'):
+      if getattr(self, field) not in _DTYPES:
+        raise ValueError(f'model.{field}={getattr(self, field)!r}: expected one of {sorted(_DTYPES)}')
+    if self.head_dim_ % 2:
+      raise ValueError(f'model: head_dim={self.head_dim_} must be even for rotary embeddings')
+
+  @property
+  def head_dim_(self) -> int:
+    return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+
+  @property
+  def jnp_param_dtype(self):
+    return _DTYPES[self.param_dtype]
+
+  @property
+  def jnp_dtype(self):
+    return _DTYPES[self.dtype]
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> 'ModelConfig':
+    """Builds from a plain mapping or ConfigDict (the `model` section); unknown keys are an error."""
+    d = dict(d.to_dict() if hasattr(d, 'to_dict') else d)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f'model config: unknown field(s) {unknown}; known: {sorted(known)}')
+    scaling = d.get('rope_scaling')
+    if scaling is not None and not isinstance(scaling, RopeScaling):
+      d['rope_scaling'] = RopeScaling(**dict(scaling))
+    return cls(**d)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def param_count(self) -> int:
+    """Parameter count from shapes alone (what a published model card states)."""
+    e, h, k, dh, f = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim_, self.ffn_dim
+    attn = e * h * dh * 2 + e * k * dh * 2 + (h * dh + 2 * k * dh if self.qkv_bias else 0)
+    per_layer = attn + 3 * e * f + 2 * e
+    head = 0 if self.tie_embeddings else e * self.vocab_size
+    return self.vocab_size * e + self.n_layers * per_layer + e + head

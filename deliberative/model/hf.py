@@ -1,0 +1,297 @@
+"""Hugging Face interop: LlamaForCausalLM / Qwen2ForCausalLM directories <-> our parameters.
+
+Tensors move one at a time (memory-mapped on read, one shard buffered on write), so a
+conversion never holds a second full copy of the model in host memory.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from deliberative.model import safetensors_io
+from deliberative.model.config import ModelConfig, RopeScaling
+
+SUPPORTED_ARCHITECTURES = ('LlamaForCausalLM', 'Qwen2ForCausalLM')
+_EXPORT_DTYPES = {'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16, 'float16': np.float16}
+_IGNORED_SUFFIXES = ('rotary_emb.inv_freq',)  # buffers some older checkpoints saved
+
+
+class HFFormatError(ValueError):
+  pass
+
+
+def _load_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise HFFormatError(f'{path}: not found; a Hugging Face model directory needs config.json') from None
+  except json.JSONDecodeError as e:
+    raise HFFormatError(f'{path}: invalid JSON at line {e.lineno}: {e.msg}') from e
+
+
+def is_hf_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, 'config.json')) and bool(glob.glob(os.path.join(path, '*.safetensors')))
+
+
+def read_config(hf_dir: str, **overrides) -> ModelConfig:
+  """Our ModelConfig from a Hugging Face config.json (legacy rope fields and v5 `rope_parameters`)."""
+  path = os.path.join(hf_dir, 'config.json')
+  raw = _load_json(path)
+  archs = raw.get('architectures') or []
+  if len(archs) != 1 or archs[0] not in SUPPORTED_ARCHITECTURES:
+    raise HFFormatError(f'{path}: unsupported architecture {archs or raw.get("model_type")!r}; '
+                        f'supported: {", ".join(SUPPORTED_ARCHITECTURES)}')
+  arch = archs[0]
+  if raw.get('hidden_act', 'silu') != 'silu':
+    raise HFFormatError(f'{path}: hidden_act={raw["hidden_act"]!r}; only silu (SwiGLU) is supported')
+  if arch == 'LlamaForCausalLM' and (raw.get('attention_bias') or raw.get('mlp_bias')):
+    raise HFFormatError(f'{path}: attention_bias/mlp_bias=true is not supported for LlamaForCausalLM')
+  if arch == 'Qwen2ForCausalLM' and raw.get('use_sliding_window'):
+    raise HFFormatError(f'{path}: use_sliding_window=true is not supported')
+  rope = dict(raw.get('rope_parameters') or raw.get('rope_scaling') or {})
+  theta = rope.get('rope_theta', raw.get('rope_theta', 10_000.0))
+  rope_type = rope.get('rope_type', rope.get('type', 'default'))
+  if rope_type == 'llama3':
+    scaling = RopeScaling(float(rope['factor']), float(rope['low_freq_factor']), float(rope['high_freq_factor']),
+                          int(rope['original_max_position_embeddings']))
+  elif rope_type == 'default':
+    scaling = None
+  else:
+    raise HFFormatError(f'{path}: rope type {rope_type!r} is not supported; supported: default, llama3')
+  n_heads = raw['num_attention_heads']
+  fields = dict(
+      vocab_size=raw['vocab_size'], d_model=raw['hidden_size'], n_layers=raw['num_hidden_layers'],
+      n_heads=n_heads, n_kv_heads=raw.get('num_key_value_heads') or n_heads, ffn_dim=raw['intermediate_size'],
+      head_dim=raw.get('head_dim') or raw['hidden_size'] // n_heads, rope_theta=float(theta), rope_scaling=scaling,
+      norm_eps=raw.get('rms_norm_eps', 1e-6), qkv_bias=arch == 'Qwen2ForCausalLM',
+      tie_embeddings=bool(raw.get('tie_word_embeddings', False)),
+      max_seq_len=raw.get('max_position_embeddings', 2048))
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
+def architecture(cfg: ModelConfig) -> str:
+  return 'Qwen2ForCausalLM' if cfg.qkv_bias else 'LlamaForCausalLM'
+
+
+def _tensor_specs(cfg: ModelConfig) -> dict[str, tuple[tuple, tuple, Callable, Callable]]:
+  """HF name -> (our path, our shape, hf->ours, ours->hf). Both directions are pure reshapes/transposes."""
+  e, h, k, d, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_, cfg.ffn_dim, cfg.vocab_size
+  same = lambda x: x
+  specs = {
+      'model.embed_tokens.weight': (('embed',), (v, e), same, same),
+      'model.norm.weight': (('final_norm', 'scale'), (e,), same, same),
+  }
+  if not cfg.tie_embeddings:
+    specs['lm_head.weight'] = (('lm_head',), (e, v), lambda x: x.T, lambda x: x.T)
+
+  def heads_in(n):  # [n*d, e] <-> [e, n, d]
+    return (lambda x: x.T.reshape(e, n, d)), (lambda x: x.reshape(e, n * d).T)
+
+  for i in range(cfg.n_layers):
+    hf, ours = f'model.layers.{i}.', ('blocks', i)
+    specs[hf + 'input_layernorm.weight'] = (ours + ('attn_norm', 'scale'), (e,), same, same)
+    specs[hf + 'post_attention_layernorm.weight'] = (ours + ('mlp_norm', 'scale'), (e,), same, same)
+    for name, n in (('q', h), ('k', k), ('v', k)):
+      to_ours, to_hf = heads_in(n)
+      specs[hf + f'self_attn.{name}_proj.weight'] = (ours + ('attn', name), (e, n, d), to_ours, to_hf)
+      if cfg.qkv_bias:
+        specs[hf + f'self_attn.{name}_proj.bias'] = (
+            ours + ('attn', f'{name}_bias'), (n, d), (lambda x, n=n: x.reshape(n, d)), (lambda x: x.reshape(-1)))
+    specs[hf + 'self_attn.o_proj.weight'] = (
+        ours + ('attn', 'o'), (h, d, e), lambda x: x.T.reshape(h, d, e), lambda x: x.reshape(h * d, e).T)
+    for name in ('gate', 'up'):
+      specs[hf + f'mlp.{name}_proj.weight'] = (ours + ('mlp', name), (e, f), lambda x: x.T, lambda x: x.T)
+    specs[hf + 'mlp.down_proj.weight'] = (ours + ('mlp', 'down'), (f, e), lambda x: x.T, lambda x: x.T)
+  return specs
+
+
+def _safetensors_files(hf_dir: str) -> list[str]:
+  index = os.path.join(hf_dir, 'model.safetensors.index.json')
+  if os.path.exists(index):
+    names = sorted(set(_load_json(index)['weight_map'].values()))
+    missing = [n for n in names if not os.path.exists(os.path.join(hf_dir, n))]
+    if missing:
+      raise HFFormatError(f'{index}: lists shard(s) that are not in {hf_dir}: {missing}')
+    return [os.path.join(hf_dir, n) for n in names]
+  files = sorted(glob.glob(os.path.join(hf_dir, '*.safetensors')))
+  if not files:
+    raise HFFormatError(f'{hf_dir}: no *.safetensors files (PyTorch .bin checkpoints are not supported)')
+  return files
+
+
+def _get(tree, path):
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
+def _set(tree, path, value):
+  for p in path[:-1]:
+    tree = tree[p]
+  tree[path[-1]] = value
+
+
+def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict:
+  """Reads a HF directory into a pure-dict parameter tree shaped (and sharded) like `abstract_params`.
+
+  `abstract_params` holds jax.ShapeDtypeStruct leaves, with `.sharding` set for sharded loads.
+  """
+  specs = _tensor_specs(cfg)
+  out = jax.tree.map(lambda x: None, abstract_params)
+  seen: set[str] = set()
+  extra: list[str] = []
+  for path in _safetensors_files(hf_dir):
+    st = safetensors_io.SafetensorsFile(path)
+    for name in st.keys():
+      if name.endswith(_IGNORED_SUFFIXES) or (cfg.tie_embeddings and name == 'lm_head.weight'):
+        continue  # tied checkpoints sometimes also store the (identical) head
+      if name not in specs:
+        extra.append(f'{name} {list(st.shape(name))} in {os.path.basename(path)}')
+        continue
+      our_path, our_shape, to_ours, _ = specs[name]
+      tensor = st.read(name)
+      expected_hf = _hf_shape(specs[name])
+      if tuple(tensor.shape) != expected_hf:
+        raise HFFormatError(f'{path}: tensor {name} has shape {list(tensor.shape)}, expected {list(expected_hf)} '
+                            f'for this config.json')
+      target = _get(abstract_params, our_path)
+      value = np.asarray(to_ours(tensor), dtype=target.dtype)
+      sharding = getattr(target, 'sharding', None)
+      if sharding is None:
+        arr = jax.numpy.asarray(value)
+      else:
+        arr = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
+      _set(out, our_path, arr)
+      seen.add(name)
+  if extra:
+    raise HFFormatError(f'{hf_dir}: unexpected tensor(s) for {architecture(cfg)}: {extra[:10]}'
+                        + (f' and {len(extra) - 10} more' if len(extra) > 10 else ''))
+  missing = [f'{n} {list(_hf_shape(s))}' for n, s in specs.items() if n not in seen]
+  if missing:
+    raise HFFormatError(f'{hf_dir}: missing tensor(s) (expected shape): {missing[:10]}'
+                        + (f' and {len(missing) - 10} more' if len(missing) > 10 else ''))
+  return out
+
+
+def _hf_shape(spec) -> tuple[int, ...]:
+  _, our_shape, _, to_hf = spec
+  # Shapes only: run the layout change on a zero-strided view, which allocates nothing.
+  return tuple(to_hf(np.broadcast_to(np.zeros((), np.int8), our_shape)).shape)
+
+
+def _host_array(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(jax.device_get(x))
+
+
+def hf_config_dict(cfg: ModelConfig, **extra) -> dict[str, Any]:
+  rope: dict[str, Any] = {'rope_type': 'default', 'rope_theta': cfg.rope_theta}
+  if cfg.rope_scaling is not None:
+    s = cfg.rope_scaling
+    rope.update(rope_type='llama3', factor=s.factor, low_freq_factor=s.low_freq_factor,
+                high_freq_factor=s.high_freq_factor, original_max_position_embeddings=s.original_max_position_embeddings)
+  arch = architecture(cfg)
+  out = {
+      'architectures': [arch], 'model_type': 'qwen2' if arch == 'Qwen2ForCausalLM' else 'llama',
+      'vocab_size': cfg.vocab_size, 'hidden_size': cfg.d_model, 'intermediate_size': cfg.ffn_dim,
+      'num_hidden_layers': cfg.n_layers, 'num_attention_heads': cfg.n_heads, 'num_key_value_heads': cfg.n_kv_heads,
+      'head_dim': cfg.head_dim_, 'hidden_act': 'silu', 'max_position_embeddings': cfg.max_seq_len,
+      'rms_norm_eps': cfg.norm_eps, 'tie_word_embeddings': cfg.tie_embeddings, 'rope_parameters': rope,
+      'rope_theta': cfg.rope_theta, 'dtype': cfg.param_dtype, 'use_cache': True,
+  }
+  if arch == 'LlamaForCausalLM':
+    out.update(attention_bias=False, mlp_bias=False)
+  else:
+    out.update(use_sliding_window=False)
+  out.update(extra)
+  return out
+
+
+def export(params: Mapping, cfg: ModelConfig, out_dir: str, *, dtype: str | None = None,
+           max_shard_bytes: int = 2 * 1024**3, config_extra: Mapping | None = None,
+           generation_config: Mapping | None = None, write_extra: Callable[[str], None] | None = None,
+           overwrite: bool = False) -> str:
+  """Writes a `transformers`-loadable directory; built in a temp dir and renamed into place."""
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not overwrite:
+    raise FileExistsError(f'{out_dir} exists; pass overwrite=True (--overwrite) to replace it')
+  dtype = dtype or cfg.param_dtype
+  if dtype not in _EXPORT_DTYPES:
+    raise ValueError(f'export dtype {dtype!r}: expected one of {sorted(_EXPORT_DTYPES)}')
+  np_dtype = np.dtype(_EXPORT_DTYPES[dtype])
+  write = jax.process_index() == 0
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.export-', dir=parent) if write else None
+  try:
+    shards: list[list[tuple[str, np.ndarray]]] = [[]]
+    shard_bytes = 0
+    total = 0
+    files: list[str] = []
+
+    def flush():
+      nonlocal shard_bytes
+      if shards[-1]:
+        name = f'part-{len(files):05d}.safetensors'
+        safetensors_io.write(os.path.join(tmp, name), shards[-1], {'format': 'pt'})
+        files.append(name)
+        shards[-1] = []
+        shard_bytes = 0
+
+    weight_map: dict[str, int] = {}
+    for name, (our_path, _, _, to_hf) in _tensor_specs(cfg).items():
+      tensor = np.ascontiguousarray(to_hf(_host_array(_get(params, our_path))).astype(np_dtype))
+      if not write:
+        continue
+      if shard_bytes and shard_bytes + tensor.nbytes > max_shard_bytes:
+        flush()
+      shards[-1].append((name, tensor))
+      weight_map[name] = len(files)
+      shard_bytes += tensor.nbytes
+      total += tensor.nbytes
+    if not write:
+      return out_dir
+    flush()
+    if len(files) == 1:
+      os.rename(os.path.join(tmp, files[0]), os.path.join(tmp, 'model.safetensors'))
+    else:
+      final = [f'model-{i + 1:05d}-of-{len(files):05d}.safetensors' for i in range(len(files))]
+      for src, dst in zip(files, final):
+        os.rename(os.path.join(tmp, src), os.path.join(tmp, dst))
+      index = {'metadata': {'total_size': total}, 'weight_map': {n: final[i] for n, i in weight_map.items()}}
+      _write_json(os.path.join(tmp, 'model.safetensors.index.json'), index)
+    _write_json(os.path.join(tmp, 'config.json'), hf_config_dict(cfg, **{'dtype': dtype, **(config_extra or {})}))
+    _write_json(os.path.join(tmp, 'generation_config.json'), {**(generation_config or {}), 'transformers_version': '5'})
+    if write_extra is not None:
+      write_extra(tmp)
+    if os.path.exists(out_dir):
+      trash = tempfile.mkdtemp(prefix='.replaced-', dir=parent)
+      os.rename(out_dir, os.path.join(trash, 'old'))
+      os.rename(tmp, out_dir)
+      shutil.rmtree(trash)
+    else:
+      os.rename(tmp, out_dir)
+    tmp = None
+  finally:
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+  return out_dir
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')

@@ -1,0 +1,159 @@
+"""Llama-family building blocks: RMSNorm, rotary embeddings, GQA attention, SwiGLU MLP.
+
+Parameters carry `logical_axes` metadata; `sharding.state_shardings` turns it into mesh
+shardings. Kernels keep heads as their own dimension ([embed, heads, head_dim]) so the
+tensor axis can shard heads without reshapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from deliberative.model import sharding
+from deliberative.model.config import ModelConfig, RopeScaling
+
+_MASKED = -1e30  # finite, so a fully masked (padding) row stays NaN-free
+
+
+def _param(rngs: nnx.Rngs, shape, fan_in: int, logical_axes, dtype, scale: float = 1.0) -> nnx.Param:
+  std = scale / math.sqrt(fan_in)
+  value = std * jax.random.truncated_normal(rngs.params(), -2.0, 2.0, shape, jnp.float32)
+  return nnx.Param(value.astype(dtype), logical_axes=tuple(logical_axes))
+
+
+class RMSNorm(nnx.Module):
+  def __init__(self, dim: int, eps: float, param_dtype):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=('embed',))
+
+  def __call__(self, x):
+    # Normalise in float32 (as the reference implementations do), then return to x's dtype.
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> jnp.ndarray:
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  if scaling is None:
+    return inv_freq
+  # Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between
+  # interpolated smoothly in 1/wavelength.
+  old_len = scaling.original_max_position_embeddings
+  wavelen = 2 * math.pi / inv_freq
+  slow = inv_freq / scaling.factor
+  smooth = (old_len / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+  blended = (1 - smooth) * slow + smooth * inv_freq
+  long_wave = wavelen > old_len / scaling.low_freq_factor
+  short_wave = wavelen < old_len / scaling.high_freq_factor
+  return jnp.where(long_wave, slow, jnp.where(short_wave, inv_freq, blended))
+
+
+def apply_rope(x_BLHD, positions_BL, inv_freq):
+  """Rotary embedding in the half-split layout used by Hugging Face Llama/Qwen2 weights."""
+  angles_BLF = positions_BL[..., None].astype(jnp.float32) * inv_freq
+  cos = jnp.cos(angles_BLF)[:, :, None, :]
+  sin = jnp.sin(angles_BLF)[:, :, None, :]
+  x = x_BLHD.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHD.dtype)
+
+
+class Attention(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    e, h, k, d, pd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_, cfg.jnp_param_dtype
+    self.q = _param(rngs, (e, h, d), e, ('embed', 'heads', 'kv'), pd)
+    self.k = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
+    self.v = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
+    self.o = _param(rngs, (h, d, e), h * d, ('heads', 'kv', 'embed'), pd, scale=1 / math.sqrt(2 * cfg.n_layers))
+    if cfg.qkv_bias:
+      self.q_bias = nnx.Param(jnp.zeros((h, d), pd), logical_axes=('heads', 'kv'))
+      self.k_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
+      self.v_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
+
+  def _project(self, x_BLE, kernel, bias_name):
+    dt = self.cfg.jnp_dtype
+    y = jnp.einsum('ble,ehd->blhd', x_BLE, kernel[...].astype(dt))
+    if self.cfg.qkv_bias:
+      y = y + getattr(self, bias_name)[...].astype(dt)
+    return y
+
+  def __call__(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache=None, cache_index=None,
+               cache_segment_ids_BS=None):
+    cfg = self.cfg
+    q_BLHD = apply_rope(self._project(x_BLE, self.q, 'q_bias'), positions_BL, inv_freq)
+    k_BLKD = apply_rope(self._project(x_BLE, self.k, 'k_bias'), positions_BL, inv_freq)
+    v_BLKD = self._project(x_BLE, self.v, 'v_bias')
+    q_BLHD = sharding.constrain(q_BLHD, ('batch', 'length', 'heads', 'kv'))
+
+    L = x_BLE.shape[1]
+    if layer_cache is None:
+      keys_BSKD, values_BSKD, key_seg_BS = k_BLKD, v_BLKD, segment_ids_BL
+      query_slot_L = jnp.arange(L)
+      key_slot_S = jnp.arange(L)
+      new_cache = None
+    else:
+      # Decode and prefill write the new keys at slots [cache_index, cache_index + L).
+      keys_BSKD = jax.lax.dynamic_update_slice_in_dim(layer_cache['k'], k_BLKD.astype(layer_cache['k'].dtype),
+                                                      cache_index, axis=1)
+      values_BSKD = jax.lax.dynamic_update_slice_in_dim(layer_cache['v'], v_BLKD.astype(layer_cache['v'].dtype),
+                                                        cache_index, axis=1)
+      key_seg_BS = cache_segment_ids_BS
+      query_slot_L = cache_index + jnp.arange(L)
+      key_slot_S = jnp.arange(keys_BSKD.shape[1])
+      new_cache = {'k': keys_BSKD, 'v': values_BSKD}
+
+    causal_LS = key_slot_S[None, :] <= query_slot_L[:, None]
+    same_segment_BLS = (segment_ids_BL[:, :, None] == key_seg_BS[:, None, :]) & (key_seg_BS[:, None, :] != 0)
+    mask_BLS = causal_LS[None] & same_segment_BLS
+
+    B, S = keys_BSKD.shape[0], keys_BSKD.shape[1]
+    groups = cfg.n_heads // cfg.n_kv_heads
+    q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
+    scores_BKGLS = jnp.einsum('blkgd,bskd->bkgls', q_BLKGD, keys_BSKD.astype(q_BLKGD.dtype),
+                              preferred_element_type=jnp.float32)
+    scores_BKGLS = scores_BKGLS / math.sqrt(cfg.head_dim_)
+    scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, _MASKED)
+    probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(cfg.jnp_dtype)
+    out_BLKGD = jnp.einsum('bkgls,bskd->blkgd', probs_BKGLS, values_BSKD.astype(cfg.jnp_dtype))
+    out_BLHD = out_BLKGD.reshape(B, L, cfg.n_heads, cfg.head_dim_)
+    out_BLE = jnp.einsum('blhd,hde->ble', out_BLHD, self.o[...].astype(cfg.jnp_dtype))
+    return sharding.constrain(out_BLE, ('batch', 'length', 'embed')), new_cache
+
+
+class MLP(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    e, f, pd = cfg.d_model, cfg.ffn_dim, cfg.jnp_param_dtype
+    self.gate = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
+    self.up = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
+    self.down = _param(rngs, (f, e), f, ('mlp', 'embed'), pd, scale=1 / math.sqrt(2 * cfg.n_layers))
+
+  def __call__(self, x_BLE):
+    dt = self.cfg.jnp_dtype
+    gate_BLF = x_BLE @ self.gate[...].astype(dt)
+    up_BLF = x_BLE @ self.up[...].astype(dt)
+    hidden_BLF = sharding.constrain(jax.nn.silu(gate_BLF) * up_BLF, ('batch', 'length', 'mlp'))
+    return hidden_BLF @ self.down[...].astype(dt)
+
+
+class Block(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.jnp_param_dtype)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.jnp_param_dtype)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache=None, cache_index=None,
+               cache_segment_ids_BS=None):
+    attn_out, new_cache = self.attn(self.attn_norm(x_BLE), positions_BL, segment_ids_BL, inv_freq,
+                                    layer_cache, cache_index, cache_segment_ids_BS)
+    x_BLE = x_BLE + attn_out
+    x_BLE = x_BLE + self.mlp(self.mlp_norm(x_BLE))
+    return sharding.constrain(x_BLE, ('batch', 'length', 'embed')), new_cache

@@ -1,0 +1,59 @@
+"""Building a model: from scratch (born sharded), from Orbax parameters, or from a HF directory."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from deliberative import checkpoints
+from deliberative.model import hf, sharding
+from deliberative.model.config import ModelConfig
+from deliberative.model.transformer import Transformer, build
+
+
+def create(cfg: ModelConfig, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES, seed: int = 0) -> Transformer:
+  if mesh is None:
+    return build(cfg, seed)()
+  sharding.check_model_fits_mesh(cfg, mesh, rules)
+  return sharding.create_sharded(build(cfg, seed), mesh, rules)
+
+
+def abstract_params(cfg: ModelConfig, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES) -> dict:
+  """Pure-dict tree of ShapeDtypeStructs (with shardings when a mesh is given)."""
+  if mesh is not None:
+    sharding.check_model_fits_mesh(cfg, mesh, rules)
+  _, state = sharding.abstract_model(build(cfg), mesh, rules)
+  return state.to_pure_dict()
+
+
+def from_params(cfg: ModelConfig, params: Mapping) -> Transformer:
+  """Wraps an existing parameter tree (no copy) in a Transformer."""
+  graphdef, state = nnx.split(nnx.eval_shape(build(cfg)))
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
+
+
+def params_of(model: Transformer) -> dict:
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def load(path: str, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES,
+         **config_overrides) -> tuple[ModelConfig, Transformer, dict]:
+  """A Hugging Face directory or an Orbax checkpoint (root or workdir) -> (config, model, meta).
+
+  `config_overrides` set fields the files do not fix, such as compute dtype or remat.
+  """
+  if hf.is_hf_dir(path):
+    cfg = hf.read_config(path, **config_overrides)
+    params = hf.load_params(path, cfg, abstract_params(cfg, mesh, rules))
+    return cfg, from_params(cfg, params), {'source': f'hf:{path}'}
+  ckpt_dir = checkpoints.resolve_dir(path)
+  meta = checkpoints.load_meta(ckpt_dir)
+  cfg = checkpoints.model_config_from_meta(meta)
+  if config_overrides:
+    cfg = ModelConfig.from_dict({**cfg.to_dict(), **config_overrides})
+  params = checkpoints.restore_params(ckpt_dir, abstract_params(cfg, mesh, rules))
+  return cfg, from_params(cfg, params), meta

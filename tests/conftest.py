@@ -1,0 +1,12 @@
+"""Test-wide setup: 8 fake CPU devices, so sharding is exercised without accelerators."""
+
+import os
+
+# Must precede the first `import jax` anywhere in the test process.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+import jax  # noqa: E402
+
+jax.config.update('jax_default_matmul_precision', 'highest')

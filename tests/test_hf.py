@@ -1,0 +1,149 @@
+"""Hugging Face parity: import, export, generation, and the errors bad directories give."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from deliberative import checkpoints
+from deliberative.model import hf, loading
+from tests.hf_fixtures import tiny_hf_model
+
+CASES = [('llama', False, {}), ('qwen2', True, {}),
+         ('llama', True, dict(rope_parameters=dict(rope_type='llama3', rope_theta=500000.0, factor=8.0,
+                                                   low_freq_factor=1.0, high_freq_factor=4.0,
+                                                   original_max_position_embeddings=32)))]
+
+
+def _torch_logits(model, ids):
+  with torch.no_grad():
+    return model(torch.tensor(ids)).logits.float().numpy()
+
+
+def _our_logits(model, ids):
+  logits, _ = model(jnp.asarray(ids))
+  return np.asarray(logits)
+
+
+def _greedy_ours(model, ids, n):
+  # Full (causal) forward over a fixed-size buffer each step: one compilation, no cache involved.
+  forward = jax.jit(lambda toks: model(toks)[0])
+  buf = np.zeros((1, len(ids) + n), np.int32)
+  buf[0, :len(ids)] = ids
+  for t in range(len(ids), len(ids) + n):
+    buf[0, t] = int(np.asarray(forward(jnp.asarray(buf)))[0, t - 1].argmax())
+  return buf[0].tolist()
+
+
+@pytest.mark.parametrize('arch,tie,extra', CASES, ids=['llama-untied', 'qwen2-tied', 'llama3-rope-tied'])
+def test_import_export_roundtrip(tmp_path, arch, tie, extra):
+  src = str(tmp_path / 'src')
+  ref = tiny_hf_model(arch, src, tie=tie, seed=1, **extra)
+  ids = np.random.default_rng(0).integers(0, 96, size=(2, 24))
+
+  cfg, model, _ = loading.load(src)
+  assert cfg.tie_embeddings == tie and cfg.qkv_bias == (arch == 'qwen2')
+  np.testing.assert_allclose(_our_logits(model, ids), _torch_logits(ref, ids), atol=1e-4, rtol=0)
+
+  out = str(tmp_path / 'exported')
+  hf.export(loading.params_of(model), cfg, out, max_shard_bytes=40_000)  # forces several shards + index
+  assert os.path.exists(os.path.join(out, 'model.safetensors.index.json'))
+  back = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+  np.testing.assert_allclose(_torch_logits(back, ids), _torch_logits(ref, ids), atol=1e-4, rtol=0)
+
+  prompt = ids[0, :5].tolist()
+  with torch.no_grad():
+    theirs = back.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, min_new_tokens=20,
+                           eos_token_id=None, pad_token_id=0)[0].tolist()
+  assert _greedy_ours(model, prompt, 20) == theirs
+
+
+def test_import_tool_writes_orbax_and_export_tool_reads_it(tmp_path):
+  import tools.export_hf
+  import tools.import_hf
+  src = str(tmp_path / 'src')
+  ref = tiny_hf_model('qwen2', src, tie=False, seed=2)
+  ckpt = str(tmp_path / 'ckpt')
+  assert tools.import_hf.main(['--hf_dir', src, '--out', ckpt]) == 0
+  assert checkpoints.latest_step(ckpt) == 0
+  out = str(tmp_path / 'hf_out')
+  assert tools.export_hf.main(['--checkpoint', ckpt, '--out', out]) == 0
+  assert os.path.exists(os.path.join(out, 'model.safetensors'))  # small: one file, no index
+  back = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  ids = np.arange(30).reshape(2, 15)
+  np.testing.assert_allclose(_torch_logits(back, ids), _torch_logits(ref, ids), atol=1e-5, rtol=0)
+  # Exporting over an existing directory is refused unless asked for.
+  with pytest.raises(SystemExit):
+    tools.import_hf.main(['--hf_dir', src, '--out', ckpt])
+  with pytest.raises(FileExistsError, match='exists'):
+    tools.export_hf.main(['--checkpoint', ckpt, '--out', out])
+
+
+def _edit_config(d, **changes):
+  path = os.path.join(d, 'config.json')
+  with open(path) as f:
+    raw = json.load(f)
+  raw.update(changes)
+  with open(path, 'w') as f:
+    json.dump(raw, f)
+
+
+@pytest.fixture
+def llama_dir(tmp_path):
+  d = str(tmp_path / 'llama')
+  tiny_hf_model('llama', d, tie=False)
+  return d
+
+
+def test_unsupported_architecture_names_itself_and_the_supported(llama_dir):
+  _edit_config(llama_dir, architectures=['MistralForCausalLM'])
+  with pytest.raises(hf.HFFormatError, match=r"MistralForCausalLM.*supported: LlamaForCausalLM, Qwen2ForCausalLM"):
+    loading.load(llama_dir)
+
+
+def _rewrite_tensors(d, edit):
+  from deliberative.model import safetensors_io
+  path = os.path.join(d, 'model.safetensors')
+  st = safetensors_io.SafetensorsFile(path)
+  tensors = {k: np.array(st.read(k)) for k in st.keys()}
+  del st
+  edit(tensors)
+  safetensors_io.write(path, tensors)
+
+
+def test_missing_tensor_is_named_with_its_shape(llama_dir):
+  _rewrite_tensors(llama_dir, lambda t: t.pop('model.layers.1.mlp.up_proj.weight'))
+  with pytest.raises(hf.HFFormatError, match=r'missing.*model\.layers\.1\.mlp\.up_proj\.weight \[112, 64\]'):
+    loading.load(llama_dir)
+
+
+def test_extra_tensor_is_named(llama_dir):
+  _rewrite_tensors(llama_dir, lambda t: t.update({'model.layers.0.self_attn.o_proj.bias': np.zeros(64, np.float32)}))
+  with pytest.raises(hf.HFFormatError, match=r'unexpected.*o_proj\.bias'):
+    loading.load(llama_dir)
+
+
+def test_wrong_shape_is_named_with_expected_shape(llama_dir):
+  def edit(t):
+    t['model.layers.0.self_attn.k_proj.weight'] = np.zeros((64, 64), np.float32)
+  _rewrite_tensors(llama_dir, edit)
+  with pytest.raises(hf.HFFormatError, match=r'k_proj\.weight has shape \[64, 64\], expected \[32, 64\]'):
+    loading.load(llama_dir)
+
+
+def test_failed_export_leaves_nothing(tmp_path, llama_dir):
+  cfg, model, _ = loading.load(llama_dir)
+  out = tmp_path / 'never'
+
+  def boom(_):
+    raise RuntimeError('disk full')
+  with pytest.raises(RuntimeError, match='disk full'):
+    hf.export(loading.params_of(model), cfg, str(out), write_extra=boom)
+  assert not out.exists()
+  assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.export-')] == []

@@ -1,0 +1,38 @@
+"""Writes a Hugging Face directory (config.json, safetensors, generation_config.json).
+
+  python tools/export_hf.py --checkpoint CKPT_DIR_OR_WORKDIR --out HF_DIR [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deliberative import checkpoints  # noqa: E402
+from deliberative.model import hf, loading  # noqa: E402
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--checkpoint', required=True, help='Orbax checkpoint root, or a training workdir')
+  parser.add_argument('--out', required=True, help='Hugging Face directory to write')
+  parser.add_argument('--dtype', default=None, choices=('float32', 'bfloat16', 'float16'),
+                      help='tensor dtype in the files (default: the checkpoint parameter dtype)')
+  parser.add_argument('--max_shard_gb', type=float, default=2.0, help='split safetensors above this size')
+  parser.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+  args = parser.parse_args(argv)
+  ckpt_dir = checkpoints.resolve_dir(args.checkpoint)
+  meta = checkpoints.load_meta(ckpt_dir)
+  cfg = checkpoints.model_config_from_meta(meta)
+  params = checkpoints.restore_params(ckpt_dir, loading.abstract_params(cfg))
+  out = hf.export(params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
+                  overwrite=args.overwrite)
+  print(f'exported {hf.architecture(cfg)} ({cfg.param_count():,} parameters) -> {out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
