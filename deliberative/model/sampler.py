@@ -1,0 +1,153 @@
+"""Batched sampling with a KV cache: one prefill, then a jit'd decode loop.
+
+Prompts are left-padded to a length bucket and the batch to a size bucket, so a call
+compiles once per (batch bucket, length bucket, max_new_tokens, sampling mode) and never
+per prompt. Padding slots carry segment id 0 and are invisible to attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from deliberative.model.config import ModelConfig
+from deliberative.model.transformer import Transformer, build, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  temperature: float = 0.0  # 0 = greedy
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1 = off
+  max_new_tokens: int = 128
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature <= 0.0
+
+
+@dataclasses.dataclass
+class SampleOutput:
+  tokens: np.ndarray  # [B, max_new_tokens] int32, padded with pad_id after the stop token
+  logprobs: np.ndarray  # [B, max_new_tokens] float32, log p(token) under softmax(logits / T); 0 after stop
+  lengths: np.ndarray  # [B] generated tokens including the stop token
+  stopped: np.ndarray  # [B] bool: ended on a stop token (False = ran out of max_new_tokens)
+
+  def completion(self, i: int) -> list[int]:
+    return self.tokens[i, :self.lengths[i]].tolist()
+
+
+def _bucket(n: int, buckets: Sequence[int], what: str) -> int:
+  for b in buckets:
+    if n <= b:
+      return b
+  raise ValueError(f'sampler: {what} {n} exceeds the largest bucket {buckets[-1]}; add a larger bucket')
+
+
+def _filter_logits(logits_BV, top_k: int, top_p: float):
+  if top_k > 0:
+    kth = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth, -jnp.inf, logits_BV)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always survives).
+    cutoff_idx = jnp.sum(cum_BV < top_p, axis=-1, keepdims=True)
+    cutoff = jnp.take_along_axis(sorted_BV, cutoff_idx, axis=-1)
+    logits_BV = jnp.where(logits_BV < cutoff, -jnp.inf, logits_BV)
+  return logits_BV
+
+
+class Sampler:
+  """`Sampler(cfg, stop_ids, pad_id)(params, prompts, rng, SamplingParams(...))`."""
+
+  def __init__(self, cfg: ModelConfig, stop_ids: Sequence[int], pad_id: int = 0, *,
+               length_buckets: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
+               batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), batch_multiple: int = 1):
+    self.cfg = cfg
+    self.stop_ids = tuple(int(s) for s in stop_ids)
+    self.pad_id = int(pad_id)
+    self.length_buckets = tuple(sorted(length_buckets))
+    # Batch buckets must split evenly over the mesh's batch axes (batch_multiple).
+    self.batch_buckets = tuple(sorted({-(-b // batch_multiple) * batch_multiple for b in batch_buckets}))
+    self.graphdef = nnx.graphdef(nnx.eval_shape(build(cfg)))
+    self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
+
+  def __call__(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array,
+               sampling: SamplingParams = SamplingParams()) -> SampleOutput:
+    n = len(prompts)
+    if n == 0:
+      raise ValueError('sampler: no prompts')
+    batch = _bucket(n, self.batch_buckets, 'batch size')
+    length = _bucket(max(len(p) for p in prompts), self.length_buckets, 'prompt length')
+    tokens = np.full((batch, length), self.pad_id, np.int32)
+    segments = np.zeros((batch, length), np.int32)
+    positions = np.zeros((batch, length), np.int32)
+    prompt_lens = np.zeros((batch,), np.int32)
+    for i, p in enumerate(prompts):
+      if not p:
+        raise ValueError(f'sampler: prompt {i} is empty')
+      tokens[i, length - len(p):] = p  # left-pad: every prompt ends at the same slot
+      segments[i, length - len(p):] = 1
+      positions[i, length - len(p):] = np.arange(len(p))
+      prompt_lens[i] = len(p)
+    for i in range(n, batch):  # filler rows: a one-token prompt, results dropped
+      tokens[i, -1], segments[i, -1] = self.pad_id, 1
+      prompt_lens[i] = 1
+    out = self._generate(params, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments),
+                         jnp.asarray(prompt_lens), rng, sampling)
+    tokens_out, logprobs, lengths, stopped = jax.device_get(out)
+    return SampleOutput(tokens_out[:n], logprobs[:n], lengths[:n], stopped[:n])
+
+  @functools.partial(jax.jit, static_argnums=(0, 7))
+  def _generate(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
+    self.compiles += 1
+    model: Transformer = nnx.merge(self.graphdef, params)
+    B, P = tokens_BP.shape
+    T = sampling.max_new_tokens
+    cache = init_cache(self.cfg, B, P + T)
+    logits_BPV, cache = model(tokens_BP, positions_BP, segments_BP, cache=cache)
+    stop_ids = jnp.asarray(self.stop_ids, jnp.int32)
+
+    def choose(logits_BV, key):
+      logits_BV = logits_BV.astype(jnp.float32)
+      if sampling.greedy:
+        token_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+        logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
+      else:
+        scaled_BV = logits_BV / sampling.temperature
+        logp_BV = jax.nn.log_softmax(scaled_BV, axis=-1)
+        filtered_BV = _filter_logits(scaled_BV, sampling.top_k, sampling.top_p)
+        token_B = jax.random.categorical(key, filtered_BV, axis=-1).astype(jnp.int32)
+      return token_B, jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]
+
+    def body(carry):
+      t, cache, last_logits_BV, done_B, out_tokens, out_logp, key = carry
+      key, sub = jax.random.split(key)
+      token_B, logp_B = choose(last_logits_BV, sub)
+      token_B = jnp.where(done_B, self.pad_id, token_B)
+      logp_B = jnp.where(done_B, 0.0, logp_B)
+      out_tokens = out_tokens.at[:, t].set(token_B)
+      out_logp = out_logp.at[:, t].set(logp_B)
+      done_B = done_B | jnp.isin(token_B, stop_ids)
+      logits_B1V, cache = model(token_B[:, None], (prompt_lens_B + t)[:, None], jnp.ones((B, 1), jnp.int32),
+                                cache=cache)
+      return t + 1, cache, logits_B1V[:, 0], done_B, out_tokens, out_logp, key
+
+    def cond(carry):
+      t, _, _, done_B, *_ = carry
+      return (t < T) & ~jnp.all(done_B)
+
+    init = (jnp.int32(0), cache, logits_BPV[:, -1], jnp.zeros((B,), bool), jnp.full((B, T), self.pad_id, jnp.int32),
+            jnp.zeros((B, T), jnp.float32), rng)
+    _, _, _, done_B, out_tokens, out_logp, _ = jax.lax.while_loop(cond, body, init)
+    is_stop_BT = jnp.isin(out_tokens, stop_ids)
+    first_stop_B = jnp.argmax(is_stop_BT, axis=-1)
+    lengths_B = jnp.where(done_B, first_stop_B + 1, T).astype(jnp.int32)
+    return out_tokens, out_logp, lengths_B, done_B
