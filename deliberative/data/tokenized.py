@@ -1,0 +1,224 @@
+"""Records -> token arrays, once per record: loss weights, overlong policy and its counts.
+
+A `TokenizedSplit` holds one host's shard of a split, tokenized with the chat format.
+Each SFT example keeps `ids` (the rendered trace) and `target_weights` (the loss mask on
+`ids[1:]`), so packing is only array copies. Overlong records are handled here, before
+any batch is made, so their count is exact and a bad `seq_len` fails at start-up rather
+than hours into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from deliberative.tokenizer import Segment, Tokenizer
+
+log = logging.getLogger(__name__)
+
+LOSS_SEGMENTS = {
+    "cot_answer": (Segment.COT, Segment.ANSWER),
+    "answer": (Segment.ANSWER,),
+}
+OVERLONG_POLICIES = ("drop", "truncate_cot")
+
+
+class OverlongError(ValueError):
+  """Too many records longer than the sequence length (more than the configured bound)."""
+
+
+class EmptyDatasetError(ValueError):
+  """A split (or one host's shard of it) has nothing to iterate over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedTrace:
+  ids: np.ndarray  # int32 [n]: the rendered trace
+  labels: np.ndarray  # int8 [n]: Segment per token
+  target_weights: np.ndarray  # float32 [n-1]: loss weight of predicting ids[1:]
+
+
+def tokenize_trace(tokenizer: Tokenizer, record: Mapping[str, Any], loss_on: str) -> TokenizedTrace:
+  """A trace record rendered with the chat format, with its loss mask."""
+  if loss_on not in LOSS_SEGMENTS:
+    raise ValueError(f"loss_on={loss_on!r}; valid: {sorted(LOSS_SEGMENTS)}")
+  if "answer" not in record:
+    raise ValueError(f"record {record.get('id')!r} has no answer: SFT needs traces, not prompt-only records")
+  ids, labels = tokenizer.render_chat_arrays(record["messages"], cot=record.get("cot", ""), answer=record["answer"])
+  weight_of_segment = np.zeros(len(Segment), np.float32)
+  weight_of_segment[list(LOSS_SEGMENTS[loss_on])] = 1.0
+  weights = weight_of_segment[labels[1:]]
+  return TokenizedTrace(ids, labels, weights)
+
+
+def truncate_cot(trace: TokenizedTrace, max_tokens: int) -> TokenizedTrace | None:
+  """Cuts CoT text tokens from the end of the CoT until the trace has `max_tokens` tokens.
+
+  The `<|answer|>` marker and the answer are kept whole; None if even an empty CoT is
+  too long.
+  """
+  excess = len(trace.ids) - max_tokens
+  if excess <= 0:
+    return trace
+  cot_positions = np.flatnonzero(trace.labels == Segment.COT)
+  cot_text_positions = cot_positions[:-1]  # the last COT token is the <|answer|> marker
+  if len(cot_text_positions) < excess:
+    return None
+  keep = np.ones(len(trace.ids), bool)
+  keep[cot_text_positions[-excess:]] = False
+  ids, labels = trace.ids[keep], trace.labels[keep]
+  # Weights belong to targets ids[1:]; dropping token k drops target k-1.
+  weights = trace.target_weights[keep[1:]]
+  return TokenizedTrace(ids, labels, weights)
+
+
+@dataclasses.dataclass
+class OverlongReport:
+  """How many records did not fit, what was done with them, and the bound."""
+
+  records: int = 0
+  overlong: int = 0
+  dropped: int = 0
+  truncated: int = 0
+  limit_tokens: int = 0
+  policy: str = "drop"
+  max_fraction: float = 0.0
+
+  @property
+  def fraction(self) -> float:
+    return self.overlong / self.records if self.records else 0.0
+
+  def describe(self, where: str) -> str:
+    return (
+        f"{where}: {self.overlong} of {self.records} records ({100 * self.fraction:.1f}%) exceed "
+        f"{self.limit_tokens} tokens; policy {self.policy!r}: {self.truncated} truncated, "
+        f"{self.dropped} dropped (bound {100 * self.max_fraction:.1f}%)"
+    )
+
+  def check(self, where: str) -> None:
+    """Logs the counts when nonzero and raises OverlongError past the bound."""
+    if self.overlong:
+      log.warning("%s", self.describe(where))
+    if self.fraction > self.max_fraction:
+      raise OverlongError(
+          self.describe(where) + ": over the bound; raise seq_len, use overlong='truncate_cot', "
+          "or raise max_overlong_fraction"
+      )
+
+
+@dataclasses.dataclass
+class TokenizedSplit:
+  """One host's tokenized shard of a split (SFT traces or generation prompts)."""
+
+  items: list  # TokenizedTrace for SFT; (record, prompt_ids) for prompts
+  overlong: OverlongReport
+  token_means: dict[str, float]  # mean tokens per record by part (prompt/cot/answer/total)
+  where: str
+
+
+def shard_indices(num_records: int, process_index: int, process_count: int) -> slice:
+  """This host's disjoint, equal-sized share of [0, num_records) (the remainder is unused)."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  per_host = num_records // process_count
+  return slice(process_index, per_host * process_count, process_count)
+
+
+def _sharded_records(records: grain.MapDataset, process_index: int, process_count: int, where: str):
+  total = len(records)
+  shard = records[shard_indices(total, process_index, process_count)]
+  if total == 0:
+    raise EmptyDatasetError(f"{where}: empty split")
+  if len(shard) == 0:
+    raise EmptyDatasetError(f"{where}: {total} records cannot give each of {process_count} hosts one")
+  return shard
+
+
+def tokenize_traces(
+    records: grain.MapDataset,
+    tokenizer: Tokenizer,
+    *,
+    seq_len: int,
+    loss_on: str,
+    overlong: str,
+    max_overlong_fraction: float,
+    process_index: int,
+    process_count: int,
+    where: str,
+) -> TokenizedSplit:
+  """Tokenizes this host's shard of trace `records`; applies and checks the overlong policy.
+
+  A packed row holds `seq_len` input positions, so a trace fits when it has at most
+  `seq_len + 1` tokens (inputs and targets are the trace shifted by one).
+  """
+  if overlong not in OVERLONG_POLICIES:
+    raise ValueError(f"overlong={overlong!r}; valid: {OVERLONG_POLICIES}")
+  shard = _sharded_records(records, process_index, process_count, where)
+  max_tokens = seq_len + 1
+  report = OverlongReport(limit_tokens=max_tokens, policy=overlong, max_fraction=max_overlong_fraction)
+  part_sums = dict.fromkeys(("prompt", "cot", "answer", "total"), 0)
+  items = []
+  # Plain indexing, not iteration: grain's iterator runs a thread pool whose overhead
+  # exceeds the tokenization itself for records this small.
+  for index in range(len(shard)):
+    trace = tokenize_trace(tokenizer, shard[index], loss_on)
+    report.records += 1
+    counts = np.bincount(trace.labels, minlength=len(Segment))
+    part_sums["prompt"] += int(counts[Segment.SYSTEM] + counts[Segment.USER])
+    part_sums["cot"] += int(counts[Segment.COT])
+    part_sums["answer"] += int(counts[Segment.ANSWER])
+    part_sums["total"] += len(trace.ids)
+    if len(trace.ids) > max_tokens:
+      report.overlong += 1
+      trace = truncate_cot(trace, max_tokens) if overlong == "truncate_cot" else None
+      if trace is None:
+        report.dropped += 1
+        continue
+      report.truncated += 1
+    items.append(trace)
+  report.check(where)
+  if not items:
+    raise EmptyDatasetError(f"{where}: no record fits in seq_len={seq_len}")
+  means = {k: v / report.records for k, v in part_sums.items()}
+  return TokenizedSplit(items, report, means, where)
+
+
+def tokenize_prompts(
+    records: grain.MapDataset,
+    tokenizer: Tokenizer,
+    *,
+    max_prompt_len: int,
+    max_overlong_fraction: float,
+    process_index: int,
+    process_count: int,
+    where: str,
+) -> TokenizedSplit:
+  """This host's shard as (record, generation-prompt ids); over-long prompts are dropped."""
+  shard = _sharded_records(records, process_index, process_count, where)
+  report = OverlongReport(limit_tokens=max_prompt_len, policy="drop", max_fraction=max_overlong_fraction)
+  items, total_tokens = [], 0
+  for index in range(len(shard)):
+    record = shard[index]
+    ids, _ = tokenizer.render_chat(record["messages"], add_generation_prompt=True)
+    report.records += 1
+    total_tokens += len(ids)
+    if len(ids) > max_prompt_len:
+      report.overlong += 1
+      report.dropped += 1
+      continue
+    items.append((record, ids))
+  report.check(where)
+  if not items:
+    raise EmptyDatasetError(f"{where}: no prompt fits in max_prompt_len={max_prompt_len}")
+  return TokenizedSplit(items, report, {"prompt": total_tokens / report.records}, where)
+
+
+def as_records(source: Sequence[Any], decode=None) -> grain.MapDataset:
+  """A grain MapDataset of records over a random-access source (optionally decoded)."""
+  dataset = grain.MapDataset.source(source)
+  return dataset.map(decode) if decode is not None else dataset

@@ -1,0 +1,228 @@
+"""Export of the sentencepiece tokenizer to a Hugging Face tokenizer directory.
+
+`write_hf_tokenizer` builds `tokenizer.json` with the `tokenizers` library straight from
+the sentencepiece model proto (transformers' own sentencepiece loaders mis-read our
+model, see shared/NOTES.md), plus `tokenizer_config.json` with the chat template.
+
+How the construction reproduces sentencepiece BPE id for id:
+
+* Sentencepiece BPE encodes a whole (normalised) string at once: it starts from single
+  characters and repeatedly merges the adjacent pair whose concatenation is a vocabulary
+  piece with the highest score (ties: leftmost first). No word splitting happens at
+  encode time. The HF BPE model does the same given (a) no pre-tokenizer, so the text is
+  one "word", and (b) a merge list holding *every* split (left, right) of every normal
+  piece with both halves in the vocabulary, ranked by the merged piece's score. The HF
+  model breaks rank ties leftmost-first, as sentencepiece does.
+* Our model's normaliser is the identity except that a space becomes sentencepiece's
+  '▁'. Our `Tokenizer.encode` sends a literal '▁' typed by a user through byte fallback,
+  so a normaliser mapping ' ' -> '▁' would make the two indistinguishable. Instead the
+  HF vocabulary spells every '▁' as a real space: no normaliser is needed, and a
+  literal '▁' is then a character outside the vocabulary, which HF byte fallback turns
+  into the same <0xE2><0x96><0x81> ids, unmergeable, just like ours.
+* Characters outside the vocabulary go through `byte_fallback=True` to the <0xXX>
+  pieces, as in sentencepiece.
+* Decoding is byte fallback + fuse (tokens already carry real spaces); no dummy prefix
+  is stripped because the model has none.
+* Control tokens (and <pad>/<unk>/<s>/</s>) are special added tokens with their
+  sentencepiece ids, so the chat template can write them.
+
+Where HF differs from `Tokenizer` (both pinned by tests/test_hf_tokenizer.py):
+
+* HF matches special added tokens in text: `hf.encode("<|end|>")` gives the control id,
+  where ours gives characters. Pass `split_special_tokens=True` to `encode`/`__call__`
+  to get our ids for *any* text. In chats, pass `sanitize_control_tokens=True` to
+  `apply_chat_template`: control-token spellings inside messages then become text. It
+  encodes the text on either side of such a spelling separately; with the shipped
+  vocabulary no piece spans '<' or '>' with a neighbour and '|' is byte fallback, so
+  the ids still equal `render_chat`'s (tested), but a retrained vocabulary could
+  differ at those boundaries.
+  Setting `split_special_tokens=True` as the default is not an option: the chat template
+  output is tokenized with the default too, and its own markers would become text.
+* `decode` writes control tokens out (e.g. "<|end|>") unless `skip_special_tokens=True`;
+  ours drops them. On ids without control/pad/unk ids the two decodes are equal.
+* `encode(..., add_special_tokens=True)` (the default of `hf(text)`) prepends <s>, like
+  a Llama tokenizer; `add_special_tokens=False` gives exactly `Tokenizer.encode`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sentencepiece import sentencepiece_model_pb2
+from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, processors
+
+from deliberative.tokenizer import CHAT_CONTROL_TOKENS, CONTROL_TOKENS, Tokenizer
+
+_SP_SPACE = "\u2581"
+_Type = sentencepiece_model_pb2.ModelProto.SentencePiece
+
+
+def _chat_template(bos: str, t: dict[str, str]) -> str:
+  """Jinja for `Tokenizer.render_chat`'s layout (see `Tokenizer._render`).
+
+  - every message: <|role|> content <|end|>; an earlier assistant turn has no <|think|>;
+  - an assistant message carrying `reasoning_content` (or `cot`) is a full trace:
+    <|assistant|> <|think|> cot <|answer|> content <|end|> (render_chat(cot=, answer=));
+  - add_generation_prompt: <|assistant|> <|think|>.
+  Markers are string literals, so transformers' `sanitize_control_tokens` sees them.
+  """
+  return (
+    "{{- '" + bos + "' -}}\n"
+    "{%- for message in messages -%}\n"
+    "  {%- set role = message['role'] -%}\n"
+    "  {%- if message['content'] is not string -%}\n"
+    "    {{- raise_exception('message content must be a string') -}}\n"
+    "  {%- endif -%}\n"
+    "  {%- if role == 'system' -%}\n"
+    "    {{- '" + t["system"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "  {%- elif role == 'user' -%}\n"
+    "    {{- '" + t["user"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "  {%- elif role == 'assistant' -%}\n"
+    "    {%- if message['reasoning_content'] is defined or message['cot'] is defined -%}\n"
+    "      {%- set cot = message['reasoning_content'] if message['reasoning_content'] is defined"
+    " else message['cot'] -%}\n"
+    "      {{- '" + t["assistant"] + t["think"] + "' + cot + '" + t["answer"] + "'"
+    " + message['content'] + '" + t["end"] + "' -}}\n"
+    "    {%- else -%}\n"
+    "      {{- '" + t["assistant"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "    {%- endif -%}\n"
+    "  {%- else -%}\n"
+    "    {{- raise_exception('unknown role ' + role + '; valid: assistant, system, user') -}}\n"
+    "  {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{- '" + t["assistant"] + t["think"] + "' -}}\n"
+    "{%- endif -%}\n"
+  )
+
+
+def _build_backend(proto: sentencepiece_model_pb2.ModelProto) -> HFTokenizer:
+  """The `tokenizers` object equivalent to sentencepiece BPE on `proto` (module doc)."""
+  if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
+    raise ValueError("only sentencepiece BPE models can be exported")
+  norm = proto.normalizer_spec
+  if norm.precompiled_charsmap or norm.add_dummy_prefix or norm.remove_extra_whitespaces:
+    # Our trainer settings make the normaliser the identity (plus ' ' -> '▁'); anything
+    # else would need an HF normaliser this export does not build.
+    raise ValueError("export needs identity normalisation without dummy prefix or "
+                     "whitespace removal (deliberative.tokenizer.TRAINER_SETTINGS)")
+  if not proto.trainer_spec.byte_fallback:
+    raise ValueError("export needs a byte_fallback model")
+
+  vocab: dict[str, int] = {}
+  normal: dict[str, int] = {}
+  for i, p in enumerate(proto.pieces):
+    if p.type in (_Type.USER_DEFINED, _Type.UNUSED):
+      # Sentencepiece matches user-defined pieces greedily in text and resegments unused
+      # ones; neither is reproduced here, and our trainer settings create neither.
+      raise ValueError(f"piece {p.piece!r} has unsupported type {p.type}")
+    token = p.piece.replace(_SP_SPACE, " ") if p.type == _Type.NORMAL else p.piece
+    if token in vocab:
+      raise ValueError(f"piece {p.piece!r} collides with another piece once '▁' -> ' '")
+    vocab[token] = i
+    if p.type == _Type.NORMAL:
+      normal[token] = i
+
+  scores = [proto.pieces[i].score for i in normal.values()]
+  if len(set(scores)) != len(scores):
+    # Sentencepiece breaks equal-score ties by position; HF ranks are distinct.
+    raise ValueError("normal pieces must have distinct scores")
+  for token in normal:
+    # HF byte-falls-back an out-of-vocabulary character before merging, so every
+    # character of a mergeable piece must be a piece itself (true for a trained model).
+    missing = [c for c in token if c not in normal]
+    if missing:
+      raise ValueError(f"piece {token!r} uses characters {missing} that are not pieces")
+
+  # Every way to build each piece from two pieces, best score first: sentencepiece
+  # merges any adjacent pair whose concatenation is a piece, ranked by that piece's score.
+  merges: list[tuple[str, str]] = []
+  for token, i in sorted(normal.items(), key=lambda kv: (-proto.pieces[kv[1]].score, kv[1])):
+    for k in range(1, len(token)):
+      if token[:k] in normal and token[k:] in normal:
+        merges.append((token[:k], token[k:]))
+
+  unk = proto.pieces[proto.trainer_spec.unk_id].piece
+  backend = HFTokenizer(models.BPE(
+    vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=False,
+    ignore_merges=False, dropout=None,
+  ))
+  # No normaliser and no pre-tokenizer: sentencepiece does not split words at encode time.
+  backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+
+  special_ids = [i for i, p in enumerate(proto.pieces) if p.type in (_Type.CONTROL, _Type.UNKNOWN)]
+  backend.add_special_tokens([
+    AddedToken(proto.pieces[i].piece, special=True, normalized=False, lstrip=False,
+               rstrip=False, single_word=False)
+    for i in special_ids
+  ])
+  for i in special_ids:  # added tokens must keep their sentencepiece ids
+    if backend.token_to_id(proto.pieces[i].piece) != i:
+      raise AssertionError(f"added token {proto.pieces[i].piece!r} lost its id {i}")
+
+  bos = proto.pieces[proto.trainer_spec.bos_id].piece
+  bos_id = proto.trainer_spec.bos_id
+  # add_special_tokens=True prepends <s>, as every rendered chat starts with it.
+  backend.post_processor = processors.TemplateProcessing(
+    single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)],
+  )
+  return backend
+
+
+def hf_generation_config(tokenizer: Tokenizer) -> dict:
+  """Token ids for generation_config.json: generation stops at <|end|> (or </s>)."""
+  return {
+    "bos_token_id": tokenizer.bos_id,
+    "eos_token_id": [tokenizer.end_id, tokenizer.eos_id],
+    "pad_token_id": tokenizer.pad_id,
+  }
+
+
+def write_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | os.PathLike) -> None:
+  """Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json and
+  tokenizer.model into the existing directory `out_dir`, loadable with
+  `transformers.AutoTokenizer.from_pretrained(out_dir)`."""
+  out = Path(out_dir)
+  if not out.is_dir():
+    raise FileNotFoundError(f"{out} is not a directory")
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(tokenizer.model_proto)
+  backend = _build_backend(proto)
+  backend.save(str(out / "tokenizer.json"))
+
+  spec = proto.trainer_spec
+  piece = lambda i: proto.pieces[i].piece  # noqa: E731
+  named = {
+    "bos_token": piece(spec.bos_id), "eos_token": piece(spec.eos_id),
+    "pad_token": piece(spec.pad_id), "unk_token": piece(spec.unk_id),
+  }
+  # Names and spellings read from the model, not hard-coded ids.
+  controls = {t[2:-2]: tokenizer.id_to_piece(tokenizer.control_id(t)) for t in CHAT_CONTROL_TOKENS}
+  extra = [tokenizer.id_to_piece(tokenizer.control_id(t)) for t in CONTROL_TOKENS]
+  added = {
+    str(i): {"content": p.piece, "lstrip": False, "normalized": False, "rstrip": False,
+             "single_word": False, "special": True}
+    for i, p in enumerate(proto.pieces) if p.type in (_Type.CONTROL, _Type.UNKNOWN)
+  }
+  config = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    **named,
+    "extra_special_tokens": extra,
+    "added_tokens_decoder": added,
+    "add_bos_token": True,
+    "add_eos_token": False,
+    # The ids are already exact; HF's space clean-up would alter decoded text.
+    "clean_up_tokenization_spaces": False,
+    "split_special_tokens": False,
+    "chat_control_tokens": extra,
+    "model_max_length": 1 << 20,
+    "chat_template": _chat_template(named["bos_token"], controls),
+  }
+  (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+  special_map = {**named, "additional_special_tokens": extra}
+  (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False)
+                                               + "\n", encoding="utf-8")
+  (out / "tokenizer.model").write_bytes(tokenizer.model_proto)

@@ -1,0 +1,121 @@
+"""Metrics to `metrics.jsonl` and TensorBoard, and a progress line with tokens/s, MFU and ETA."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+import jax
+import numpy as np
+
+
+class MetricsWriter:
+  """Appends one JSON line per logged step; mirrors scalars to TensorBoard. Main process only."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: _scalar(v) for k, v in metrics.items()}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': int(step), **clean}) + '\n')
+    for k, v in clean.items():
+      if isinstance(v, (int, float)) and math.isfinite(v):
+        self._tb.add_scalar(k, v, int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _scalar(v):
+  if isinstance(v, (np.ndarray, jax.Array)):
+    v = np.asarray(v).item()
+  if isinstance(v, (np.floating, np.integer)):
+    v = v.item()
+  return v
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def measure_peak_flops(seconds: float = 0.5) -> float:
+  """FLOP/s of a large float32 matmul on one device: the MFU denominator when none is configured."""
+  n = 1024
+  x = jax.device_put(np.random.default_rng(0).standard_normal((n, n), np.float32), jax.devices()[0])
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  reps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    f(x).block_until_ready()
+    reps += 1
+  return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def flops_per_token(model_cfg, seq_len: int) -> float:
+  """Training FLOPs per token: 6 * matmul params + causal attention (the PaLM appendix formula)."""
+  table = model_cfg.vocab_size * model_cfg.d_model
+  # The input embedding is a lookup, not a matmul; a tied table is still used once as the output projection.
+  matmul_params = model_cfg.param_count() - table + (table if model_cfg.tie_embeddings else 0)
+  attn = 12 * model_cfg.n_layers * model_cfg.n_heads * model_cfg.head_dim_ * seq_len / 2
+  return 6 * matmul_params + attn
+
+
+class Progress:
+  """One line per report: step/total, loss, tokens/s, MFU and ETA (rates over the last window)."""
+
+  def __init__(self, total_steps: int, start_step: int, flops_per_token: float, peak_flops: float):
+    self.total, self.start = total_steps, start_step
+    self.fpt, self.peak = flops_per_token, peak_flops
+    self.enabled = jax.process_index() == 0
+    self._t0 = self._last_t = time.perf_counter()
+    self._last_step, self._last_tokens = start_step, 0.0
+    self.tokens = 0.0
+
+  def add_tokens(self, n: float) -> None:
+    self.tokens += n
+
+  def rates(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    dt = max(now - self._last_t, 1e-9)
+    tok_s = (self.tokens - self._last_tokens) / dt
+    steps_s = (step - self._last_step) / dt
+    self._last_t, self._last_step, self._last_tokens = now, step, self.tokens
+    return {'perf/tokens_per_sec': tok_s, 'perf/steps_per_sec': steps_s,
+            'perf/mfu': tok_s * self.fpt / (self.peak * jax.device_count())}
+
+  def report(self, step: int, loss: float, rates: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    left = self.total - step
+    eta = left / rates['perf/steps_per_sec'] if rates['perf/steps_per_sec'] > 0 else float('nan')
+    print(f'step {step:>6}/{self.total}  loss {loss:.4f}  {rates["perf/tokens_per_sec"]:,.0f} tok/s  '
+          f'MFU {100 * rates["perf/mfu"]:.1f}%  ETA {_fmt(eta)}', flush=True)
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self._t0
+
+
+def _fmt(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'

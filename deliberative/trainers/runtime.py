@@ -1,0 +1,95 @@
+"""Run plumbing shared by trainers: logging, preemption, batch placement, summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+class Preemption:
+  """SIGTERM (a TPU preemption notice) sets a flag; the loop saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    def handler(signum, frame):
+      self.requested = True
+    try:
+      self._previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handler, nothing to restore
+      self._previous = None
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+def put_batch(local: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """This host's rows -> one global array per field, laid out by the batch sharding."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def check_finite(step: int, metrics: Mapping[str, Any], last_saved: int | None, ckpt_dir: str) -> None:
+  loss = float(metrics['train/loss'])
+  if not math.isfinite(loss):
+    kept = f'the last good checkpoint is step {last_saved} in {ckpt_dir}' if last_saved is not None else \
+        'no checkpoint was saved before it'
+    raise NonFiniteLoss(f'train loss is {loss} at step {step}; stopping the run ({kept})')
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: str, rows) -> None:
+  if jax.process_index() != 0:
+    return
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
+  with os.fdopen(fd, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row, default=_json_default) + '\n')
+  os.replace(tmp, path)
+
+
+def _json_default(o):
+  if isinstance(o, (np.generic,)):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  raise TypeError(f'not JSON serialisable: {type(o).__name__}')
+
+
+def bytes_per_device(tree) -> int:
+  """Bytes of `tree` held by the busiest device (what decides whether a model fits)."""
+  per_device: dict[Any, int] = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+  return max(per_device.values()) if per_device else 0

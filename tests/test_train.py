@@ -1,0 +1,115 @@
+"""SFT end to end on tiny shapes: exact resume after a kill, SIGTERM, init_from, NaN guard, configs."""
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from deliberative import checkpoints, train
+from deliberative.trainers.runtime import NonFiniteLoss
+from tests.train_fixtures import REPO, cli_args, demo_data_dir, losses, tiny_sft_config  # noqa: F401
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))))
+def test_every_config_builds_and_is_complete(path):
+  spec = importlib.util.spec_from_file_location('cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(None)
+  for key in ('name', 'trainer', 'seed', 'total_steps', 'model', 'mesh', 'checkpoint'):
+    assert key in config, f'{path}: config lacks {key}'
+  assert importlib.util.find_spec(f'deliberative.trainers.{config.trainer}') is not None
+  module.get_config('smoke')
+  if hasattr(module, 'sweep'):
+    runs = []
+    module.sweep(runs.append)
+    assert runs and all(isinstance(r, dict) for r in runs)
+
+
+def _subprocess_env():
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return env
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
+  config = tiny_sft_config(demo_data_dir, total_steps=6, **{'checkpoint.every_steps': 3, 'mesh.data': 2})
+  straight = str(tmp_path / 'straight')
+  subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
+                  '--workdir', straight, *cli_args(config)], cwd=REPO, env=_subprocess_env(), check=True,
+                 capture_output=True)
+
+  resumed = str(tmp_path / 'resumed')
+  killed = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
+                           '--workdir', resumed, *cli_args(config), '--config.debug.kill_after_step=3'],
+                          cwd=REPO, env=_subprocess_env(), capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert checkpoints.latest_step(os.path.join(resumed, 'checkpoints')) == 3
+  finished = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
+                             '--workdir', resumed, *cli_args(config)], cwd=REPO, env=_subprocess_env(),
+                            capture_output=True, text=True)
+  assert finished.returncode == 0, finished.stderr[-2000:]
+  assert 'resumed from' in finished.stdout and 'at step 3' in finished.stdout
+
+  a, b = losses(straight), losses(resumed)
+  assert sorted(a) == list(range(1, 7)) and sorted(b) == list(range(1, 7))
+  np.testing.assert_allclose([b[s] for s in range(1, 7)], [a[s] for s in range(1, 7)], atol=1e-6, rtol=0)
+  summary = json.load(open(os.path.join(resumed, 'summary.json')))
+  assert summary['start_step'] == 3 and summary['final_step'] == 6
+
+
+def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir):
+  config = tiny_sft_config(demo_data_dir, total_steps=400, log_every_steps=1,
+                           **{'checkpoint.every_steps': 1000, 'evals.every_steps': 1000})
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.Popen([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
+                           '--workdir', workdir, *cli_args(config)], cwd=REPO, env=_subprocess_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  for line in proc.stdout:  # wait until training is really under way
+    if line.startswith('step ') and int(line.split()[1].split('/')[0]) >= 3:
+      break
+    assert time.time() < deadline
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  saved = checkpoints.latest_step(os.path.join(workdir, 'checkpoints'))
+  assert saved is not None and 3 <= saved < 400
+  assert f'SIGTERM: saved step {saved}' in out
+
+  config.total_steps = saved + 2
+  summary = train.run(config, workdir)
+  assert summary['start_step'] == saved and summary['final_step'] == saved + 2
+  assert 'resumed from' in summary['start']
+
+
+def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
+  from deliberative.model import hf, loading
+  config = tiny_sft_config(demo_data_dir, total_steps=2)
+  from deliberative.model.config import ModelConfig
+  model_cfg = ModelConfig.from_dict(config.model)
+  model = loading.create(model_cfg, seed=11)
+  hf_dir = str(tmp_path / 'hf')
+  hf.export(loading.params_of(model), model_cfg, hf_dir)
+  config.init_from = hf_dir
+  config.model.n_layers = 7  # ignored: the architecture comes from the directory
+  summary = train.run(config, str(tmp_path / 'run'))
+  assert summary['start'].startswith('initialised from') and summary['final_step'] == 2
+  assert np.isfinite(summary['final_train_loss'])
+  meta = checkpoints.load_meta(str(tmp_path / 'run' / 'checkpoints'))
+  assert meta['model']['n_layers'] == 2
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, demo_data_dir):
+  config = tiny_sft_config(demo_data_dir, total_steps=8, **{'checkpoint.every_steps': 2,
+                                                             'debug.inject_nan_at_step': 5})
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(NonFiniteLoss, match=r'nan at step 5.*last good checkpoint is step 4'):
+    train.run(config, workdir)
+  assert checkpoints.latest_step(os.path.join(workdir, 'checkpoints')) == 4

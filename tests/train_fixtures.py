@@ -1,0 +1,54 @@
+"""Shared pieces for trainer tests: the demo data built once, a tiny fast SFT config."""
+
+import os
+
+import pytest
+
+from deliberative import config_lib
+
+
+@pytest.fixture(scope='session')
+def demo_data_dir(tmp_path_factory):
+  from deliberative.data import datasets
+  d = tmp_path_factory.mktemp('demo_data')
+  datasets.ensure_demo_dataset(str(d))
+  return str(d)
+
+
+def tiny_sft_config(data_dir: str, **changes):
+  import configs.sft
+  c = configs.sft.get_config('smoke')
+  c.model = config_lib.model_config('tiny', d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
+  c.data.data_dir = data_dir
+  c.data.seq_len = 128
+  c.batch_size = 4
+  c.mesh.data = -1
+  for key, value in changes.items():
+    target = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def losses(workdir: str) -> dict[int, float]:
+  from deliberative.trainers.metrics import read_metrics
+  return {m['step']: m['train/loss'] for m in read_metrics(workdir) if 'train/loss' in m}
+
+
+def cli_args(config) -> list[str]:
+  """The same config as command-line overrides of configs/sft.py:smoke (for subprocess runs)."""
+  flat = []
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      if hasattr(v, 'items'):
+        walk(f'{prefix}{k}.', v)
+      elif k != 'rules':
+        flat.append(f'--config.{prefix}{k}={v}')
+  walk('', config)
+  return flat
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
