@@ -28,9 +28,9 @@ def get_config(arg=None):
   c.name = 'sft'
   c.trainer = 'sft'
   c.seed = 0
-  c.total_steps = 600
-  c.batch_size = 16  # global rows of data.seq_len tokens per step
-  c.log_every_steps = 25
+  c.total_steps = 400
+  c.batch_size = 8  # global rows of data.seq_len tokens per step
+  c.log_every_steps = 20
   c.init_from = ''  # an Orbax checkpoint/workdir or a Hugging Face directory
   c.tokenizer = ''  # '' = the packaged sentencepiece model
   c.spec = ''  # '' = the packaged demo spec
@@ -41,11 +41,11 @@ def get_config(arg=None):
   c.data = pipeline.default_config()
 
   c.optim = ml_collections.ConfigDict(dict(
-      lr=3e-3, warmup_steps=60, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+      lr=3e-3, warmup_steps=40, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
       grad_clip=1.0, accum_steps=1))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2, async_save=True))
   c.evals = ml_collections.ConfigDict(dict(
-      split='eval', every_steps=300, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=160,
+      split='eval', every_steps=200, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=128,
       at_start=True))
   # Test hooks: a NaN loss at a step, a SIGKILL right after a step's checkpoint (-1 = off).
   c.debug = ml_collections.ConfigDict(dict(inject_nan_at_step=-1, kill_after_step=-1))

@@ -39,7 +39,15 @@ Where HF differs from `Tokenizer` (both pinned by tests/test_hf_tokenizer.py):
   Setting `split_special_tokens=True` as the default is not an option: the chat template
   output is tokenized with the default too, and its own markers would become text.
 * `decode` writes control tokens out (e.g. "<|end|>") unless `skip_special_tokens=True`;
-  ours drops them. On ids without control/pad/unk ids the two decodes are equal.
+  ours drops them. Decodes are equal on every id sequence `encode` can produce. They
+  can differ only on ids no text encodes to: <unk> (sentencepiece writes " ⁇ ") and
+  a run of byte pieces that is not valid UTF-8 (sentencepiece decodes it character by
+  character with one U+FFFD per bad byte; HF's ByteFallback decoder replaces the whole
+  run with one U+FFFD per byte). No HF decoder reproduces the latter.
+* Merge ties: sentencepiece ranks every split of a piece equally and takes the leftmost;
+  HF gives each split its own rank. No input where this changes the ids is known: 1.1M
+  random strings (pieces, repeats of multi-split pieces, random characters) and random
+  small vocabularies in a reference simulation all matched.
 * `encode(..., add_special_tokens=True)` (the default of `hf(text)`) prepends <s>, like
   a Llama tokenizer; `add_special_tokens=False` gives exactly `Tokenizer.encode`.
 """

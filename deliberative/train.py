@@ -18,6 +18,11 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config.name>).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 for multi-process runs; "auto" on TPU pods '
+    '(jax.distributed.initialize detects the slice).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in a multi-process run.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -43,6 +48,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and TFDS log every file operation at INFO; the run's own lines are what matter.
   logging.set_verbosity(logging.WARNING)
+  if _COORDINATOR.value:
+    import jax
+    if _COORDINATOR.value == 'auto':
+      jax.distributed.initialize()
+    else:
+      jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                 process_id=_PROCESS_ID.value)
   from deliberative.trainers.runtime import NonFiniteLoss
   try:
     run(_CONFIG.value, _WORKDIR.value)

@@ -45,7 +45,7 @@ def cli_args(config) -> list[str]:
     for k, v in node.items():
       if hasattr(v, 'items'):
         walk(f'{prefix}{k}.', v)
-      elif k != 'rules':
+      elif k != 'rules' and v is not None:  # None fields keep their (placeholder) default
         flat.append(f'--config.{prefix}{k}={v}')
   walk('', config)
   return flat

@@ -11,8 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deliberative import checkpoints  # noqa: E402
+from deliberative import checkpoints, hf_tokenizer  # noqa: E402
 from deliberative.model import hf, loading  # noqa: E402
+from deliberative.tokenizer import Tokenizer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -23,14 +24,28 @@ def main(argv=None) -> int:
                       help='tensor dtype in the files (default: the checkpoint parameter dtype)')
   parser.add_argument('--max_shard_gb', type=float, default=2.0, help='split safetensors above this size')
   parser.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+  parser.add_argument('--tokenizer', default=None,
+                      help="sentencepiece model to export with the weights; 'default' = the packaged one "
+                           '(default: the one the checkpoint was trained with, if it records one)')
   args = parser.parse_args(argv)
   ckpt_dir = checkpoints.resolve_dir(args.checkpoint)
   meta = checkpoints.load_meta(ckpt_dir)
   cfg = checkpoints.model_config_from_meta(meta)
   params = checkpoints.restore_params(ckpt_dir, loading.abstract_params(cfg))
-  out = hf.export(params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
-                  overwrite=args.overwrite)
-  print(f'exported {hf.architecture(cfg)} ({cfg.param_count():,} parameters) -> {out}')
+  tokenizer_path = args.tokenizer or meta.get('tokenizer')
+  tokenizer = None
+  if tokenizer_path:
+    tokenizer = Tokenizer.load(None if tokenizer_path == 'default' else tokenizer_path)
+    if tokenizer.vocab_size > cfg.vocab_size:
+      parser.error(f'tokenizer has {tokenizer.vocab_size} pieces, more than the model vocab {cfg.vocab_size}')
+  out = hf.export(
+      params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
+      overwrite=args.overwrite,
+      config_extra=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
+      generation_config=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
+      write_extra=(lambda d: hf_tokenizer.write_hf_tokenizer(tokenizer, d)) if tokenizer else None)
+  what = 'weights + tokenizer + chat template' if tokenizer else 'weights (no tokenizer recorded; see --tokenizer)'
+  print(f'exported {hf.architecture(cfg)} ({cfg.param_count():,} parameters), {what} -> {out}')
   return 0
 
 

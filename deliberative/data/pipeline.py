@@ -27,7 +27,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from deliberative.data import datasets, packing, tfds_builder, tokenized
+from deliberative.data import datasets, packing, schema, tfds_builder, tokenized
 from deliberative.tokenizer import Tokenizer
 
 
@@ -185,7 +185,8 @@ def iterator_from_records(
     num_epochs: int | None = None,
     shuffle: bool | None = None,
 ) -> packing.PackedBatchIterator:
-  """make_iterator() over in-memory validated trace records (tests, freshly generated data)."""
+  """make_iterator() over in-memory trace records (tests, freshly generated data)."""
+  records = [schema.validate_record(r, where=f"<records>[{i}]") for i, r in enumerate(records)]
   traces = tokenized.tokenize_traces(
       tokenized.as_records(records), tokenizer, seq_len=data_cfg.seq_len, loss_on=data_cfg.loss_on,
       overlong=data_cfg.overlong, max_overlong_fraction=data_cfg.max_overlong_fraction,

@@ -8,7 +8,6 @@ per prompt. Padding slots carry segment id 0 and are invisible to attention.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import jax
@@ -69,7 +68,8 @@ class Sampler:
 
   def __init__(self, cfg: ModelConfig, stop_ids: Sequence[int], pad_id: int = 0, *,
                length_buckets: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
-               batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), batch_multiple: int = 1):
+               batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), batch_multiple: int = 1,
+               mesh: jax.sharding.Mesh | None = None):
     self.cfg = cfg
     self.stop_ids = tuple(int(s) for s in stop_ids)
     self.pad_id = int(pad_id)
@@ -78,6 +78,9 @@ class Sampler:
     self.batch_buckets = tuple(sorted({-(-b // batch_multiple) * batch_multiple for b in batch_buckets}))
     self.graphdef = nnx.graphdef(nnx.eval_shape(build(cfg)))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
+    # Replicated outputs: every process can read all samples (multi-host meshes).
+    out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self._generate = jax.jit(self._generate_impl, static_argnums=(6,), out_shardings=out_shardings)
 
   def __call__(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array,
                sampling: SamplingParams = SamplingParams()) -> SampleOutput:
@@ -105,8 +108,7 @@ class Sampler:
     tokens_out, logprobs, lengths, stopped = jax.device_get(out)
     return SampleOutput(tokens_out[:n], logprobs[:n], lengths[:n], stopped[:n])
 
-  @functools.partial(jax.jit, static_argnums=(0, 7))
-  def _generate(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
+  def _generate_impl(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)
     B, P = tokens_BP.shape

@@ -89,6 +89,10 @@ class Progress:
     self._last_step, self._last_tokens = start_step, 0.0
     self.tokens = 0.0
 
+  def restart_window(self) -> None:
+    """Excludes time spent outside training steps (evals, saves) from the next rate."""
+    self._last_t = time.perf_counter()
+
   def add_tokens(self, n: float) -> None:
     self.tokens += n
 

@@ -1,0 +1,329 @@
+"""RL on (prompt, category) pairs (paper step 4): GRPO-style advantages, PPO clipping, KL to the SFT model.
+
+Per step: the next `prompts_per_step` prompts of the `rl` split (a resumable iterator whose
+position is checkpointed) -> `group_size` samples each at the configured temperature (the
+sampler returns their log-probs) -> reward = the judge's score of the **final answer only**
+(the CoT is stripped before the judge sees anything), or -format_penalty, unjudged, for a
+completion without a well-formed CoT-then-answer -> advantages normalised within each
+prompt's group -> `ppo_epochs` shuffled passes over minibatches of the clipped objective
+with a k3 KL penalty to the frozen reference (a second copy of `policy_init`), averaged over
+completion tokens.
+
+Policy (with its optimizer), reference and judge live on one device mesh. Shapes are fixed
+(rows = prompts_per_step * group_size, length = data.max_prompt_len + max_new_tokens), so
+after the first step an RL step compiles nothing (`perf/compiles` in metrics.jsonl counts
+XLA compilations per step). Greedy evaluation on held-out `eval` prompts runs before the
+first and after the last update; checkpoints hold params, optimizer, step, RNG and the
+prompt position; SIGTERM saves and exits 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+import types
+from typing import Any
+
+import jax
+import numpy as np
+
+from deliberative import checkpoints, evals
+from deliberative.data import datasets, pipeline
+from deliberative.judge import ANSWER_HEADER, REQUEST_HEADER, Judge
+from deliberative.model import hf, loading, sharding
+from deliberative.model.config import ModelConfig
+from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.spec import Spec
+from deliberative.tokenizer import Tokenizer
+from deliberative.trainers import metrics as metrics_lib
+from deliberative.trainers import rl_objective, rl_rollout, runtime
+from deliberative.trainers import state as state_lib
+from deliberative.trainers.checkpointing import Checkpointer
+
+PRODUCERS = {'policy_init': 'python -m deliberative.train --config configs/sft.py',
+             'judge_init': 'python -m deliberative.train --config configs/judge.py'}
+
+
+# -- start-up ------------------------------------------------------------------------------------
+
+def require_inputs(config) -> None:
+  """Fails before any work when the SFT policy or the judge has not been trained yet."""
+  for field, command in PRODUCERS.items():
+    path = config[field]
+    found = bool(path) and (hf.is_hf_dir(path) or checkpoints.latest_step(checkpoints.resolve_dir(path)) is not None)
+    if not found:
+      raise FileNotFoundError(
+          f'config.{field}={path!r} holds no checkpoint (an Orbax workdir/checkpoint or a Hugging Face '
+          f'directory); run `{command}` first (or point --config.{field} at one)')
+
+
+def architecture(config, src: str) -> ModelConfig:
+  """A checkpoint's model shape with this run's dtype/remat (state.model_config_for for any source)."""
+  cfg, _ = state_lib.model_config_for(types.SimpleNamespace(model=config.model, init_from=src))
+  return cfg
+
+
+def load_params(src: str, cfg: ModelConfig, abstract: dict) -> dict:
+  if hf.is_hf_dir(src):
+    return hf.load_params(src, cfg, abstract)
+  return checkpoints.restore_params(checkpoints.resolve_dir(src), abstract)
+
+
+def check_shapes(config, batch_multiple: int) -> tuple[int, int]:
+  """(rows per step, minibatches per epoch), or a clear error when they cannot split."""
+  rl = config.rl
+  rows = rl.prompts_per_step * rl.group_size
+  if rl.group_size < 2:
+    raise ValueError(f'rl.group_size={rl.group_size}: group-normalised advantages need at least 2 samples')
+  if rows % rl.minibatch_size:
+    raise ValueError(f'rl.minibatch_size={rl.minibatch_size} does not divide prompts_per_step * group_size = {rows}')
+  if rl.minibatch_size % batch_multiple:
+    raise ValueError(f'rl.minibatch_size={rl.minibatch_size} is not divisible by the {batch_multiple} devices '
+                     f'the mesh splits a batch over')
+  return rows, rows // rl.minibatch_size
+
+
+class CompileCounter:
+  """XLA compilations in this process (one listener, registered once), so a loop can report
+  how many a step triggered: after warm-up the answer must be 0."""
+  _lock = threading.Lock()
+  _count = 0
+  _registered = False
+
+  def __init__(self):
+    with CompileCounter._lock:
+      if not CompileCounter._registered:
+        jax.monitoring.register_event_duration_secs_listener(CompileCounter._on_event)
+        CompileCounter._registered = True
+
+  @staticmethod
+  def _on_event(event: str, duration: float, **_) -> None:
+    if event == '/jax/core/compile/backend_compile_duration':
+      with CompileCounter._lock:
+        CompileCounter._count += 1
+
+  @property
+  def count(self) -> int:
+    return CompileCounter._count
+
+
+def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
+               batch_multiple: int) -> Judge:
+  """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
+  step always reuses one compiled program (whatever the answers' lengths)."""
+  jc = config.judge
+  overhead = len(tokenizer.encode(REQUEST_HEADER)) + len(tokenizer.encode(ANSWER_HEADER)) + 6 + 16  # markers + slack
+  top = -(-jc.max_len // 8) * 8
+  round32 = lambda n: min(-(-n // 32) * 32, top)
+  P = config.data.max_prompt_len
+  buckets = sorted({round32(P + config.rl.max_new_tokens + overhead), round32(P + config.evals.max_new_tokens + overhead),
+                    top})
+  return Judge(judge_cfg, tokenizer, spec, rubric=jc.rubric, spec_view=jc.spec_view, max_len=jc.max_len,
+               batch_buckets=(jc.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+class Evaluator:
+  """Greedy completions of held-out prompts: decision accuracy (evals.py) + mean judge reward."""
+
+  def __init__(self, config, policy_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, judge_fn,
+               batch_multiple: int):
+    self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
+    ev = config.evals
+    self.sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
+                           length_buckets=(config.data.max_prompt_len,), batch_buckets=(ev.batch_size,),
+                           batch_multiple=batch_multiple)
+    self.items = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split).items[:ev.num_prompts]
+    self.sampling = SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens)
+
+  def __call__(self, params, step: int, workdir: str) -> dict[str, float]:
+    start = time.perf_counter()
+    out, samples = evals.generate_and_score(
+        self.sampler, params, self.tokenizer, self.spec, self.items, batch_size=self.config.evals.batch_size,
+        sampling=self.sampling, rng=jax.random.key(step))
+    rl = self.config.rl
+    ok = [s['format_valid'] and (not rl.require_cot or bool(s['cot'].strip())) for s in samples]
+    rewards = np.full(len(samples), -rl.format_penalty, np.float32)
+    judged = [i for i, good in enumerate(ok) if good]
+    if judged:
+      rewards[judged] = self.judge_fn([(samples[i]['category'], samples[i]['prompt'], samples[i]['answer'])
+                                       for i in judged])
+    for s, r in zip(samples, rewards):
+      s['reward'] = float(r)
+    runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'eval_step_{step:07d}.jsonl'), samples)
+    out['eval/mean_reward'] = float(rewards.mean())
+    out['eval/generation_seconds'] = time.perf_counter() - start
+    return out
+
+
+def _eval_start_from_log(workdir: str) -> dict[str, float]:
+  """A resumed run's start-of-training eval, as the first run logged it at step 0."""
+  rows = [m for m in metrics_lib.read_metrics(workdir) if m['step'] == 0 and 'eval/mean_reward' in m]
+  return rows[-1] if rows else {}
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def train(config, workdir: str) -> dict[str, Any]:
+  t_start = time.perf_counter()
+  require_inputs(config)
+  if jax.process_count() > 1:
+    raise NotImplementedError('rl: the Sampler and Judge take host-local prompts; multi-process RL is not '
+                              'supported yet (run one process per slice)')
+  compiles = CompileCounter()
+  tokenizer = Tokenizer.load(config.tokenizer or None)
+  spec = Spec.load(config.spec or None)
+  if config.data.dataset == datasets.DEMO_DATASET:
+    datasets.ensure_demo_dataset(config.data.data_dir or None)
+  rl = config.rl
+  policy_cfg = architecture(config, config.policy_init)
+  judge_cfg = architecture(config, config.judge_init)
+  for what, cfg in (('policy', policy_cfg), ('judge', judge_cfg)):
+    if cfg.vocab_size < tokenizer.vocab_size:
+      raise ValueError(f'{what} vocab_size={cfg.vocab_size} is smaller than the tokenizer\'s {tokenizer.vocab_size}')
+
+  mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
+  batch_axes = dict(sharding.normalize_rules(config.mesh.rules)).get('batch', ())
+  batch_multiple = math.prod(mesh_sizes[a] for a in batch_axes)  # rows must split over these
+  rows, n_minibatches = check_shapes(config, batch_multiple)
+  updates_per_step = rl.ppo_epochs * n_minibatches
+  # The optimizer's schedule counts updates, several per RL step.
+  setup = state_lib.make_setup(config, policy_cfg, config.total_steps * updates_per_step)
+  checkpointer = Checkpointer(workdir, config.checkpoint)
+  state, data_state, how = state_lib.start(config, setup, checkpointer, config.policy_init, runtime.log)
+  start_step = int(jax.device_get(state['step']))
+  ref_params = state_lib.load_init_params(setup, config.policy_init)  # frozen: never donated or updated
+  judge_params = load_params(config.judge_init, judge_cfg, loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
+  runtime.log(f'start: {how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
+  runtime.log('parameter bytes per device: '
+              f'policy {runtime.bytes_per_device(state["params"]):,} (+ optimizer '
+              f'{runtime.bytes_per_device(state["opt_state"]):,}), reference {runtime.bytes_per_device(ref_params):,}, '
+              f'judge {runtime.bytes_per_device(judge_params):,} '
+              f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
+
+  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple)
+  judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
+  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple)
+  prompt_iter = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
+                                              batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
+                                              num_epochs=None)
+  if data_state is not None:
+    prompt_iter.set_state(data_state)
+  sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
+                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple)
+  sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
+                            max_new_tokens=rl.max_new_tokens)
+  objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
+  score_step = rl_objective.make_score_step(setup, objective, n_minibatches)
+  update_step = rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches)
+  shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
+  sample_key = jax.random.key(config.seed)
+
+  writer = metrics_lib.MetricsWriter(workdir)
+  meta = {'model': policy_cfg.to_dict(), 'trainer': config.trainer, 'spec_version': spec.version,
+          'tokenizer_vocab_size': tokenizer.vocab_size, 'init_from': config.policy_init,
+          'judge_init': config.judge_init}
+  summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,
+                             'parameters': policy_cfg.param_count()}
+  os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+
+  def evaluate(step: int, when: str) -> dict[str, float]:
+    ev = evaluator(state['params'], step, workdir)
+    writer.write(step, ev)
+    runtime.log(f'eval {when} (step {step}): ' + _fmt(ev))
+    return ev
+
+  first = evaluate(0, 'before the first update') if start_step == 0 else _eval_start_from_log(workdir)
+  for key in ('eval/mean_reward', 'eval/decision_accuracy'):
+    summary[f'{key}_start'] = first.get(key)
+
+  last_saved = checkpointer.latest_step()
+  step_seconds: list[float] = []
+  totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
+  host: dict[str, float] = {}
+  preempted = False
+  with runtime.Preemption() as preemption:
+    for step in range(start_step, config.total_steps):
+      compiles_before, t0 = compiles.count, time.perf_counter()
+      prompts = next(prompt_iter)
+      prompt_ids, records, valid_R = rl_rollout.repeat_prompts(prompts, rl.group_size)
+      sample = sampler(state['params'], prompt_ids, jax.random.fold_in(sample_key, step), sampling)
+      t1 = time.perf_counter()
+      rewards = rl_rollout.score(tokenizer, records, [sample.completion(i) for i in range(rows)], judge_fn,
+                                 format_penalty=rl.format_penalty, require_cot=rl.require_cot)
+      advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.adv_eps) * valid_R
+      t2 = time.perf_counter()
+      local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
+      batch = {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in local.items()}
+      logp_ref_BT, score_metrics = score_step(state['params'], ref_params,
+                                               {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
+      state, update_metrics = update_step(state, {**batch, 'logp_ref_BT': logp_ref_BT})
+      # On-policy RL cannot run ahead: the next rollout needs these params and the host needs
+      # its tokens, so fetching the metrics now costs no overlap (unlike SFT's late fetch).
+      host = {k: float(v) for k, v in jax.device_get({**score_metrics, **update_metrics}).items()}
+      t3 = time.perf_counter()
+      done = step + 1
+      timing = {'time/sampling_seconds': t1 - t0, 'time/judging_seconds': t2 - t1,
+                'time/update_seconds': t3 - t2, 'time/step_seconds': t3 - t0}
+      for k in totals:
+        totals[k] += timing[k]
+      step_seconds.append(t3 - t0)
+      host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths))
+      host.update(timing)
+      host['perf/compiles'] = compiles.count - compiles_before
+      host['rl/judge_truncated'] = judge.truncated
+      runtime.check_finite(done, host, last_saved, checkpointer.directory)
+      writer.write(done, host)
+      _report(done, config.total_steps, host, step_seconds)
+
+      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preemption.requested
+      if save_now:
+        checkpointer.save(state, prompt_iter.get_state(), meta, wait=preemption.requested)
+        last_saved = done
+      every = config.evals.every_steps
+      if every > 0 and done % every == 0 and done != config.total_steps:
+        evaluate(done, 'during training')
+      if done == config.debug.kill_after_step:  # tests: a hard kill right after a checkpoint
+        checkpointer.wait()
+        os.kill(os.getpid(), signal.SIGKILL)
+      if preemption.requested:
+        runtime.log(f'SIGTERM: saved step {done} to {checkpointer.directory}; exiting')
+        preempted = True
+        break
+
+  final_step = int(jax.device_get(state['step']))
+  if not preempted and final_step == config.total_steps:
+    last = evaluate(final_step, 'after the last update')
+    for key in ('eval/mean_reward', 'eval/decision_accuracy'):
+      summary[f'{key}_end'] = last.get(key)
+  checkpointer.close()
+  writer.close()
+  n = max(len(step_seconds), 1)
+  summary.update({k.replace('_seconds', '_seconds_per_step'): v / n for k, v in totals.items()})
+  summary.update({'wall_seconds': time.perf_counter() - t_start, 'final_step': final_step, 'preempted': preempted,
+                  'final_train_reward': host.get('rl/reward'), 'prompts': prompt_iter.stats(),
+                  'judge_truncated': judge.truncated})
+  runtime.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
+  runtime.log(f'done in {summary["wall_seconds"]:.0f}s: ' + _fmt({k: v for k, v in summary.items()
+                                                                  if k.startswith('eval/')}))
+  return summary
+
+
+def _report(step: int, total: int, m: dict[str, float], step_seconds: list[float]) -> None:
+  recent = step_seconds[-10:]
+  eta = (total - step) * sum(recent) / len(recent)
+  runtime.log(
+      f'step {step:>5}/{total}  reward {m["rl/reward"]:+.3f} (format {m["rl/format_valid"]:.2f})  '
+      f'kl {m["rl/kl"]:.4f}  entropy {m["rl/entropy"]:.3f}  clip {m["rl/clip_fraction"]:.3f}  '
+      f'mismatch {m["rl/logp_mismatch"]:.1e}  len {m["rl/response_tokens"]:.0f} (cot {m["rl/cot_tokens"]:.0f})  '
+      f'time sample {m["time/sampling_seconds"]:.1f}s judge {m["time/judging_seconds"]:.1f}s '
+      f'update {m["time/update_seconds"]:.1f}s  ETA {int(eta) // 60}:{int(eta) % 60:02d}')
+
+
+def _fmt(metrics: dict) -> str:
+  return '  '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(metrics.items())
+                   if not k.endswith('seconds'))

@@ -1,0 +1,99 @@
+"""Host side of an RL step: sampled completions -> fixed-shape rows, rewards, advantages.
+
+Row layout (CONTRACTS-style names, shapes in names): R = prompts_per_step * group_size rows,
+the G samples of one prompt adjacent; each row is the prompt left-padded to P slots (as
+the PromptIterator and the Sampler both lay it out) followed by T = max_new_tokens
+completion slots. Completion slots after the stop token are padding (segment 0, weight 0).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from deliberative.data.pipeline import PromptBatch
+from deliberative.model.sampler import SampleOutput
+from deliberative.tokenizer import Completion, Tokenizer
+
+
+def repeat_prompts(prompts: PromptBatch, group_size: int) -> tuple[list[list[int]], list[dict], np.ndarray]:
+  """(prompt ids per row, record per row, valid_R): each prompt repeated group_size times."""
+  ids = [prompts.tokens[i, prompts.tokens.shape[1] - n:].tolist() for i, n in enumerate(prompts.lengths)]
+  rows = [i for i in range(len(ids)) for _ in range(group_size)]
+  return [ids[i] for i in rows], [prompts.records[i] for i in rows], np.repeat(prompts.valid, group_size)
+
+
+def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray) -> dict[str, np.ndarray]:
+  """The rollout as numpy arrays in rl_objective.ROLLOUT_FIELDS layout."""
+  tokens_NP, positions_NP, segments_NP = prompts.tokens, prompts.positions, prompts.segment_ids
+  tokens_RP = np.repeat(tokens_NP, group_size, axis=0)
+  positions_RP = np.repeat(positions_NP, group_size, axis=0)
+  segments_RP = np.repeat(segments_NP, group_size, axis=0)
+  prompt_len_R = np.repeat(prompts.lengths, group_size)
+  completion_RT = sample.tokens.astype(np.int32)
+  R, T = completion_RT.shape
+  if tokens_RP.shape[0] != R:
+    raise ValueError(f'rollout: {tokens_RP.shape[0]} prompt rows but {R} sampled rows')
+  live_RT = np.arange(T)[None, :] < sample.lengths[:, None]
+  positions_RT = prompt_len_R[:, None] + np.arange(T)[None, :]
+  return {
+      'tokens_BL': np.concatenate([tokens_RP, completion_RT], axis=1),
+      'positions_BL': np.concatenate([positions_RP, np.where(live_RT, positions_RT, 0)], axis=1).astype(np.int32),
+      'segment_ids_BL': np.concatenate([segments_RP, live_RT.astype(np.int32)], axis=1),
+      'completion_BT': completion_RT,
+      'mask_BT': (live_RT & valid_R[:, None]).astype(np.float32),
+      'logp_old_BT': np.where(live_RT, sample.logprobs, 0.0).astype(np.float32),
+  }
+
+
+@dataclasses.dataclass
+class Rewards:
+  reward_R: np.ndarray  # float32: judge score in [0, 1], or -format_penalty
+  well_formed_R: np.ndarray  # bool: sent to the judge
+  cot_tokens_R: np.ndarray  # int32: tokens before <|answer|> (all of them when it never came)
+  completions: list[Completion]
+
+
+def well_formed(completion: Completion, require_cot: bool) -> bool:
+  return completion.well_formed and (not require_cot or bool(completion.cot.strip()))
+
+
+def score(tokenizer: Tokenizer, records: Sequence[Mapping[str, Any]], completion_ids: Sequence[Sequence[int]],
+          judge_fn: Callable[[list[tuple[str, str, str]]], np.ndarray], *, format_penalty: float,
+          require_cot: bool) -> Rewards:
+  """Judge reward of the final answer only; malformed completions get -format_penalty unjudged."""
+  completions = [tokenizer.parse_completion(ids) for ids in completion_ids]
+  ok_R = np.array([well_formed(c, require_cot) for c in completions], bool)
+  reward_R = np.full(len(completions), -format_penalty, np.float32)
+  # The judge sees (category, prompt, answer): the CoT was split off by parse_completion.
+  triples = [(records[i]['category'], records[i]['prompt'], completions[i].answer) for i in np.flatnonzero(ok_R)]
+  if triples:
+    reward_R[ok_R] = np.asarray(judge_fn(triples), np.float32)
+  cot_tokens_R = np.array([list(ids).index(tokenizer.answer_id) if tokenizer.answer_id in ids else len(ids)
+                           for ids in completion_ids], np.int32)
+  return Rewards(reward_R, ok_R, cot_tokens_R, completions)
+
+
+def group_advantages(reward_R: np.ndarray, group_size: int, eps: float) -> np.ndarray:
+  """(r - mean) / (std + eps) within each prompt's group; a group of equal rewards gives 0."""
+  r_NG = reward_R.reshape(-1, group_size).astype(np.float64)
+  adv_NG = (r_NG - r_NG.mean(axis=1, keepdims=True)) / (r_NG.std(axis=1, keepdims=True) + eps)
+  return adv_NG.reshape(-1).astype(np.float32)
+
+
+def reward_metrics(rewards: Rewards, records: Sequence[Mapping[str, Any]], valid_R: np.ndarray,
+                   lengths_R: np.ndarray, prefix: str = 'rl/') -> dict[str, float]:
+  keep = np.flatnonzero(valid_R)
+  out = {f'{prefix}reward': float(rewards.reward_R[keep].mean()),
+         f'{prefix}format_valid': float(rewards.well_formed_R[keep].mean()),
+         f'{prefix}response_tokens': float(lengths_R[keep].mean()),
+         f'{prefix}cot_tokens': float(rewards.cot_tokens_R[keep].mean())}
+  by_category: dict[str, list[float]] = collections.defaultdict(list)
+  for i in keep:
+    by_category[str(records[i].get('category', '?'))].append(float(rewards.reward_R[i]))
+  for category, values in sorted(by_category.items()):
+    out[f'{prefix}reward/{category}'] = float(np.mean(values))
+  return out

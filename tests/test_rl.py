@@ -1,0 +1,176 @@
+"""RL trainer: the objective's gradients, sampler/trainer log-prob agreement, no recompiles, a smoke run."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deliberative import checkpoints, train
+from deliberative.data.pipeline import PromptBatch
+from deliberative.model import loading
+from deliberative.model.config import ModelConfig
+from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.tokenizer import Tokenizer
+from deliberative.trainers import rl_objective, rl_rollout
+from deliberative.trainers import state as state_lib
+from tests.train_fixtures import demo_data_dir  # noqa: F401
+
+TINY = dict(vocab_size=4096, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
+
+
+def _rl_config(data_dir: str, policy: str, judge: str, **changes):
+  import configs.rl
+  c = configs.rl.get_config('smoke')
+  c.data.data_dir = data_dir
+  c.policy_init, c.judge_init = policy, judge
+  for key, value in changes.items():
+    target = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _scripted_policy_params(cfg: ModelConfig, tok: Tokenizer) -> dict:
+  """A policy that always writes `<|think|> a|b <|answer|> c|Sure <|end|>` (each choice a coin flip).
+
+  Attention and MLP outputs are zeroed, so each token's logits depend only on its own
+  embedding; the chain of one-hot embeddings and head columns spells well-formed
+  completions, which the judge scores differently: real rewards, non-zero advantages.
+  """
+  params = jax.tree.map(np.asarray, loading.params_of(loading.create(ModelConfig(**TINY), seed=3)))
+  for block in params['blocks'].values():
+    block['attn']['o'] = np.zeros_like(block['attn']['o'])
+    block['mlp']['down'] = np.zeros_like(block['mlp']['down'])
+  embed = np.zeros_like(params['embed'])
+  head = np.zeros_like(params['lm_head'])
+  a, b, c, sure = (tok.encode(w)[0] for w in ('a', 'b', 'c', 'Sure'))
+  chain = [([tok.think_id], [a, b]), ([a, b], [tok.answer_id]), ([tok.answer_id], [c, sure]), ([c, sure], [tok.end_id])]
+  for unit, (inputs, outputs) in enumerate(chain):
+    embed[inputs, unit] = 1.0
+    head[unit, outputs] = 3.0  # RMSNorm scales a unit vector by sqrt(d_model)=8: logit 24 vs 0
+  params['embed'], params['lm_head'] = embed, head
+  return params
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoints(tmp_path_factory):
+  d = tmp_path_factory.mktemp('rl_ckpts')
+  cfg = ModelConfig(**TINY)
+  tok = Tokenizer.load()
+  policy, judge = str(d / 'sft'), str(d / 'judge')
+  checkpoints.save_params(os.path.join(policy, 'checkpoints'), 0, _scripted_policy_params(cfg, tok),
+                          {'model': cfg.to_dict()})
+  checkpoints.save_params(os.path.join(judge, 'checkpoints'), 0, loading.params_of(loading.create(cfg, seed=5)),
+                          {'model': cfg.to_dict()})
+  return policy, judge
+
+
+def _hand_batch(P=3, T=3):
+  rng = np.random.default_rng(0)
+  logits_BLV = jnp.asarray(rng.standard_normal((2, P + T, 8)), jnp.float32)
+  completion_BT = jnp.asarray([[1, 2, 3], [4, 5, 6]], jnp.int32)
+  mask_BT = jnp.asarray([[1, 1, 1], [1, 1, 0]], jnp.float32)  # row 1 stopped after 2 tokens
+  obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.1)
+  logp_BT, _ = rl_objective.completion_logp(logits_BLV, completion_BT, obj.temperature)
+  batch = {'completion_BT': completion_BT, 'mask_BT': mask_BT, 'logp_old_BT': logp_BT,
+           'logp_ref_BT': logp_BT - 0.3, 'advantages_B': jnp.asarray([1.0, -1.0])}
+  return logits_BLV, batch, obj
+
+
+def test_loss_gradient_sign_and_zero_gradient_on_prompt_and_padding():
+  logits_BLV, batch, obj = _hand_batch()
+  P, T = 3, 3
+  grad_BLV = jax.grad(lambda l: rl_objective.loss_from_logits(l, batch, obj)[0])(logits_BLV)
+  # Slots 0..P-2 predict prompt tokens, the last slot predicts nothing: exactly zero gradient.
+  assert np.all(np.asarray(grad_BLV[:, :P - 1]) == 0.0)
+  assert np.all(np.asarray(grad_BLV[:, -1]) == 0.0)
+  assert np.all(np.asarray(grad_BLV[1, P - 1 + 2]) == 0.0)  # row 1's masked third completion token
+
+  # Without the KL term, raising a positive-advantage token's logit lowers the loss, a negative one's raises it.
+  pg_only = rl_objective.Objective(obj.temperature, obj.clip_eps, kl_coef=0.0)
+  grad_BLV = jax.grad(lambda l: rl_objective.loss_from_logits(l, batch, pg_only)[0])(logits_BLV)
+  for t in range(T):
+    assert grad_BLV[0, P - 1 + t, batch['completion_BT'][0, t]] < 0
+  for t in range(2):
+    assert grad_BLV[1, P - 1 + t, batch['completion_BT'][1, t]] > 0
+  base = rl_objective.loss_from_logits(logits_BLV, batch, pg_only)[0]
+  nudged = logits_BLV.at[0, P - 1, batch['completion_BT'][0, 0]].add(0.1)
+  assert rl_objective.loss_from_logits(nudged, batch, pg_only)[0] < base
+
+  # Clipping: once the ratio is past 1 + eps on a positive advantage, that token's gradient is zero.
+  pushed = logits_BLV.at[0, P - 1, batch['completion_BT'][0, 0]].add(5.0)
+  grad_BLV = jax.grad(lambda l: rl_objective.loss_from_logits(l, batch, pg_only)[0])(pushed)
+  assert np.all(np.asarray(grad_BLV[0, P - 1]) == 0.0)
+
+
+def test_sampler_and_trainer_log_probs_agree_in_float32():
+  import configs.rl
+  config = configs.rl.get_config('smoke')
+  cfg = ModelConfig(**TINY)
+  rows, T, P = 8, 12, 16
+  setup = state_lib.make_setup(config, cfg, total_steps=1)
+  params = state_lib.init_state(setup, seed=4)['params']
+  rng = np.random.default_rng(1)
+  lengths = rng.integers(3, P + 1, size=rows // 2).astype(np.int32)
+  tokens = np.zeros((rows // 2, P), np.int32)
+  positions, segments = np.zeros_like(tokens), np.zeros_like(tokens)
+  for i, n in enumerate(lengths):
+    tokens[i, P - n:] = rng.integers(10, 4096, size=n)
+    positions[i, P - n:], segments[i, P - n:] = np.arange(n), 1
+  prompts = PromptBatch(tokens, positions, segments, lengths, np.ones(rows // 2, bool), [{}] * (rows // 2))
+  prompt_ids, _, valid_R = rl_rollout.repeat_prompts(prompts, 2)
+  # A frequent stop token, so some rows end early and leave padded completion slots.
+  sampler = Sampler(cfg, stop_ids=list(range(10, 400)), length_buckets=(P,), batch_buckets=(rows,),
+                    batch_multiple=8)
+  sample = sampler(params, prompt_ids, jax.random.key(0), SamplingParams(temperature=0.7, max_new_tokens=T))
+  assert sample.lengths.min() < T
+  local = rl_rollout.build_rows(prompts, 2, sample, valid_R)
+  shardings = rl_objective.field_shardings(setup, rl_objective.ROLLOUT_FIELDS)
+  batch = {k: jax.device_put(v, shardings[k]) for k, v in local.items()}
+  obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.05)
+  score = rl_objective.make_score_step(setup, obj, n_minibatches=1)
+  _, metrics = score(params, params, batch)
+  assert float(metrics['rl/logp_mismatch_max']) <= 1e-4, metrics
+  assert abs(float(metrics['rl/kl'])) < 1e-6  # reference == policy
+  # The same check must fail loudly for a trainer that forgets the temperature.
+  _, wrong = rl_objective.make_score_step(setup, rl_objective.Objective(1.0, 0.2, 0.05), 1)(params, params, batch)
+  assert float(wrong['rl/logp_mismatch']) > 1e-2
+
+
+def test_missing_policy_or_judge_names_the_command_to_run_first(tmp_path, tiny_checkpoints):
+  policy, judge = tiny_checkpoints
+  with pytest.raises(FileNotFoundError, match=r'configs/sft\.py'):
+    train.run(_rl_config('', str(tmp_path / 'no_sft'), judge), str(tmp_path / 'a'))
+  with pytest.raises(FileNotFoundError, match=r'configs/judge\.py'):
+    train.run(_rl_config('', policy, str(tmp_path / 'no_judge')), str(tmp_path / 'b'))
+
+
+def test_smoke_run_then_resume(tmp_path, demo_data_dir, tiny_checkpoints):
+  from deliberative.trainers.metrics import read_metrics
+  policy, judge = tiny_checkpoints
+  workdir = str(tmp_path / 'rl')
+  summary = train.run(_rl_config(demo_data_dir, policy, judge), workdir)
+  on_disk = json.load(open(os.path.join(workdir, 'summary.json')))
+  for key in ('eval/mean_reward_start', 'eval/mean_reward_end', 'eval/decision_accuracy_start',
+              'eval/decision_accuracy_end', 'wall_seconds'):
+    assert isinstance(on_disk[key], float), (key, on_disk.get(key))
+  assert summary['final_step'] == 2
+  steps = {m['step']: m for m in read_metrics(workdir) if 'rl/reward' in m}
+  assert sorted(steps) == [1, 2]
+  for m in steps.values():
+    assert m['rl/format_valid'] == 1.0  # the scripted policy always closes CoT and answer
+    assert m['rl/logp_mismatch'] <= 1e-4 and m['rl/kl'] >= 0
+    assert 0.0 <= m['rl/reward'] <= 1.0 and m['rl/cot_tokens'] == 1 and m['rl/response_tokens'] == 4
+  assert steps[1]['perf/compiles'] > 0
+  assert steps[2]['perf/compiles'] == 0, 'an RL step after warm-up compiled something'
+  assert checkpoints.latest_step(os.path.join(workdir, 'checkpoints')) == 2
+
+  resumed = train.run(_rl_config(demo_data_dir, policy, judge, total_steps=3), workdir)
+  assert resumed['start'].startswith('resumed from') and resumed['start_step'] == 2
+  assert resumed['final_step'] == 3
+  assert resumed['eval/mean_reward_start'] == on_disk['eval/mean_reward_start']
