@@ -41,9 +41,10 @@ def _subprocess_env():
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=6, **{'checkpoint.every_steps': 3, 'mesh.data': 2})
   straight = str(tmp_path / 'straight')
-  subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
-                  '--workdir', straight, *cli_args(config)], cwd=REPO, env=_subprocess_env(), check=True,
-                 capture_output=True)
+  first = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
+                          '--workdir', straight, *cli_args(config)], cwd=REPO, env=_subprocess_env(),
+                         capture_output=True, text=True)
+  assert first.returncode == 0, first.stderr[-3000:]
 
   resumed = str(tmp_path / 'resumed')
   killed = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',

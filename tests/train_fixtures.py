@@ -20,8 +20,8 @@ def tiny_sft_config(data_dir: str, **changes):
   c = configs.sft.get_config('smoke')
   c.model = config_lib.model_config('tiny', d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
   c.data.data_dir = data_dir
-  c.data.seq_len = 128
-  c.batch_size = 4
+  c.data.seq_len = 192  # the longest demo trace is 171 tokens
+  c.batch_size = 8  # divisible by the 8 fake devices of the test process
   c.mesh.data = -1
   for key, value in changes.items():
     target = c

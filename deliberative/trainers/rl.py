@@ -37,11 +37,15 @@ from deliberative.model import hf, loading, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer import Completion, Tokenizer
 from deliberative.trainers import metrics as metrics_lib
 from deliberative.trainers import rl_objective, rl_rollout, runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers.checkpointing import Checkpointer
+
+# Every process reads the whole split: a step's rows are sampled and judged once, replicated, and each
+# process then places only its own shards of them on the mesh (_global_array).
+_WHOLE_SPLIT = dict(process_index=0, process_count=1)
 
 PRODUCERS = {'policy_init': 'python -m deliberative.train --config configs/sft.py',
              'judge_init': 'python -m deliberative.train --config configs/judge.py'}
@@ -110,6 +114,11 @@ class CompileCounter:
     return CompileCounter._count
 
 
+def _global_array(x: np.ndarray, sharding) -> jax.Array:
+  """A global array from host data that every process holds in full."""
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
                batch_multiple: int) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
@@ -119,8 +128,8 @@ def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec,
   top = -(-jc.max_len // 8) * 8
   round32 = lambda n: min(-(-n // 32) * 32, top)
   P = config.data.max_prompt_len
-  buckets = sorted({round32(P + config.rl.max_new_tokens + overhead), round32(P + config.evals.max_new_tokens + overhead),
-                    top})
+  longest_answers = (config.rl.max_new_tokens, config.evals.max_new_tokens)
+  buckets = sorted({top, *(round32(P + n + overhead) for n in longest_answers)})
   return Judge(judge_cfg, tokenizer, spec, rubric=jc.rubric, spec_view=jc.spec_view, max_len=jc.max_len,
                batch_buckets=(jc.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple)
 
@@ -131,13 +140,14 @@ class Evaluator:
   """Greedy completions of held-out prompts: decision accuracy (evals.py) + mean judge reward."""
 
   def __init__(self, config, policy_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, judge_fn,
-               batch_multiple: int):
+               batch_multiple: int, mesh):
     self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
     ev = config.evals
     self.sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
                            length_buckets=(config.data.max_prompt_len,), batch_buckets=(ev.batch_size,),
-                           batch_multiple=batch_multiple)
-    self.items = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split).items[:ev.num_prompts]
+                           batch_multiple=batch_multiple, mesh=mesh)
+    prompts = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
+    self.items = prompts.items[:ev.num_prompts]
     self.sampling = SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens)
 
   def __call__(self, params, step: int, workdir: str) -> dict[str, float]:
@@ -146,7 +156,8 @@ class Evaluator:
         self.sampler, params, self.tokenizer, self.spec, self.items, batch_size=self.config.evals.batch_size,
         sampling=self.sampling, rng=jax.random.key(step))
     rl = self.config.rl
-    ok = [s['format_valid'] and (not rl.require_cot or bool(s['cot'].strip())) for s in samples]
+    ok = [rl_rollout.well_formed(Completion(s['cot'], s['answer'], s['format_valid']), rl.require_cot)
+          for s in samples]
     rewards = np.full(len(samples), -rl.format_penalty, np.float32)
     judged = [i for i, good in enumerate(ok) if good]
     if judged:
@@ -160,9 +171,9 @@ class Evaluator:
     return out
 
 
-def _eval_start_from_log(workdir: str) -> dict[str, float]:
-  """A resumed run's start-of-training eval, as the first run logged it at step 0."""
-  rows = [m for m in metrics_lib.read_metrics(workdir) if m['step'] == 0 and 'eval/mean_reward' in m]
+def _logged_eval(workdir: str, step: int) -> dict[str, float]:
+  """The eval this workdir already logged at `step` (a resumed run reuses it rather than redo it)."""
+  rows = [m for m in metrics_lib.read_metrics(workdir) if m['step'] == step and 'eval/mean_reward' in m]
   return rows[-1] if rows else {}
 
 
@@ -172,8 +183,10 @@ def train(config, workdir: str) -> dict[str, Any]:
   t_start = time.perf_counter()
   require_inputs(config)
   if jax.process_count() > 1:
-    raise NotImplementedError('rl: the Sampler and Judge take host-local prompts; multi-process RL is not '
-                              'supported yet (run one process per slice)')
+    # Everything else is written for it (every process holds the whole step's rows and builds only its
+    # shards); the Judge's outputs are not yet replicated, so a process could not read all scores.
+    raise NotImplementedError('rl: multi-process RL needs deliberative.judge.Judge to return replicated '
+                              'outputs (as Sampler(mesh=...) does); run a single process')
   compiles = CompileCounter()
   tokenizer = Tokenizer.load(config.tokenizer or None)
   spec = Spec.load(config.spec or None)
@@ -207,14 +220,15 @@ def train(config, workdir: str) -> dict[str, Any]:
 
   judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
-  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple)
+  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh)
   prompt_iter = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
                                               batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
-                                              num_epochs=None)
+                                              num_epochs=None, **_WHOLE_SPLIT)
   if data_state is not None:
     prompt_iter.set_state(data_state)
   sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
-                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple)
+                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple,
+                    mesh=setup.mesh)
   sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
                             max_new_tokens=rl.max_new_tokens)
   objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
@@ -237,7 +251,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     runtime.log(f'eval {when} (step {step}): ' + _fmt(ev))
     return ev
 
-  first = evaluate(0, 'before the first update') if start_step == 0 else _eval_start_from_log(workdir)
+  first = _logged_eval(workdir, 0) if start_step > 0 else evaluate(0, 'before the first update')
   for key in ('eval/mean_reward', 'eval/decision_accuracy'):
     summary[f'{key}_start'] = first.get(key)
 
@@ -258,7 +272,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.adv_eps) * valid_R
       t2 = time.perf_counter()
       local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
-      batch = {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in local.items()}
+      batch = {k: _global_array(v, shardings[k]) for k, v in local.items()}
       logp_ref_BT, score_metrics = score_step(state['params'], ref_params,
                                                {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
       state, update_metrics = update_step(state, {**batch, 'logp_ref_BT': logp_ref_BT})
@@ -272,10 +286,10 @@ def train(config, workdir: str) -> dict[str, Any]:
       for k in totals:
         totals[k] += timing[k]
       step_seconds.append(t3 - t0)
-      host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths))
+      host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths, rl.group_size))
       host.update(timing)
       host['perf/compiles'] = compiles.count - compiles_before
-      host['rl/judge_truncated'] = judge.truncated
+      host['rl/judge_truncated_total'] = judge.truncated
       runtime.check_finite(done, host, last_saved, checkpointer.directory)
       writer.write(done, host)
       _report(done, config.total_steps, host, step_seconds)
@@ -297,7 +311,9 @@ def train(config, workdir: str) -> dict[str, Any]:
 
   final_step = int(jax.device_get(state['step']))
   if not preempted and final_step == config.total_steps:
-    last = evaluate(final_step, 'after the last update')
+    # A restart of a finished run (or of one preempted after its last save) evaluates only if it must.
+    last = (start_step == final_step and _logged_eval(workdir, final_step)) or \
+        evaluate(final_step, 'after the last update')
     for key in ('eval/mean_reward', 'eval/decision_accuracy'):
       summary[f'{key}_end'] = last.get(key)
   checkpointer.close()

@@ -156,7 +156,8 @@ def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_
                                                    jnp.stack(epoch_keys))
     tokens = jnp.maximum(jnp.sum(per_update['tokens']), 1.0)
     metrics = {'train/loss': jnp.mean(per_update['loss']), 'train/grad_norm': jnp.mean(per_update['grad_norm']),
-               'rl/pg_loss': jnp.sum(per_update['pg']) / tokens, 'rl/kl_during_update': jnp.sum(per_update['kl']) / tokens,
+               'rl/pg_loss': jnp.sum(per_update['pg']) / tokens,
+               'rl/kl_during_update': jnp.sum(per_update['kl']) / tokens,
                'rl/clip_fraction': jnp.sum(per_update['clipped']) / tokens,
                'train/lr': setup.lr(state['step'] * ppo_epochs * n_minibatches)}
     new_state = {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1,

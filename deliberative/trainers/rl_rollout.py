@@ -26,7 +26,8 @@ def repeat_prompts(prompts: PromptBatch, group_size: int) -> tuple[list[list[int
   return [ids[i] for i in rows], [prompts.records[i] for i in rows], np.repeat(prompts.valid, group_size)
 
 
-def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray) -> dict[str, np.ndarray]:
+def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput,
+               valid_R: np.ndarray) -> dict[str, np.ndarray]:
   """The rollout as numpy arrays in rl_objective.ROLLOUT_FIELDS layout."""
   tokens_NP, positions_NP, segments_NP = prompts.tokens, prompts.positions, prompts.segment_ids
   tokens_RP = np.repeat(tokens_NP, group_size, axis=0)
@@ -85,9 +86,12 @@ def group_advantages(reward_R: np.ndarray, group_size: int, eps: float) -> np.nd
 
 
 def reward_metrics(rewards: Rewards, records: Sequence[Mapping[str, Any]], valid_R: np.ndarray,
-                   lengths_R: np.ndarray, prefix: str = 'rl/') -> dict[str, float]:
+                   lengths_R: np.ndarray, group_size: int, prefix: str = 'rl/') -> dict[str, float]:
   keep = np.flatnonzero(valid_R)
+  r_NG = rewards.reward_R.reshape(-1, group_size)
   out = {f'{prefix}reward': float(rewards.reward_R[keep].mean()),
+         # Groups whose samples all scored alike teach nothing (zero advantages): a saturated or stuck run.
+         f'{prefix}no_signal_groups': float(np.mean(r_NG.max(axis=1) == r_NG.min(axis=1))),
          f'{prefix}format_valid': float(rewards.well_formed_R[keep].mean()),
          f'{prefix}response_tokens': float(lengths_R[keep].mean()),
          f'{prefix}cot_tokens': float(rewards.cot_tokens_R[keep].mean())}

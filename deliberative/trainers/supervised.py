@@ -109,6 +109,10 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
     raise ValueError(f'model vocab_size={model_cfg.vocab_size} is smaller than the tokenizer\'s '
                      f'{tokenizer.vocab_size} pieces')
   setup = state_lib.make_setup(config, model_cfg, config.total_steps)
+  data_parallel = setup.mesh.shape['data'] * setup.mesh.shape['fsdp']
+  if config.batch_size % (config.optim.accum_steps * data_parallel):
+    raise ValueError(f'batch_size={config.batch_size} must be divisible by optim.accum_steps={config.optim.accum_steps}'
+                     f' x mesh data*fsdp={data_parallel}')
   runtime.log(f'model: {model_cfg.param_count():,} parameters; mesh {dict(setup.mesh.shape)}; '
               f'spec {spec.version}')
   checkpointer = Checkpointer(workdir, config.checkpoint)

@@ -1,0 +1,99 @@
+"""Train-step throughput: our jit'd SFT step vs a `transformers` (PyTorch) peer, same shapes, same run.
+
+  python tools/bench_train_step.py [--preset tiny] [--batch 8] [--seq_len 256] [--steps 5]
+
+Both sides: fp32, AdamW, causal LM loss on every token of random ids; the peer is
+`LlamaForCausalLM` with the preset's shape (torch threads = JAX's intra-op threads = all
+cores). Prints tokens/s for each and the ratio ours/peer. Needs requirements-test.txt
+(torch, transformers). Never run inside the timed test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import ml_collections  # noqa: E402
+
+from deliberative import config_lib  # noqa: E402
+from deliberative.model.config import ModelConfig  # noqa: E402
+from deliberative.trainers import state as state_lib  # noqa: E402
+from deliberative.trainers import supervised  # noqa: E402
+
+
+def ours(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+  config = ml_collections.ConfigDict({
+      'mesh': config_lib.default_mesh_config(),
+      'optim': dict(lr=1e-3, warmup_steps=1, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+                    grad_clip=1.0, accum_steps=1)})
+  setup = state_lib.make_setup(config, cfg, total_steps=steps + 2)
+  state = state_lib.init_state(setup, seed=0)
+  step_fn = supervised.make_train_step(setup, accum_steps=1)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, cfg.vocab_size, size=(batch, seq_len + 1)).astype(np.int32)
+  host = {'tokens': ids[:, :-1], 'targets': ids[:, 1:], 'weights': np.ones((batch, seq_len), np.float32),
+          'segment_ids': np.ones((batch, seq_len), np.int32),
+          'positions': np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)).copy()}
+  from deliberative.trainers import runtime
+  batch_arrays = runtime.put_batch(host, setup.batch_sharding())
+  state, metrics = step_fn(state, batch_arrays)  # compile
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step_fn(state, batch_arrays)
+  jax.block_until_ready(metrics)
+  return batch * seq_len * steps / (time.perf_counter() - start)
+
+
+def peer(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
+      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+      head_dim=cfg.head_dim_, max_position_embeddings=max(seq_len, 128), tie_word_embeddings=cfg.tie_embeddings,
+      attn_implementation='sdpa'))
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+  ids = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1))
+
+  def step():
+    out = model(input_ids=ids[:, :-1], labels=ids[:, :-1])
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+  step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return batch * seq_len * steps / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--preset', default='tiny', choices=('tiny', 'small'))
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--seq_len', type=int, default=256)
+  parser.add_argument('--steps', type=int, default=5)
+  args = parser.parse_args(argv)
+  cfg = ModelConfig.from_dict(config_lib.model_config(args.preset))
+  ours_tps = ours(cfg, args.batch, args.seq_len, args.steps)
+  peer_tps = peer(cfg, args.batch, args.seq_len, args.steps)
+  print(f'{args.preset} B={args.batch} L={args.seq_len} on {jax.devices()[0].platform} ({os.cpu_count()} cores)')
+  print(f'  ours (jax jit)          {ours_tps:10,.0f} tok/s')
+  print(f'  transformers (torch)    {peer_tps:10,.0f} tok/s')
+  print(f'  ratio ours/peer         {ours_tps / peer_tps:10.2f}x')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
