@@ -5,9 +5,10 @@
 On 2 CPU cores this builds the demo data on first use, trains the `tiny` model (5.3M
 parameters) and prints one progress line every `log_every_steps`:
 
-  step    100/600  loss 1.2345  9,500 tok/s  MFU 21.0%  ETA 3:10
+  step    100/300  loss 0.8979  1,100 tok/s  MFU 45.0%  ETA 5:10
 
-then eval lines (held-out templates, no spec in context) and a final summary; the
+then eval lines (held-out templates, no spec in context) and a final summary (about
+9.5 minutes in all; held-out decision accuracy ~0.86, citation accuracy ~0.79); the
 workdir gets metrics.jsonl, tensorboard/, samples/, checkpoints/ and summary.json
 (`eval/decision_accuracy`, `eval/citation_accuracy`, `eval/format_validity`, ...).
 
@@ -28,7 +29,7 @@ def get_config(arg=None):
   c.name = 'sft'
   c.trainer = 'sft'
   c.seed = 0
-  c.total_steps = 400
+  c.total_steps = 300  # ~8 min on 2 CPU cores; the held-out targets are met by then
   c.batch_size = 8  # global rows of data.seq_len tokens per step
   c.log_every_steps = 20
   c.init_from = ''  # an Orbax checkpoint/workdir or a Hugging Face directory
@@ -43,10 +44,10 @@ def get_config(arg=None):
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-3, warmup_steps=40, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
       grad_clip=1.0, accum_steps=1))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=200, keep=2, async_save=True))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=150, keep=2, async_save=True))
   c.evals = ml_collections.ConfigDict(dict(
-      split='eval', every_steps=200, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=128,
-      at_start=True))
+      split='eval', every_steps=300, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=128,
+      at_start=True, num_generations_at_start=64))
   # Test hooks: a NaN loss at a step, a SIGKILL right after a step's checkpoint (-1 = off).
   c.debug = ml_collections.ConfigDict(dict(inject_nan_at_step=-1, kill_after_step=-1))
 

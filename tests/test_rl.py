@@ -16,7 +16,7 @@ from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.tokenizer import Tokenizer
 from deliberative.trainers import rl_objective, rl_rollout
 from deliberative.trainers import state as state_lib
-from tests.train_fixtures import demo_data_dir  # noqa: F401
+from tests.train_fixtures import demo_data_dir, override  # noqa: F401
 
 TINY = dict(vocab_size=4096, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
 
@@ -26,13 +26,7 @@ def _rl_config(data_dir: str, policy: str, judge: str, **changes):
   c = configs.rl.get_config('smoke')
   c.data.data_dir = data_dir
   c.policy_init, c.judge_init = policy, judge
-  for key, value in changes.items():
-    target = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c
+  return override(c, **changes)
 
 
 def _random_params(cfg: ModelConfig, seed: int) -> dict:

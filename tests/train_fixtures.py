@@ -23,13 +23,18 @@ def tiny_sft_config(data_dir: str, **changes):
   c.data.seq_len = 192  # the longest demo trace is 171 tokens
   c.batch_size = 8  # divisible by the 8 fake devices of the test process
   c.mesh.data = -1
+  return override(c, **changes)
+
+
+def override(config, **changes):
+  """Sets dotted keys (`'checkpoint.every_steps': 3`) on a ConfigDict; returns it."""
   for key, value in changes.items():
-    target = c
+    target = config
     *parents, leaf = key.split('.')
     for p in parents:
       target = target[p]
     target[leaf] = value
-  return c
+  return config
 
 
 def losses(workdir: str) -> dict[int, float]:

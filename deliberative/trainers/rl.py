@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import threading
 import time
 import types
@@ -301,11 +300,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       every = config.evals.every_steps
       if every > 0 and done % every == 0 and done != config.total_steps:
         evaluate(done, 'during training')
-      if done == config.debug.kill_after_step:  # tests: a hard kill right after a checkpoint
-        checkpointer.wait()
-        os.kill(os.getpid(), signal.SIGKILL)
-      if preemption.requested:
-        runtime.log(f'SIGTERM: saved step {done} to {checkpointer.directory}; exiting')
+      if runtime.stop_after_step(done, config, checkpointer, preemption):
         preempted = True
         break
 

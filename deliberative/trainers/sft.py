@@ -35,7 +35,8 @@ class Evaluator:
     stop = [tokenizer.control_id('<|end|>'), tokenizer.eos_id]
     self.sampler = Sampler(setup.model_cfg, stop_ids=stop, pad_id=tokenizer.pad_id,
                            batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh)
-    prompts = pipeline.load_prompts(config.data, tokenizer, config.evals.split)
+    # Every process feeds the same prompts: the sampler's inputs are replicated, not per-host shards.
+    prompts = pipeline.load_prompts(config.data, tokenizer, config.evals.split, process_index=0, process_count=1)
     self.items = prompts.items[:config.evals.num_generations]
     self.sampling = SamplingParams(temperature=0.0, max_new_tokens=config.evals.max_new_tokens)
 
@@ -51,10 +52,10 @@ class Evaluator:
       loss_sum, weight = loss_sum + float(l), weight + float(w)
     return {'eval/loss': loss_sum / max(weight, 1.0)}
 
-  def generation(self, params, step: int, workdir: str) -> dict[str, float]:
+  def generation(self, params, step: int, workdir: str, limit: int | None = None) -> dict[str, float]:
     start = time.perf_counter()
     out, samples = evals.generate_and_score(
-        self.sampler, params, self.tokenizer, self.spec, self.items, batch_size=self.config.evals.batch_size,
+        self.sampler, params, self.tokenizer, self.spec, self.items[:limit], batch_size=self.config.evals.batch_size,
         sampling=self.sampling, rng=jax.random.key(step))
     runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'step_{step:07d}.jsonl'), samples)
     out['eval/generation_seconds'] = time.perf_counter() - start
@@ -75,8 +76,8 @@ class TraceTask:
 
   def evaluate(self, params, step: int, workdir: str, *, at_start: bool) -> dict[str, float]:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-    if at_start:  # the untrained baseline: generation metrics only
-      return self.evaluator.generation(params, step, workdir)
+    if at_start:  # the untrained baseline: generation metrics only, on fewer prompts (it never stops early)
+      return self.evaluator.generation(params, step, workdir, limit=self.config.evals.num_generations_at_start)
     return {**self.evaluator.loss(params), **self.evaluator.generation(params, step, workdir)}
 
 

@@ -9,7 +9,6 @@ Orbax checkpoints with the data position, SIGTERM, the NaN guard and summary.jso
 from __future__ import annotations
 
 import os
-import signal
 import time
 from typing import Any, Callable, Protocol
 
@@ -180,11 +179,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
         summary.update(ev)
         runtime.log(f'eval at step {done}: ' + _fmt(ev))
         progress.restart_window()
-      if done == config.debug.kill_after_step:  # tests: a hard kill right after a checkpoint
-        checkpointer.wait()
-        os.kill(os.getpid(), signal.SIGKILL)
-      if preemption.requested:
-        runtime.log(f'SIGTERM: saved step {done} to {checkpointer.directory}; exiting')
+      if runtime.stop_after_step(done, config, checkpointer, preemption):
         preempted = True
         break
     if pending is not None:
