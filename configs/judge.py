@@ -24,7 +24,7 @@ def get_config(arg=None):
   c.name = 'judge'
   c.trainer = 'judge'
   c.seed = 0
-  c.total_steps = 300
+  c.total_steps = 200
   c.batch_size = 8
   c.log_every_steps = 20
   c.init_from = ''
@@ -35,20 +35,22 @@ def get_config(arg=None):
   c.model = config_lib.model_config(arg.size)
   c.mesh = config_lib.default_mesh_config()
   c.data = pipeline.default_config()
-  c.data.seq_len = 640  # the compact ('category') spec view (~450 tokens) + rubric + request + answer
+  c.data.seq_len = 384  # ~2 judge examples per row with the 'clauses' view (~190 tokens each)
 
   c.judge = ml_collections.ConfigDict(dict(
       train_split='judge_train', eval_split='judge_eval',
-      rubric='default',  # a key of deliberative.judge_prompt.RUBRICS
-      spec_view='category',  # 'full' = spec(category) as in the paper (~800 tokens); 'category' fits CPU demos
+      rubric='brief',  # a key of deliberative.judge_prompt.RUBRICS
+      # 'full' = spec(category) as in the paper (~1000 tokens with the rubric); 'category' = that policy's
+      # full text (~450); 'clauses' = its clause ids by decision (~60): what a CPU demo can afford.
+      spec_view='clauses',
       answer_and_cot=False,  # the paper's rule: the judge sees the final answer only
       use_prefix_cache=True))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
       grad_clip=1.0, accum_steps=1))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=150, keep=2, async_save=True))
-  c.evals = ml_collections.ConfigDict(dict(every_steps=150, num_examples=400, at_start=True))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=2, async_save=True))
+  c.evals = ml_collections.ConfigDict(dict(every_steps=200, num_examples=400, at_start=True))
   c.debug = ml_collections.ConfigDict(dict(inject_nan_at_step=-1, kill_after_step=-1))
 
   if arg.smoke:

@@ -33,7 +33,7 @@ def get_config(arg=None):
   c.name = 'rl'
   c.trainer = 'rl'
   c.seed = 0
-  c.total_steps = 100
+  c.total_steps = 30  # ~15 s a step on 2 CPU cores
   c.policy_init = 'runs/sft'  # Orbax workdir/checkpoint or HF dir; the reference is a frozen copy of it
   c.judge_init = 'runs/judge'  # the trained judge (configs/judge.py)
   c.tokenizer = ''  # '' = the packaged sentencepiece model
@@ -51,16 +51,16 @@ def get_config(arg=None):
   # One optimizer update per minibatch: ppo_epochs * (rows / minibatch_size) per step.
   # No weight decay: it would pull towards zero while the KL pulls towards the reference.
   c.optim = ml_collections.ConfigDict(dict(
-      lr=5e-5, warmup_steps=8, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=2, async_save=True))
+      lr=1e-4, warmup_steps=4, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=15, keep=2, async_save=True))
   c.rl = ml_collections.ConfigDict(dict(
       prompts_per_step=8,
       group_size=4,  # G samples per prompt; advantages are normalised within the group
       temperature=1.0,  # the trainer scores log_softmax(logits / temperature), as the sampler does
       top_k=0,  # 0 = off. top_k/top_p make sampling differ from the distribution being trained (off-policy)
       top_p=1.0,
-      max_new_tokens=128,
-      ppo_epochs=2,
+      max_new_tokens=96,  # demo completions are ~80 tokens
+      ppo_epochs=1,
       minibatch_size=16,  # rows per optimizer update; divides prompts_per_step * group_size
       clip_eps=0.2,
       kl_coef=0.05,  # k3 estimator of KL(policy || reference), per completion token
@@ -69,13 +69,13 @@ def get_config(arg=None):
       adv_eps=1e-4,  # (r - mean) / (std + adv_eps)
   ))
   c.judge = ml_collections.ConfigDict(dict(
-      rubric='default',  # a name in deliberative.judge.RUBRICS or the rubric text (as the judge was trained)
-      spec_view='category',  # 'category' | 'full' (as the judge was trained)
+      rubric='brief',  # a name in deliberative.judge.RUBRICS or the rubric text (as configs/judge.py trained it)
+      spec_view='clauses',  # 'clauses' | 'category' | 'full' (as configs/judge.py trained it)
       use_prefix_cache=True,  # prefill each category's spec block once per run
-      max_len=1536,
+      max_len=384,  # configs/judge.py's data.seq_len
       batch_size=0,  # judgments per compiled batch; 0 = the step's rows
   ))
-  c.evals = ml_collections.ConfigDict(dict(num_prompts=128, batch_size=64, every_steps=100, max_new_tokens=128))
+  c.evals = ml_collections.ConfigDict(dict(num_prompts=128, batch_size=64, every_steps=30, max_new_tokens=96))
   c.debug = ml_collections.ConfigDict(dict(kill_after_step=-1))  # tests: SIGKILL right after that step's save
 
   if arg.smoke:

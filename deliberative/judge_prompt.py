@@ -26,7 +26,7 @@ from deliberative.tokenizer import Completion, Tokenizer
 
 NUM_GRADES = 10  # digits 0..9: one token each, so one forward step yields the whole distribution
 MAX_DEMO_GRADE = 10  # demo judge records grade 0..10 (deliberative/data/demo_judge.py)
-SPEC_VIEWS = ('full', 'category')
+SPEC_VIEWS = ('full', 'category', 'clauses')
 
 REQUEST_HEADER = 'User request:\n'
 COT_HEADER = "\n\nThe assistant's hidden reasoning, quoted:\n"
@@ -95,6 +95,8 @@ def spec_text(spec: Spec, category: str, view: str) -> str:
   no policy of its own)."""
   if view == 'full':
     return spec.render(category)
+  if view == 'clauses':
+    return _clause_index(spec, category)
   if view != 'category':
     raise ValueError(f'judge: unknown spec_view {view!r}; expected one of {SPEC_VIEWS}')
   if category == NO_CATEGORY:
@@ -115,6 +117,28 @@ def spec_text(spec: Spec, category: str, view: str) -> str:
     lines += ['', 'Style guidelines:']
     lines += [f'- {g.id} {g.key}: {g.text}' for g in styles]
   return '\n'.join(lines) + '\n'
+
+
+def _clause_index(spec: Spec, category: str) -> str:
+  """'clauses': which clause ids allow, disallow or require a safe completion, and the styles.
+
+  A few dozen tokens instead of hundreds: what a judge trained from scratch on a CPU can
+  afford to read per example. The ids name the policy; the full text is the 'category' view.
+  """
+  if category == NO_CATEGORY:
+    return 'Policy: none applies; ' + ', '.join(g.id for g in spec.principles) + '.\n'
+  cat = spec.category(category)
+  parts = [f'Policy: {cat.name}.']
+  for decision, heading in (('comply', 'Allowed'), ('refuse', 'Disallowed'),
+                            ('safe_complete', 'Safe completion')):
+    clauses = cat.clauses_for(decision)
+    if clauses:
+      parts.append(f'{heading}: ' + ', '.join(c.id for c in clauses) + '.')
+  styles = [spec.style_for(category, d) for d in cat.decisions]
+  styles = [g for g in styles if g is not None]
+  if styles:
+    parts.append('Styles: ' + ', '.join(f'{g.id} {g.key}' for g in styles) + '.')
+  return ' '.join(parts) + '\n'
 
 
 # --- what is judged ---------------------------------------------------------------------

@@ -146,6 +146,11 @@ def test_spec_views(tok, spec):
   assert full in tok.decode(render_judge_prompt(tok, spec, item, spec_view='full'))
   with pytest.raises(ValueError, match='spec_view'):
     spec_text(spec, 'self_harm', 'summary')
+  # 'clauses' (the CPU demo's view): every own clause id and the required styles, nothing else.
+  clauses = spec_text(spec, 'self_harm', 'clauses')
+  assert set(spec.cited_clause_ids(clauses)) == own
+  assert {'ST.1', 'ST.2'} <= set(spec.cited_ids(clauses)) and 'ST.3' not in spec.cited_ids(clauses)
+  assert len(tok.encode(clauses)) < len(tok.encode(compact)) / 3
 
 
 # --- training targets -------------------------------------------------------------------

@@ -73,13 +73,18 @@ def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_d
                            '--workdir', workdir, *cli_args(config)], cwd=REPO, env=_subprocess_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
+  seen = []
   for line in proc.stdout:  # wait until training is really under way
+    seen.append(line)
     if line.startswith('step ') and int(line.split()[1].split('/')[0]) >= 3:
       break
     assert time.time() < deadline
+  else:
+    pytest.fail('the run ended before step 3:\n' + ''.join(seen[-20:]) + proc.stderr.read()[-2000:])
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
+  assert 'SIGTERM: saved step' in out, out[-2000:]
   saved = checkpoints.latest_step(os.path.join(workdir, 'checkpoints'))
   assert saved is not None and 3 <= saved < 400
   assert f'SIGTERM: saved step {saved}' in out

@@ -293,14 +293,17 @@ def train(config, workdir: str) -> dict[str, Any]:
       writer.write(done, host)
       _report(done, config.total_steps, host, step_seconds)
 
-      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preemption.requested
+      # One snapshot per step: a SIGTERM landing mid-step is handled whole at the next step,
+      # never as "exit" without "save".
+      preempted_now = preemption.requested
+      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preempted_now
       if save_now:
-        checkpointer.save(state, prompt_iter.get_state(), meta, wait=preemption.requested)
+        checkpointer.save(state, prompt_iter.get_state(), meta, wait=preempted_now)
         last_saved = done
       every = config.evals.every_steps
       if every > 0 and done % every == 0 and done != config.total_steps:
         evaluate(done, 'during training')
-      if runtime.stop_after_step(done, config, checkpointer, preemption):
+      if runtime.stop_after_step(done, config, checkpointer, preempted_now):
         preempted = True
         break
 

@@ -40,12 +40,12 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def stop_after_step(done: int, config, checkpointer, preemption: 'Preemption') -> bool:
+def stop_after_step(done: int, config, checkpointer, preempted: bool) -> bool:
   """End-of-step hooks shared by trainers; True when the loop must stop (SIGTERM, already saved)."""
   if done == config.debug.kill_after_step:  # tests: a hard kill right after a checkpoint
     checkpointer.wait()
     os.kill(os.getpid(), signal.SIGKILL)
-  if preemption.requested:
+  if preempted:  # the step's checkpoint was saved (synchronously) for this
     log(f'SIGTERM: saved step {done} to {checkpointer.directory}; exiting')
     return True
   return False

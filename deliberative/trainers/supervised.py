@@ -165,13 +165,16 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
       if pending is not None:  # the previous step's metrics: ready by now, so no stall
         last_train = drain(pending)
       pending = (done, device_metrics, tokens)
-      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preemption.requested
+      # One snapshot per step: a SIGTERM landing mid-step is handled whole at the next step,
+      # never as "exit" without "save".
+      preempted_now = preemption.requested
+      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preempted_now
       eval_now = done % config.evals.every_steps == 0 or done == config.total_steps
       if save_now or eval_now:
         last_train = drain(pending)  # never checkpoint a state whose loss went non-finite
         pending = None
       if save_now:
-        checkpointer.save(state, train_iter.get_state(), meta, wait=preemption.requested)
+        checkpointer.save(state, train_iter.get_state(), meta, wait=preempted_now)
         last_saved = done
       if eval_now:
         ev = task.evaluate(state['params'], done, workdir, at_start=False)
@@ -179,7 +182,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
         summary.update(ev)
         runtime.log(f'eval at step {done}: ' + _fmt(ev))
         progress.restart_window()
-      if runtime.stop_after_step(done, config, checkpointer, preemption):
+      if runtime.stop_after_step(done, config, checkpointer, preempted_now):
         preempted = True
         break
     if pending is not None:
