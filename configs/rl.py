@@ -59,7 +59,7 @@ def get_config(arg=None):
       temperature=1.0,  # the trainer scores log_softmax(logits / temperature), as the sampler does
       top_k=0,  # 0 = off. top_k/top_p make sampling differ from the distribution being trained (off-policy)
       top_p=1.0,
-      max_new_tokens=96,  # demo completions are ~80 tokens
+      max_new_tokens=128,  # demo completions are ~80 tokens, a few up to ~120
       ppo_epochs=1,
       minibatch_size=16,  # rows per optimizer update; divides prompts_per_step * group_size
       clip_eps=0.2,
@@ -75,7 +75,7 @@ def get_config(arg=None):
       max_len=384,  # configs/judge.py's data.seq_len
       batch_size=0,  # judgments per compiled batch; 0 = the step's rows
   ))
-  c.evals = ml_collections.ConfigDict(dict(num_prompts=128, batch_size=64, every_steps=30, max_new_tokens=96))
+  c.evals = ml_collections.ConfigDict(dict(num_prompts=128, batch_size=64, every_steps=30, max_new_tokens=128))
   c.debug = ml_collections.ConfigDict(dict(kill_after_step=-1))  # tests: SIGKILL right after that step's save
 
   if arg.smoke:
