@@ -7,12 +7,12 @@
 At start it prints each co-hosted model's parameter bytes per device and a greedy eval on
 held-out `eval` prompts, then one line per step:
 
-  step    10/100  reward +0.412 (format 0.95)  kl 0.0031  entropy 0.512  clip 0.021  mismatch 3.7e-06
-      len 81 (cot 43)  time sample 5.0s judge 2.2s update 20.3s  ETA 41:00
+  step     6/30  reward +0.927 (format 1.00)  kl 0.0004  entropy 0.133  clip 0.000  mismatch 1.0e-07
+      len 84 (cot 39)  time sample 4.2s judge 1.7s update 6.8s  ETA 5:50
 
-where `mismatch` is the mean |sampler log-prob - trainer log-prob| before the update (~1e-6 in
-float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 30 s a step, most
-of it the update's 2 epochs over 32 rows of 192 tokens. It ends with a second eval and
+where `mismatch` is the mean |sampler log-prob - trainer log-prob| before the update (~1e-7 in
+float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 13 s a step
+(7 min 41 s for the default 30 steps, evals included). It ends with a second eval and
 summary.json holding `eval/mean_reward_start|end`, `eval/decision_accuracy_start|end` and
 `wall_seconds`.
 Without runs/sft or runs/judge it stops at once and names the command to run first.
