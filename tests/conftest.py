@@ -10,3 +10,14 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import jax  # noqa: E402
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def demo_data_dir(tmp_path_factory):
+  from deliberative.data import datasets
+  d = tmp_path_factory.mktemp('demo_data')
+  datasets.ensure_demo_dataset(str(d))
+  return str(d)

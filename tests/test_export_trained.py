@@ -1,6 +1,5 @@
 """A briefly trained SFT run, exported, behaves identically in `transformers`."""
 
-import os
 
 import jax
 import numpy as np
@@ -13,7 +12,7 @@ from deliberative.data import pipeline
 from deliberative.model import loading
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.tokenizer import Tokenizer
-from tests.train_fixtures import demo_data_dir, tiny_sft_config  # noqa: F401
+from tests.train_fixtures import tiny_sft_config
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.tokenizer import Tokenizer
 from deliberative.trainers import rl_objective, rl_rollout
 from deliberative.trainers import state as state_lib
-from tests.train_fixtures import demo_data_dir, override  # noqa: F401
+from tests.train_fixtures import override
 
 TINY = dict(vocab_size=4096, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
 

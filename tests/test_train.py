@@ -14,7 +14,7 @@ import pytest
 
 from deliberative import checkpoints, train
 from deliberative.trainers.runtime import NonFiniteLoss
-from tests.train_fixtures import REPO, cli_args, demo_data_dir, losses, tiny_sft_config  # noqa: F401
+from tests.train_fixtures import REPO, cli_args, losses, tiny_sft_config
 
 
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))))

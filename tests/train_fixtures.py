@@ -1,18 +1,8 @@
-"""Shared pieces for trainer tests: the demo data built once, a tiny fast SFT config."""
+"""Shared pieces for trainer tests: a tiny fast SFT config, overrides, CLI flags, losses."""
 
 import os
 
-import pytest
-
 from deliberative import config_lib
-
-
-@pytest.fixture(scope='session')
-def demo_data_dir(tmp_path_factory):
-  from deliberative.data import datasets
-  d = tmp_path_factory.mktemp('demo_data')
-  datasets.ensure_demo_dataset(str(d))
-  return str(d)
 
 
 def tiny_sft_config(data_dir: str, **changes):

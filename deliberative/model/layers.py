@@ -113,7 +113,7 @@ class Attention(nnx.Module):
     same_segment_BLS = (segment_ids_BL[:, :, None] == key_seg_BS[:, None, :]) & (key_seg_BS[:, None, :] != 0)
     mask_BLS = causal_LS[None] & same_segment_BLS
 
-    B, S = keys_BSKD.shape[0], keys_BSKD.shape[1]
+    B = keys_BSKD.shape[0]
     groups = cfg.n_heads // cfg.n_kv_heads
     q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
     scores_BKGLS = jnp.einsum('blkgd,bskd->bkgls', q_BLKGD, keys_BSKD.astype(q_BLKGD.dtype),

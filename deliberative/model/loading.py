@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import jax
 from flax import nnx
 from jax.sharding import Mesh
 

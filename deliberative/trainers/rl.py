@@ -23,7 +23,6 @@ import math
 import os
 import threading
 import time
-import types
 from typing import Any
 
 import jax
@@ -61,18 +60,6 @@ def require_inputs(config) -> None:
       raise FileNotFoundError(
           f'config.{field}={path!r} holds no checkpoint (an Orbax workdir/checkpoint or a Hugging Face '
           f'directory); run `{command}` first (or point --config.{field} at one)')
-
-
-def architecture(config, src: str) -> ModelConfig:
-  """A checkpoint's model shape with this run's dtype/remat (state.model_config_for for any source)."""
-  cfg, _ = state_lib.model_config_for(types.SimpleNamespace(model=config.model, init_from=src))
-  return cfg
-
-
-def load_params(src: str, cfg: ModelConfig, abstract: dict) -> dict:
-  if hf.is_hf_dir(src):
-    return hf.load_params(src, cfg, abstract)
-  return checkpoints.restore_params(checkpoints.resolve_dir(src), abstract)
 
 
 def check_shapes(config, batch_multiple: int) -> tuple[int, int]:
@@ -192,8 +179,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
   rl = config.rl
-  policy_cfg = architecture(config, config.policy_init)
-  judge_cfg = architecture(config, config.judge_init)
+  policy_cfg = state_lib.architecture(config.model, config.policy_init, 'policy_init')
+  judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
   for what, cfg in (('policy', policy_cfg), ('judge', judge_cfg)):
     if cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f'{what} vocab_size={cfg.vocab_size} is smaller than the tokenizer\'s {tokenizer.vocab_size}')
@@ -209,7 +196,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   state, data_state, how = state_lib.start(config, setup, checkpointer, config.policy_init, runtime.log)
   start_step = int(jax.device_get(state['step']))
   ref_params = state_lib.load_init_params(setup, config.policy_init)  # frozen: never donated or updated
-  judge_params = load_params(config.judge_init, judge_cfg, loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
+  judge_params = state_lib.load_params(config.judge_init, judge_cfg, loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
   runtime.log(f'start: {how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
   runtime.log('parameter bytes per device: '
               f'policy {runtime.bytes_per_device(state["params"]):,} (+ optimizer '

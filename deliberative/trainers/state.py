@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deliberative import checkpoints
-from deliberative.model import hf, loading, sharding
+from deliberative.model import hf, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import build
 from deliberative.trainers import optim
@@ -47,20 +47,24 @@ class Setup:
     return nnx.merge(self.graphdef, params)
 
 
-def model_config_for(config) -> tuple[ModelConfig, str | None]:
-  """The architecture: from `init_from` when set (its files fix the shape), else `config.model`."""
-  run = {k: config.model[k] for k in RUN_FIELDS}
-  src = config.init_from
-  if not src:
-    return ModelConfig.from_dict(config.model), None
+def architecture(model_section, src: str, field: str = 'init_from') -> ModelConfig:
+  """A checkpoint's (Orbax or Hugging Face) model shape, with the run fields of `model_section`."""
+  run = {k: model_section[k] for k in RUN_FIELDS}
   if hf.is_hf_dir(src):
-    return hf.read_config(src, **run), src
+    return hf.read_config(src, **run)
   ckpt = checkpoints.resolve_dir(src)
   if checkpoints.latest_step(ckpt) is None:
-    raise FileNotFoundError(f'config.init_from={src!r}: neither a Hugging Face directory (config.json + '
+    raise FileNotFoundError(f'config.{field}={src!r}: neither a Hugging Face directory (config.json + '
                             f'*.safetensors) nor an Orbax checkpoint')
   base = checkpoints.model_config_from_meta(checkpoints.load_meta(ckpt)).to_dict()
-  return ModelConfig.from_dict({**base, **run}), src
+  return ModelConfig.from_dict({**base, **run})
+
+
+def model_config_for(config) -> tuple[ModelConfig, str | None]:
+  """The architecture: from `init_from` when set (its files fix the shape), else `config.model`."""
+  if not config.init_from:
+    return ModelConfig.from_dict(config.model), None
+  return architecture(config.model, config.init_from), config.init_from
 
 
 def make_setup(config, model_cfg: ModelConfig, total_steps: int) -> Setup:
@@ -95,11 +99,15 @@ def init_state(setup: Setup, seed: int, params=None) -> dict:
   return jax.jit(make, out_shardings=setup.state_shardings, donate_argnums=0)(params)
 
 
-def load_init_params(setup: Setup, src: str) -> dict:
-  abstract = setup.abstract_state['params']
+def load_params(src: str, cfg: ModelConfig, abstract: dict) -> dict:
+  """Parameters from a Hugging Face directory or an Orbax checkpoint, laid out as `abstract` says."""
   if hf.is_hf_dir(src):
-    return hf.load_params(src, setup.model_cfg, abstract)
+    return hf.load_params(src, cfg, abstract)
   return checkpoints.restore_params(checkpoints.resolve_dir(src), abstract)
+
+
+def load_init_params(setup: Setup, src: str) -> dict:
+  return load_params(src, setup.model_cfg, setup.abstract_state['params'])
 
 
 def start(config, setup: Setup, checkpointer, init_src: str | None,
