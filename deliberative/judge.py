@@ -106,7 +106,8 @@ class Judge:
   def __init__(self, model_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, *,
                rubric: str = DEFAULT_RUBRIC, spec_view: str = 'category', answer_and_cot: bool = False,
                max_len: int = 1536, batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
-               length_buckets: Sequence[int] | None = None, batch_multiple: int = 1):
+               length_buckets: Sequence[int] | None = None, batch_multiple: int = 1,
+               mesh: jax.sharding.Mesh | None = None):
     if model_cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f'judge: model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}')
     self.cfg = model_cfg
@@ -131,6 +132,8 @@ class Judge:
     # Batch buckets must split evenly over the mesh's batch axes.
     self.batch_buckets = tuple(sorted({_round_up(b, batch_multiple) for b in batch_buckets}))
     self.batch_multiple = batch_multiple
+    # Replicated grade log-probs: with several processes, each can read every judgment's score.
+    self._replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.graphdef = nnx.graphdef(nnx.eval_shape(build(model_cfg)))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
     self.truncated = 0  # judgments whose answer (or CoT) was cut to fit max_len
@@ -262,7 +265,10 @@ class Judge:
   # --- compiled ---------------------------------------------------------------------------
   def _grade_logprobs_at(self, logits_BLV, last_B):
     logits_BV = jnp.take_along_axis(logits_BLV, last_B[:, None, None], axis=1)[:, 0]
-    return jax.nn.log_softmax(logits_BV[:, jnp.asarray(self.grade_ids)].astype(jnp.float32), axis=-1)
+    logprobs_BG = jax.nn.log_softmax(logits_BV[:, jnp.asarray(self.grade_ids)].astype(jnp.float32), axis=-1)
+    if self._replicated is not None:
+      logprobs_BG = jax.lax.with_sharding_constraint(logprobs_BG, self._replicated)
+    return logprobs_BG
 
   @functools.partial(jax.jit, static_argnums=0)
   def _prefill(self, params, tokens_CP, positions_CP, segments_CP):

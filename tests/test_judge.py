@@ -285,3 +285,20 @@ def test_judge_metrics_keys_and_values():
   assert set(m) == {'eval/judge_accuracy', 'eval/judge_auc'} | {
       f'eval/judge_{k}/{c}' for k in ('accuracy', 'auc') for c in 'abc'}
   assert m['eval/judge_auc/b'] == 1.0
+
+
+def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path, demo_data_dir):
+  """configs/judge.py:smoke end to end: summary has the agreement keys, checkpoints say how to prompt it."""
+  import configs.judge
+  from deliberative import checkpoints, config_lib, train
+  from tests.train_fixtures import override
+  c = configs.judge.get_config('smoke')
+  c.model = config_lib.model_config('tiny', d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
+  c = override(c, **{'data.data_dir': demo_data_dir, 'mesh.data': -1, 'total_steps': 2,
+                     'checkpoint.every_steps': 2, 'evals.every_steps': 2})
+  summary = train.run(c, str(tmp_path))
+  assert 0.0 <= summary['eval/judge_accuracy'] <= 1.0 and 0.0 <= summary['eval/judge_auc'] <= 1.0
+  meta = checkpoints.load_meta(checkpoints.resolve_dir(str(tmp_path)))
+  assert meta['trainer'] == 'judge'
+  assert meta['judge_format'] == {'rubric': 'brief', 'spec_view': 'clauses', 'answer_and_cot': False,
+                                  'max_len': c.data.seq_len}

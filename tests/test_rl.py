@@ -14,11 +14,13 @@ from deliberative.model import loading
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.tokenizer import Tokenizer
-from deliberative.trainers import rl_objective, rl_rollout
+from deliberative.trainers import rl, rl_objective, rl_rollout
 from deliberative.trainers import state as state_lib
 from tests.train_fixtures import override
 
 TINY = dict(vocab_size=4096, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
+# What configs/judge.py records in its checkpoints' meta (trainers/judge.py JudgeTask.meta).
+JUDGE_FORMAT = {'rubric': 'brief', 'spec_view': 'clauses', 'answer_and_cot': False, 'max_len': 384}
 
 
 def _rl_config(data_dir: str, policy: str, judge: str, **changes):
@@ -67,7 +69,7 @@ def tiny_checkpoints(tmp_path_factory):
   checkpoints.save_params(os.path.join(policy, 'checkpoints'), 0, _scripted_policy_params(cfg, tok),
                           {'model': cfg.to_dict()})
   checkpoints.save_params(os.path.join(judge, 'checkpoints'), 0, _random_params(cfg, seed=5),
-                          {'model': cfg.to_dict()})
+                          {'model': cfg.to_dict(), 'judge_format': JUDGE_FORMAT})
   return policy, judge
 
 
@@ -141,6 +143,43 @@ def test_sampler_and_trainer_log_probs_agree_in_float32():
   assert abs(float(metrics['rl/kl'])) < 1e-6  # reference == policy
 
 
+def test_group_advantages_centre_each_group_and_scale_only_when_asked():
+  # Group 1: all answers good, the judge's scores differ by noise. Group 2: one bad answer.
+  reward_R = np.array([0.97, 0.99, 0.98, 0.96, 0.95, 0.97, 0.10, 0.94], np.float32)
+  centred = rl_rollout.group_advantages(reward_R, 4, scale_by_std=False, eps=1e-4).reshape(2, 4)
+  np.testing.assert_allclose(centred.sum(axis=1), 0.0, atol=1e-6)
+  assert np.abs(centred[0]).max() < 0.02  # noise stays noise-sized
+  assert centred[1, 2] < -0.6 and (centred[1, [0, 1, 3]] > 0).all()
+  scaled = rl_rollout.group_advantages(reward_R, 4, scale_by_std=True, eps=1e-4).reshape(2, 4)
+  np.testing.assert_allclose(scaled.std(axis=1), 1.0, atol=1e-2)  # GRPO: the noise group weighs as much
+  assert np.abs(scaled[0]).max() > 1.0
+  np.testing.assert_array_equal(rl_rollout.group_advantages(np.full(4, 0.5, np.float32), 4, True, 1e-4), 0.0)
+
+
+def test_judge_format_comes_from_the_judge_checkpoint_and_config_overrides_it(tmp_path, tiny_checkpoints):
+  import configs.rl
+  _, judge = tiny_checkpoints
+  c = configs.rl.get_config('smoke')
+  c.judge_init = judge
+  logged = []
+  assert rl.judge_format(c, log=logged.append) == JUDGE_FORMAT
+  c.judge.max_len = 512
+  assert rl.judge_format(c, log=logged.append) == {**JUDGE_FORMAT, 'max_len': 512}
+  assert any('config.judge.max_len=512 overrides 384' in line for line in logged)
+
+  cfg = ModelConfig(**TINY)
+  params = _random_params(cfg, seed=5)
+  unrecorded, with_cot = str(tmp_path / 'unrecorded'), str(tmp_path / 'with_cot')
+  checkpoints.save_params(unrecorded, 0, params, {'model': cfg.to_dict()})
+  checkpoints.save_params(with_cot, 0, params, {'model': cfg.to_dict(),
+                                                'judge_format': {**JUDGE_FORMAT, 'answer_and_cot': True}})
+  c.judge_init, c.judge.max_len = unrecorded, 0
+  assert rl.judge_format(c, log=logged.append) == rl.UNRECORDED_JUDGE_FORMAT
+  c.judge_init = with_cot
+  with pytest.raises(ValueError, match='answer\\+CoT.*answer_and_cot=False'):
+    rl.judge_format(c, log=logged.append)
+
+
 def test_missing_policy_or_judge_names_the_command_to_run_first(tmp_path, tiny_checkpoints):
   policy, judge = tiny_checkpoints
   with pytest.raises(FileNotFoundError, match=r'configs/sft\.py'):
@@ -149,17 +188,28 @@ def test_missing_policy_or_judge_names_the_command_to_run_first(tmp_path, tiny_c
     train.run(_rl_config('', policy, str(tmp_path / 'no_judge')), str(tmp_path / 'b'))
 
 
-def test_smoke_run_two_steps_then_restart(tmp_path, demo_data_dir, tiny_checkpoints):
-  from deliberative.trainers.metrics import read_metrics
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory, demo_data_dir, tiny_checkpoints):
+  """configs/rl.py:smoke on the scripted policy, in this process (8 devices): (workdir, summary)."""
   policy, judge = tiny_checkpoints
-  workdir = str(tmp_path / 'rl')
-  summary = train.run(_rl_config(demo_data_dir, policy, judge), workdir)
+  workdir = str(tmp_path_factory.mktemp('rl_smoke') / 'rl')
+  return workdir, train.run(_rl_config(demo_data_dir, policy, judge), workdir)
+
+
+def _rewards_by_step(workdir: str) -> dict[int, dict]:
+  from deliberative.trainers.metrics import read_metrics
+  return {m['step']: m for m in read_metrics(workdir) if 'rl/reward' in m}
+
+
+def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke_run):
+  policy, judge = tiny_checkpoints
+  workdir, summary = smoke_run
   on_disk = json.load(open(os.path.join(workdir, 'summary.json')))
   for key in ('eval/mean_reward_start', 'eval/mean_reward_end', 'eval/decision_accuracy_start',
               'eval/decision_accuracy_end', 'wall_seconds'):
     assert isinstance(on_disk[key], float), (key, on_disk.get(key))
   assert summary['final_step'] == 2
-  steps = {m['step']: m for m in read_metrics(workdir) if 'rl/reward' in m}
+  steps = _rewards_by_step(workdir)
   assert sorted(steps) == [1, 2]
   for m in steps.values():
     assert m['rl/format_valid'] == 1.0  # the scripted policy always closes CoT and answer
@@ -176,3 +226,27 @@ def test_smoke_run_two_steps_then_restart(tmp_path, demo_data_dir, tiny_checkpoi
   assert again['start'].startswith('resumed from') and again['start_step'] == again['final_step'] == 2
   for key in ('eval/mean_reward_start', 'eval/mean_reward_end', 'eval/decision_accuracy_end'):
     assert again[key] == on_disk[key]
+
+
+def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
+  """Real multi-host: 2 processes x 2 CPU devices over gloo (launch/multihost_local.py). Every process
+  must read all judge scores (replicated outputs) and the first step's rollout and rewards must be
+  those of the single-process run (sampling keys do not depend on the mesh)."""
+  import subprocess
+  import sys
+  from tests.train_fixtures import REPO
+  policy, judge = tiny_checkpoints
+  workdir = str(tmp_path / 'rl_2proc')
+  result = subprocess.run(
+      [sys.executable, 'launch/multihost_local.py', '--processes', '2', '--devices_per_process', '2', '--',
+       '--config', 'configs/rl.py:smoke', '--workdir', workdir, f'--config.data.data_dir={demo_data_dir}',
+       f'--config.policy_init={policy}', f'--config.judge_init={judge}'],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  assert "mesh {'data': 4" in result.stdout
+  multi, single = _rewards_by_step(workdir), _rewards_by_step(smoke_run[0])
+  assert sorted(multi) == [1, 2] and multi[2]['perf/compiles'] == 0
+  for key in ('rl/reward', 'rl/response_tokens', 'rl/cot_tokens', 'rl/entropy'):
+    np.testing.assert_allclose(multi[1][key], single[1][key], rtol=0, atol=1e-4, err_msg=key)
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  np.testing.assert_allclose(summary['eval/mean_reward_start'], smoke_run[1]['eval/mean_reward_start'], atol=1e-4)

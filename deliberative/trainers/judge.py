@@ -63,7 +63,7 @@ class JudgeTask:
     self.judge = judge_lib.Judge(setup.model_cfg, tokenizer, spec, rubric=config.judge.rubric,
                                  spec_view=config.judge.spec_view, answer_and_cot=config.judge.answer_and_cot,
                                  max_len=config.data.seq_len,
-                                 batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'])
+                                 batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh)
     self.eval_records = _records(config, config.judge.eval_split)[:config.evals.num_examples]
 
   def train_iterator(self):
@@ -71,6 +71,12 @@ class JudgeTask:
         self.traces, self.config.data, self.tokenizer, batch_rows=self.config.batch_size, seed=self.config.seed,
         signature={'dataset': self.config.data.dataset, 'split': self.config.judge.train_split, 'task': 'judge',
                    'rubric': self.config.judge.rubric, 'spec_view': self.config.judge.spec_view})
+
+  def meta(self) -> dict:
+    """How this judge reads its input: a judge used elsewhere (RL) must render prompts the same way."""
+    j = self.config.judge
+    return {'judge_format': {'rubric': j.rubric, 'spec_view': j.spec_view, 'answer_and_cot': j.answer_and_cot,
+                             'max_len': self.config.data.seq_len}}
 
   def evaluate(self, params, step: int, workdir: str, *, at_start: bool) -> dict[str, float]:
     start = time.perf_counter()

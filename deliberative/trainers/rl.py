@@ -105,19 +105,50 @@ def _global_array(x: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
+# A judge checkpoint that does not record how it was trained (a Hugging Face model, an import) is
+# prompted as in the paper: spec(category) in full, the default rubric.
+UNRECORDED_JUDGE_FORMAT = {'rubric': 'default', 'spec_view': 'full', 'max_len': 1536, 'answer_and_cot': False}
+
+
+def judge_format(config, log=runtime.log) -> dict[str, Any]:
+  """How to prompt the judge: what `judge_init` was trained with (configs/judge.py records it in the
+  checkpoint meta), with any non-empty `config.judge.{rubric,spec_view,max_len}` taking precedence."""
+  src = config.judge_init
+  recorded = None
+  if not hf.is_hf_dir(src):
+    recorded = checkpoints.load_meta(checkpoints.resolve_dir(src)).get('judge_format')
+  fmt = dict(recorded or UNRECORDED_JUDGE_FORMAT)
+  if fmt.get('answer_and_cot'):
+    raise ValueError(f'config.judge_init={src!r} was trained on answer+CoT inputs (judge.answer_and_cot=True), but '
+                     'the RL judge sees the final answer only; train it with --config.judge.answer_and_cot=False')
+  overridden = []
+  for key in ('rubric', 'spec_view', 'max_len'):
+    value = config.judge[key]
+    if value and value != fmt[key]:
+      if recorded:
+        log(f'warning: config.judge.{key}={value!r} overrides {fmt[key]!r}, the value judge_init was trained with')
+      fmt[key] = value
+      overridden.append(key)
+  how = 'as judge_init was trained' if recorded else 'judge_init records none: the paper\'s prompt'
+  if overridden:
+    how += ', overridden: ' + ', '.join(f'config.judge.{k}' for k in overridden)
+  log(f'judge format ({how}): rubric {fmt["rubric"]!r}, spec view {fmt["spec_view"]!r}, max_len {fmt["max_len"]}')
+  return fmt
+
+
 def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
-               batch_multiple: int) -> Judge:
+               batch_multiple: int, fmt: dict[str, Any], mesh=None) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
   step always reuses one compiled program (whatever the answers' lengths)."""
-  jc = config.judge
   overhead = len(tokenizer.encode(REQUEST_HEADER)) + len(tokenizer.encode(ANSWER_HEADER)) + 6 + 16  # markers + slack
-  top = -(-jc.max_len // 8) * 8
+  top = -(-fmt['max_len'] // 8) * 8
   round32 = lambda n: min(-(-n // 32) * 32, top)
   P = config.data.max_prompt_len
   longest_answers = (config.rl.max_new_tokens, config.evals.max_new_tokens)
   buckets = sorted({top, *(round32(P + n + overhead) for n in longest_answers)})
-  return Judge(judge_cfg, tokenizer, spec, rubric=jc.rubric, spec_view=jc.spec_view, max_len=jc.max_len,
-               batch_buckets=(jc.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple)
+  return Judge(judge_cfg, tokenizer, spec, rubric=fmt['rubric'], spec_view=fmt['spec_view'], max_len=fmt['max_len'],
+               batch_buckets=(config.judge.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple,
+               mesh=mesh)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -168,11 +199,6 @@ def _logged_eval(workdir: str, step: int) -> dict[str, float]:
 def train(config, workdir: str) -> dict[str, Any]:
   t_start = time.perf_counter()
   require_inputs(config)
-  if jax.process_count() > 1:
-    # Everything else is written for it (every process holds the whole step's rows and builds only its
-    # shards); the Judge's outputs are not yet replicated, so a process could not read all scores.
-    raise NotImplementedError('rl: multi-process RL needs deliberative.judge.Judge to return replicated '
-                              'outputs (as Sampler(mesh=...) does); run a single process')
   compiles = CompileCounter()
   tokenizer = Tokenizer.load(config.tokenizer or None)
   spec = Spec.load(config.spec or None)
@@ -204,7 +230,8 @@ def train(config, workdir: str) -> dict[str, Any]:
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple)
+  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_format(config),
+                     setup.mesh)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
   evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh)
   prompt_iter = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
@@ -255,7 +282,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       t1 = time.perf_counter()
       rewards = rl_rollout.score(tokenizer, records, [sample.completion(i) for i in range(rows)], judge_fn,
                                  format_penalty=rl.format_penalty, require_cot=rl.require_cot)
-      advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.adv_eps) * valid_R
+      advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
       t2 = time.perf_counter()
       local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
       batch = {k: _global_array(v, shardings[k]) for k, v in local.items()}

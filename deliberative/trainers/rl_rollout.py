@@ -78,10 +78,18 @@ def score(tokenizer: Tokenizer, records: Sequence[Mapping[str, Any]], completion
   return Rewards(reward_R, ok_R, cot_tokens_R, completions)
 
 
-def group_advantages(reward_R: np.ndarray, group_size: int, eps: float) -> np.ndarray:
-  """(r - mean) / (std + eps) within each prompt's group; a group of equal rewards gives 0."""
+def group_advantages(reward_R: np.ndarray, group_size: int, scale_by_std: bool, eps: float) -> np.ndarray:
+  """r - mean within each prompt's group, divided by (std + eps) when `scale_by_std` (GRPO).
+
+  A graded judge gives continuous scores, so a group whose samples are all good still differs
+  by a few hundredths; dividing by its std blows that judge noise up to unit-size advantages,
+  as large as a real right/wrong difference. Without the division (Dr. GRPO, Liu et al. 2025)
+  such a group contributes almost nothing and the update follows the groups that disagree.
+  """
   r_NG = reward_R.reshape(-1, group_size).astype(np.float64)
-  adv_NG = (r_NG - r_NG.mean(axis=1, keepdims=True)) / (r_NG.std(axis=1, keepdims=True) + eps)
+  adv_NG = r_NG - r_NG.mean(axis=1, keepdims=True)
+  if scale_by_std:
+    adv_NG = adv_NG / (r_NG.std(axis=1, keepdims=True) + eps)
   return adv_NG.reshape(-1).astype(np.float32)
 
 
@@ -92,6 +100,8 @@ def reward_metrics(rewards: Rewards, records: Sequence[Mapping[str, Any]], valid
   out = {f'{prefix}reward': float(rewards.reward_R[keep].mean()),
          # Groups whose samples all scored alike teach nothing (zero advantages): a saturated or stuck run.
          f'{prefix}no_signal_groups': float(np.mean(r_NG.max(axis=1) == r_NG.min(axis=1))),
+         # Mean best-minus-worst reward within a group: how much a step has to learn from.
+         f'{prefix}group_reward_spread': float(np.mean(r_NG.max(axis=1) - r_NG.min(axis=1))),
          f'{prefix}format_valid': float(rewards.well_formed_R[keep].mean()),
          f'{prefix}response_tokens': float(lengths_R[keep].mean()),
          f'{prefix}cot_tokens': float(rewards.cot_tokens_R[keep].mean())}

@@ -74,6 +74,9 @@ class TraceTask:
     return pipeline.make_iterator(self.config.data, self.tokenizer, self.config.data.train_split,
                                   global_batch_size=self.config.batch_size, seed=self.config.seed)
 
+  def meta(self) -> dict:
+    return {}
+
   def evaluate(self, params, step: int, workdir: str, *, at_start: bool) -> dict[str, float]:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
     if at_start:  # the untrained baseline: generation metrics only, on fewer prompts (it never stops early)

@@ -96,6 +96,9 @@ class Task(Protocol):
   def evaluate(self, params, step: int, workdir: str, *, at_start: bool) -> dict[str, float]:
     ...
 
+  def meta(self) -> dict[str, Any]:  # task facts a checkpoint's reader needs (merged into its meta)
+    ...
+
 
 def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, Spec], Task]) -> dict[str, Any]:
   t_start = time.perf_counter()
@@ -128,7 +131,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
   peak = config.peak_flops_per_device or metrics_lib.measure_peak_flops()
   progress = metrics_lib.Progress(config.total_steps, start_step,
                                   metrics_lib.flops_per_token(model_cfg, config.data.seq_len), peak)
-  meta = _meta(config, setup, spec, tokenizer)
+  meta = {**_meta(config, setup, spec, tokenizer), **task.meta()}
   summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,
                              'parameters': model_cfg.param_count()}
 
