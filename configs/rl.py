@@ -97,3 +97,11 @@ def get_config(arg=None):
     c.evals.batch_size = 8
     c.evals.max_new_tokens = 16
   return c
+
+
+def sweep(add):
+  """The RL knobs a researcher turns first: KL strength, step size, and GRPO's std scaling."""
+  for kl_coef in (0.02, 0.05, 0.1):
+    for lr in (1e-4, 3e-4):
+      for scale_by_std in (False, True):
+        add({'rl.kl_coef': kl_coef, 'optim.lr': lr, 'rl.scale_by_std': scale_by_std})

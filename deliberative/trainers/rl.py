@@ -4,8 +4,8 @@ Per step: the next `prompts_per_step` prompts of the `rl` split (a resumable ite
 position is checkpointed) -> `group_size` samples each at the configured temperature (the
 sampler returns their log-probs) -> reward = the judge's score of the **final answer only**
 (the CoT is stripped before the judge sees anything), or -format_penalty, unjudged, for a
-completion without a well-formed CoT-then-answer -> advantages normalised within each
-prompt's group -> `ppo_epochs` shuffled passes over minibatches of the clipped objective
+completion without a well-formed CoT-then-answer -> advantages centred within each prompt's
+group (and scaled by its std with `rl.scale_by_std`) -> `ppo_epochs` shuffled passes over minibatches of the clipped objective
 with a k3 KL penalty to the frozen reference (a second copy of `policy_init`), averaged over
 completion tokens.
 

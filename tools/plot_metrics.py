@@ -1,0 +1,100 @@
+"""Curves from one or more workdirs' metrics.jsonl, one panel per metric, one line per run.
+
+  python tools/plot_metrics.py runs/rl                          # the trainer's usual panels
+  python tools/plot_metrics.py runs/rl_sweep/* --keys rl/reward,rl/kl --out rl_sweep.png
+
+Without --keys the panels follow the run's trainer (config.json): SFT and judge loss and their
+evals; RL reward, KL, entropy, lengths and the held-out evals. Eval metrics logged only at a
+few steps are drawn as markers. The PNG is written atomically (default: <first workdir>/curves.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from deliberative.trainers.metrics import read_metrics  # noqa: E402
+
+DEFAULT_KEYS = {
+    'sft': ('train/loss', 'eval/loss', 'eval/decision_accuracy', 'eval/citation_accuracy'),
+    'judge': ('train/loss', 'eval/judge_accuracy', 'eval/judge_auc'),
+    'rl': ('rl/reward', 'rl/kl', 'rl/entropy', 'rl/response_tokens', 'rl/group_reward_spread',
+           'eval/mean_reward', 'eval/decision_accuracy', 'eval/citation_accuracy'),
+}
+
+
+def trainer_of(workdir: str) -> str:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: not a training workdir (no config.json); pass --keys to plot it anyway')
+  with open(path) as f:
+    return json.load(f).get('trainer', 'sft')
+
+
+def series(workdir: str, key: str) -> tuple[list[int], list[float]]:
+  rows = [m for m in read_metrics(workdir) if isinstance(m.get(key), (int, float))]
+  return [m['step'] for m in rows], [float(m[key]) for m in rows]
+
+
+def plot(workdirs: list[str], keys: list[str], out: str) -> str:
+  import matplotlib
+  matplotlib.use('Agg')  # files only: no display on a TPU host or in CI
+  import matplotlib.pyplot as plt
+
+  if not workdirs:
+    raise ValueError('no workdirs given')
+  found = {k: [(w, *series(w, k)) for w in workdirs] for k in keys}
+  missing = [k for k, runs in found.items() if not any(steps for _, steps, _ in runs)]
+  if missing:
+    available = sorted({k for w in workdirs for m in read_metrics(w) for k in m if k != 'step'})
+    raise KeyError(f'{", ".join(missing)}: in no metrics.jsonl of {", ".join(workdirs)}; '
+                   f'available: {", ".join(available) or "none (empty or missing metrics.jsonl)"}')
+  cols = min(len(keys), 4)
+  rows = -(-len(keys) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+  for ax, key in zip(axes.flat, keys):
+    for workdir, steps, values in found[key]:
+      if steps:
+        sparse = len(steps) <= 5  # evals: before/after points, not a curve
+        ax.plot(steps, values, marker='o' if sparse else None, linewidth=1.2,
+                label=os.path.basename(os.path.normpath(workdir)))
+    ax.set_title(key, fontsize=10)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(keys):]:
+    ax.axis('off')
+  if len(workdirs) > 1:
+    axes.flat[0].legend(fontsize=8)
+  fig.tight_layout()
+  directory = os.path.dirname(os.path.abspath(out))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.png')
+  os.close(fd)
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, out)
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('workdirs', nargs='+')
+  parser.add_argument('--keys', default='', help='comma-separated metric names (default: by trainer)')
+  parser.add_argument('--out', default='', help='PNG path (default: <first workdir>/curves.png)')
+  args = parser.parse_args(argv)
+  keys = [k for k in args.keys.split(',') if k] or list(DEFAULT_KEYS[trainer_of(args.workdirs[0])])
+  if not args.keys:  # a trainer's usual panels, less those this run never logged (e.g. eval/loss)
+    keys = [k for k in keys if any(series(w, k)[0] for w in args.workdirs)] or keys
+  out = plot(args.workdirs, keys, args.out or os.path.join(args.workdirs[0], 'curves.png'))
+  print(f'wrote {out} ({len(keys)} panels, {len(args.workdirs)} run(s))')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
