@@ -166,15 +166,17 @@ def test_judge_format_comes_from_the_judge_checkpoint_and_config_overrides_it(tm
   c.judge.max_len = 512
   assert rl.judge_format(c, log=logged.append) == {**JUDGE_FORMAT, 'max_len': 512}
   assert any('config.judge.max_len=512 overrides 384' in line for line in logged)
+  assert not any('trained against spec' in line for line in logged)  # the meta names no spec
 
   cfg = ModelConfig(**TINY)
   params = _random_params(cfg, seed=5)
   unrecorded, with_cot = str(tmp_path / 'unrecorded'), str(tmp_path / 'with_cot')
-  checkpoints.save_params(unrecorded, 0, params, {'model': cfg.to_dict()})
-  checkpoints.save_params(with_cot, 0, params, {'model': cfg.to_dict(),
+  checkpoints.save_params(with_cot, 0, params, {'model': cfg.to_dict(), 'spec_version': 'aaaaaaaaaaaa',
                                                 'judge_format': {**JUDGE_FORMAT, 'answer_and_cot': True}})
+  checkpoints.save_params(unrecorded, 0, params, {'model': cfg.to_dict(), 'spec_version': 'aaaaaaaaaaaa'})
   c.judge_init, c.judge.max_len = unrecorded, 0
-  assert rl.judge_format(c, log=logged.append) == rl.UNRECORDED_JUDGE_FORMAT
+  assert rl.judge_format(c, 'bbbbbbbbbbbb', log=logged.append) == rl.UNRECORDED_JUDGE_FORMAT
+  assert 'trained against spec aaaaaaaaaaaa; this run grades against spec bbbbbbbbbbbb' in logged[-2]
   c.judge_init = with_cot
   with pytest.raises(ValueError, match='answer\\+CoT.*answer_and_cot=False'):
     rl.judge_format(c, log=logged.append)

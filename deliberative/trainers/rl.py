@@ -110,13 +110,15 @@ def _global_array(x: np.ndarray, sharding) -> jax.Array:
 UNRECORDED_JUDGE_FORMAT = {'rubric': 'default', 'spec_view': 'full', 'max_len': 1536, 'answer_and_cot': False}
 
 
-def judge_format(config, log=runtime.log) -> dict[str, Any]:
+def judge_format(config, spec_version: str | None = None, log=runtime.log) -> dict[str, Any]:
   """How to prompt the judge: what `judge_init` was trained with (configs/judge.py records it in the
   checkpoint meta), with any non-empty `config.judge.{rubric,spec_view,max_len}` taking precedence."""
   src = config.judge_init
-  recorded = None
-  if not hf.is_hf_dir(src):
-    recorded = checkpoints.load_meta(checkpoints.resolve_dir(src)).get('judge_format')
+  meta = {} if hf.is_hf_dir(src) else checkpoints.load_meta(checkpoints.resolve_dir(src))
+  recorded = meta.get('judge_format')
+  trained_on = meta.get('spec_version')
+  if spec_version and trained_on and trained_on != spec_version:
+    log(f'warning: judge_init was trained against spec {trained_on}; this run grades against spec {spec_version}')
   fmt = dict(recorded or UNRECORDED_JUDGE_FORMAT)
   if fmt.get('answer_and_cot'):
     raise ValueError(f'config.judge_init={src!r} was trained on answer+CoT inputs (judge.answer_and_cot=True), but '
@@ -230,7 +232,7 @@ def train(config, workdir: str) -> dict[str, Any]:
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_format(config),
+  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_format(config, spec.version),
                      setup.mesh)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
   evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh)
