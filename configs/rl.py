@@ -11,8 +11,9 @@ held-out `eval` prompts, then one line per step:
       len 84 (cot 39)  time sample 4.2s judge 1.7s update 6.8s  ETA 5:50
 
 where `mismatch` is the mean |sampler log-prob - trainer log-prob| before the update (~1e-7 in
-float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 13 s a step
-(7 min 41 s for the default 30 steps, evals included). It ends with a second eval and
+float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 14 s a step
+(9 min 27 s for the default 30 steps, two 400-prompt evals included; held-out mean judge
+reward 0.795 -> 0.872, decision accuracy 0.860 -> 0.895). It ends with a second eval and
 summary.json holding `eval/mean_reward_start|end`, `eval/decision_accuracy_start|end` and
 `wall_seconds`.
 Without runs/sft or runs/judge it stops at once and names the command to run first.
@@ -33,7 +34,7 @@ def get_config(arg=None):
   c.name = 'rl'
   c.trainer = 'rl'
   c.seed = 0
-  c.total_steps = 30  # ~15 s a step on 2 CPU cores
+  c.total_steps = 30  # ~14 s a step on 2 CPU cores
   c.policy_init = 'runs/sft'  # Orbax workdir/checkpoint or HF dir; the reference is a frozen copy of it
   c.judge_init = 'runs/judge'  # the trained judge (configs/judge.py)
   c.tokenizer = ''  # '' = the packaged sentencepiece model
@@ -51,7 +52,7 @@ def get_config(arg=None):
   # One optimizer update per minibatch: ppo_epochs * (rows / minibatch_size) per step.
   # No weight decay: it would pull towards zero while the KL pulls towards the reference.
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-4, warmup_steps=4, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
+      lr=2e-4, warmup_steps=4, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=15, keep=2, async_save=True))
   c.rl = ml_collections.ConfigDict(dict(
       prompts_per_step=8,
@@ -102,6 +103,6 @@ def get_config(arg=None):
 def sweep(add):
   """The RL knobs a researcher turns first: KL strength, step size, and GRPO's std scaling."""
   for kl_coef in (0.02, 0.05, 0.1):
-    for lr in (1e-4, 3e-4):
+    for lr in (1e-4, 2e-4, 4e-4):
       for scale_by_std in (False, True):
         add({'rl.kl_coef': kl_coef, 'optim.lr': lr, 'rl.scale_by_std': scale_by_std})
