@@ -56,7 +56,7 @@ def get_config(arg=None):
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=15, keep=2, async_save=True))
   c.rl = ml_collections.ConfigDict(dict(
       prompts_per_step=8,
-      group_size=4,  # G samples per prompt; advantages are normalised within the group
+      group_size=4,  # G samples per prompt; advantages are centred within the group
       temperature=1.0,  # the trainer scores log_softmax(logits / temperature), as the sampler does
       top_k=0,  # 0 = off. top_k/top_p make sampling differ from the distribution being trained (off-policy)
       top_p=1.0,

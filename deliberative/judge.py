@@ -53,6 +53,11 @@ __all__ = [
 _SLOT_MULTIPLE = 8  # prefix slots are rounded up to this, for friendlier array shapes
 
 
+# Next to an exported judge's weights: how it was trained to read its prompt (rubric, spec view,
+# max_len, answer_and_cot), as configs/judge.py records it in its checkpoints' meta.
+JUDGE_FORMAT_FILE = 'judge_format.json'
+
+
 def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 

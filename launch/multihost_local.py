@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 
 def free_port() -> int:
@@ -35,8 +36,31 @@ def main(argv=None) -> int:
   procs = [subprocess.Popen([sys.executable, '-m', 'deliberative.train', *train_args,
                              f'--coordinator_address={address}', f'--num_processes={args.processes}',
                              f'--process_id={i}'], env=env) for i in range(args.processes)]
-  codes = [p.wait() for p in procs]
-  return next((c for c in codes if c), 0)
+  return wait_all(procs)
+
+
+def wait_all(procs: list[subprocess.Popen], poll_seconds: float = 0.5) -> int:
+  """0 when every process succeeds; else the first failure's code, after stopping the others
+  (left alone they would block forever in their next collective, waiting for the dead peer)."""
+  try:
+    while True:
+      codes = [p.poll() for p in procs]
+      failed = next((c for c in codes if c not in (None, 0)), None)
+      if failed is not None:
+        for p in procs:
+          if p.poll() is None:
+            p.kill()
+        for p in procs:
+          p.wait()
+        return failed
+      if all(c == 0 for c in codes):
+        return 0
+      time.sleep(poll_seconds)
+  except BaseException:  # Ctrl-C or a timeout in the caller: no orphaned workers
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    raise
 
 
 if __name__ == '__main__':

@@ -6,14 +6,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deliberative import checkpoints, hf_tokenizer  # noqa: E402
+from deliberative.judge import JUDGE_FORMAT_FILE  # noqa: E402
 from deliberative.model import hf, loading  # noqa: E402
 from deliberative.tokenizer import Tokenizer  # noqa: E402
+
+
+def _write_extras(directory: str, tokenizer, judge_format) -> None:
+  if tokenizer is not None:
+    hf_tokenizer.write_hf_tokenizer(tokenizer, directory)
+  if judge_format:  # a judge trained by configs/judge.py: its rubric, spec view and length travel with it
+    with open(os.path.join(directory, JUDGE_FORMAT_FILE), 'w') as f:
+      json.dump(judge_format, f, indent=2, sort_keys=True)
 
 
 def main(argv=None) -> int:
@@ -43,8 +53,10 @@ def main(argv=None) -> int:
       overwrite=args.overwrite,
       config_extra=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
       generation_config=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
-      write_extra=(lambda d: hf_tokenizer.write_hf_tokenizer(tokenizer, d)) if tokenizer else None)
+      write_extra=lambda d: _write_extras(d, tokenizer, meta.get('judge_format')))
   what = 'weights + tokenizer + chat template' if tokenizer else 'weights (no tokenizer recorded; see --tokenizer)'
+  if meta.get('judge_format'):
+    what += f' + {JUDGE_FORMAT_FILE} (how to prompt this judge)'
   print(f'exported {hf.architecture(cfg)} ({cfg.param_count():,} parameters), {what} -> {out}')
   return 0
 

@@ -37,9 +37,19 @@ def trainer_of(workdir: str) -> str:
     return json.load(f).get('trainer', 'sft')
 
 
-def series(workdir: str, key: str) -> tuple[list[int], list[float]]:
-  rows = [m for m in read_metrics(workdir) if isinstance(m.get(key), (int, float))]
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+  rows = [m for m in rows if isinstance(m.get(key), (int, float))]
   return [m['step'] for m in rows], [float(m[key]) for m in rows]
+
+
+def default_keys(workdirs: list[str], metrics: dict[str, list[dict]]) -> list[str]:
+  """The first run's trainer's usual panels, less those no run logged (e.g. eval/loss)."""
+  trainer = trainer_of(workdirs[0])
+  if trainer not in DEFAULT_KEYS:
+    raise ValueError(f'{workdirs[0]}: trainer {trainer!r} has no default panels ({sorted(DEFAULT_KEYS)}); '
+                     'pass --keys')
+  keys = [k for k in DEFAULT_KEYS[trainer] if any(series(metrics[w], k)[0] for w in workdirs)]
+  return keys or list(DEFAULT_KEYS[trainer])
 
 
 def plot(workdirs: list[str], keys: list[str], out: str) -> str:
@@ -49,10 +59,11 @@ def plot(workdirs: list[str], keys: list[str], out: str) -> str:
 
   if not workdirs:
     raise ValueError('no workdirs given')
-  found = {k: [(w, *series(w, k)) for w in workdirs] for k in keys}
+  metrics = {w: read_metrics(w) for w in workdirs}
+  found = {k: [(w, *series(metrics[w], k)) for w in workdirs] for k in keys}
   missing = [k for k, runs in found.items() if not any(steps for _, steps, _ in runs)]
   if missing:
-    available = sorted({k for w in workdirs for m in read_metrics(w) for k in m if k != 'step'})
+    available = sorted({k for w in workdirs for m in metrics[w] for k in m if k != 'step'})
     raise KeyError(f'{", ".join(missing)}: in no metrics.jsonl of {", ".join(workdirs)}; '
                    f'available: {", ".join(available) or "none (empty or missing metrics.jsonl)"}')
   cols = min(len(keys), 4)
@@ -76,9 +87,13 @@ def plot(workdirs: list[str], keys: list[str], out: str) -> str:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.png')
   os.close(fd)
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, out)
+  try:
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return out
 
 
@@ -88,9 +103,9 @@ def main(argv=None) -> int:
   parser.add_argument('--keys', default='', help='comma-separated metric names (default: by trainer)')
   parser.add_argument('--out', default='', help='PNG path (default: <first workdir>/curves.png)')
   args = parser.parse_args(argv)
-  keys = [k for k in args.keys.split(',') if k] or list(DEFAULT_KEYS[trainer_of(args.workdirs[0])])
-  if not args.keys:  # a trainer's usual panels, less those this run never logged (e.g. eval/loss)
-    keys = [k for k in keys if any(series(w, k)[0] for w in args.workdirs)] or keys
+  keys = [k.strip() for k in args.keys.split(',') if k.strip()]
+  if not keys:
+    keys = default_keys(args.workdirs, {w: read_metrics(w) for w in args.workdirs})
   out = plot(args.workdirs, keys, args.out or os.path.join(args.workdirs[0], 'curves.png'))
   print(f'wrote {out} ({len(keys)} panels, {len(args.workdirs)} run(s))')
   return 0

@@ -19,6 +19,7 @@ prompt position; SIGTERM saves and exits 0.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -30,7 +31,7 @@ import numpy as np
 
 from deliberative import checkpoints, evals
 from deliberative.data import datasets, pipeline
-from deliberative.judge import ANSWER_HEADER, REQUEST_HEADER, Judge
+from deliberative.judge import ANSWER_HEADER, JUDGE_FORMAT_FILE, REQUEST_HEADER, Judge
 from deliberative.model import hf, loading, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
@@ -67,7 +68,7 @@ def check_shapes(config, batch_multiple: int) -> tuple[int, int]:
   rl = config.rl
   rows = rl.prompts_per_step * rl.group_size
   if rl.group_size < 2:
-    raise ValueError(f'rl.group_size={rl.group_size}: group-normalised advantages need at least 2 samples')
+    raise ValueError(f'rl.group_size={rl.group_size}: group-centred advantages need at least 2 samples')
   if rows % rl.minibatch_size:
     raise ValueError(f'rl.minibatch_size={rl.minibatch_size} does not divide prompts_per_step * group_size = {rows}')
   if rl.minibatch_size % batch_multiple:
@@ -105,17 +106,41 @@ def _global_array(x: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-# A judge checkpoint that does not record how it was trained (a Hugging Face model, an import) is
-# prompted as in the paper: spec(category) in full, the default rubric.
+# A judge that records no format (a Hugging Face instruct model, an import) is prompted as in
+# the paper: spec(category) in full, the default rubric.
 UNRECORDED_JUDGE_FORMAT = {'rubric': 'default', 'spec_view': 'full', 'max_len': 1536, 'answer_and_cot': False}
+_FORMAT_FIELDS = ('rubric', 'spec_view', 'max_len')
+
+
+def _recorded_judge_format(src: str) -> tuple[dict | None, dict]:
+  """(judge_format record or None, checkpoint meta) of an Orbax judge or an exported HF one."""
+  if hf.is_hf_dir(src):
+    path = os.path.join(src, JUDGE_FORMAT_FILE)
+    if not os.path.exists(path):
+      return None, {}
+    with open(path) as f:
+      return json.load(f), {}
+  meta = checkpoints.load_meta(checkpoints.resolve_dir(src))
+  return meta.get('judge_format'), meta
 
 
 def judge_format(config, spec_version: str | None = None, log=runtime.log) -> dict[str, Any]:
   """How to prompt the judge: what `judge_init` was trained with (configs/judge.py records it in the
-  checkpoint meta), with any non-empty `config.judge.{rubric,spec_view,max_len}` taking precedence."""
+  checkpoint meta; tools/export_hf.py writes it next to the weights), with any non-empty
+  `config.judge.{rubric,spec_view,max_len}` taking precedence."""
   src = config.judge_init
-  meta = {} if hf.is_hf_dir(src) else checkpoints.load_meta(checkpoints.resolve_dir(src))
-  recorded = meta.get('judge_format')
+  recorded, meta = _recorded_judge_format(src)
+  given = {k: config.judge[k] for k in _FORMAT_FIELDS if config.judge[k]}
+  if recorded is None and meta.get('trainer') == 'judge' and len(given) < len(_FORMAT_FIELDS):
+    # Trained here before formats were recorded: guessing the paper's prompt would grade with a
+    # prompt the judge never saw.
+    raise ValueError(f'config.judge_init={src!r} was trained by configs/judge.py but records no judge_format; '
+                     'pass --config.judge.rubric, --config.judge.spec_view and --config.judge.max_len '
+                     '(its config.json: judge.rubric, judge.spec_view, data.seq_len)')
+  if recorded is not None:
+    missing = [k for k in (*_FORMAT_FIELDS, 'answer_and_cot') if k not in recorded]
+    if missing:
+      raise ValueError(f'config.judge_init={src!r}: its judge_format record lacks {missing} (has {sorted(recorded)})')
   trained_on = meta.get('spec_version')
   if spec_version and trained_on and trained_on != spec_version:
     log(f'warning: judge_init was trained against spec {trained_on}; this run grades against spec {spec_version}')
@@ -123,14 +148,11 @@ def judge_format(config, spec_version: str | None = None, log=runtime.log) -> di
   if fmt.get('answer_and_cot'):
     raise ValueError(f'config.judge_init={src!r} was trained on answer+CoT inputs (judge.answer_and_cot=True), but '
                      'the RL judge sees the final answer only; train it with --config.judge.answer_and_cot=False')
-  overridden = []
-  for key in ('rubric', 'spec_view', 'max_len'):
-    value = config.judge[key]
-    if value and value != fmt[key]:
-      if recorded:
-        log(f'warning: config.judge.{key}={value!r} overrides {fmt[key]!r}, the value judge_init was trained with')
-      fmt[key] = value
-      overridden.append(key)
+  overridden = [k for k, v in given.items() if v != fmt[k]]
+  for key in overridden:
+    if recorded:
+      log(f'warning: config.judge.{key}={given[key]!r} overrides {fmt[key]!r}, the value judge_init was trained with')
+    fmt[key] = given[key]
   how = 'as judge_init was trained' if recorded else 'judge_init records none: the paper\'s prompt'
   if overridden:
     how += ', overridden: ' + ', '.join(f'config.judge.{k}' for k in overridden)
@@ -196,6 +218,15 @@ def _logged_eval(workdir: str, step: int) -> dict[str, float]:
   return rows[-1] if rows else {}
 
 
+def _all_processes_agree(flag: bool) -> bool:
+  """Process 0's answer everywhere: an eval is a collective program, so every process must make the
+  same run-or-skip choice even if their views of the workdir differ (a stale or unshared disk)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 def train(config, workdir: str) -> dict[str, Any]:
@@ -204,6 +235,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   compiles = CompileCounter()
   tokenizer = Tokenizer.load(config.tokenizer or None)
   spec = Spec.load(config.spec or None)
+  judge_fmt = judge_format(config, spec.version)  # before any loading: a judge we cannot prompt fails fast
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
   rl = config.rl
@@ -232,7 +264,7 @@ def train(config, workdir: str) -> dict[str, Any]:
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_format(config, spec.version),
+  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_fmt,
                      setup.mesh)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
   evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh)
@@ -326,8 +358,8 @@ def train(config, workdir: str) -> dict[str, Any]:
   final_step = int(jax.device_get(state['step']))
   if not preempted and final_step == config.total_steps:
     # A restart of a finished run (or of one preempted after its last save) evaluates only if it must.
-    last = (start_step == final_step and _logged_eval(workdir, final_step)) or \
-        evaluate(final_step, 'after the last update')
+    logged = _logged_eval(workdir, final_step) if start_step == final_step else {}
+    last = logged if _all_processes_agree(bool(logged)) else evaluate(final_step, 'after the last update')
     for key in ('eval/mean_reward', 'eval/decision_accuracy'):
       summary[f'{key}_end'] = last.get(key)
   checkpointer.close()

@@ -96,7 +96,8 @@ def group_advantages(reward_R: np.ndarray, group_size: int, scale_by_std: bool, 
 def reward_metrics(rewards: Rewards, records: Sequence[Mapping[str, Any]], valid_R: np.ndarray,
                    lengths_R: np.ndarray, group_size: int, prefix: str = 'rl/') -> dict[str, float]:
   keep = np.flatnonzero(valid_R)
-  r_NG = rewards.reward_R.reshape(-1, group_size)
+  # Group statistics over real prompts only (the last batch of a finite split may hold padding).
+  r_NG = rewards.reward_R.reshape(-1, group_size)[valid_R.reshape(-1, group_size)[:, 0].astype(bool)]
   out = {f'{prefix}reward': float(rewards.reward_R[keep].mean()),
          # Groups whose samples all scored alike teach nothing (zero advantages): a saturated or stuck run.
          f'{prefix}no_signal_groups': float(np.mean(r_NG.max(axis=1) == r_NG.min(axis=1))),
