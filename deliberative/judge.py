@@ -36,6 +36,7 @@ from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, DEFAULT_RUBRIC
                                        answer_only, as_judge_input, batch_judge_examples,
                                        grade_to_digit, grade_token_ids, render_judge_example,
                                        render_judge_examples, render_judge_prompt, spec_text)
+from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build, init_cache
 from deliberative.spec import Spec
@@ -112,7 +113,7 @@ class Judge:
                rubric: str = DEFAULT_RUBRIC, spec_view: str = 'category', answer_and_cot: bool = False,
                max_len: int = 1536, batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
                length_buckets: Sequence[int] | None = None, batch_multiple: int = 1,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
     if model_cfg.vocab_size < tokenizer.vocab_size:
       raise ValueError(f'judge: model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}')
     self.cfg = model_cfg
@@ -139,6 +140,7 @@ class Judge:
     self.batch_multiple = batch_multiple
     # Replicated grade log-probs: with several processes, each can read every judgment's score.
     self._replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self.mesh, self.rules = mesh, rules  # judgments split over the rules' batch axes of `mesh`
     self.graphdef = nnx.graphdef(nnx.eval_shape(build(model_cfg)))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
     self.truncated = 0  # judgments whose answer (or CoT) was cut to fit max_len
@@ -289,6 +291,8 @@ class Judge:
                        positions_BS, segments_BS, last_B):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)
+    category_B, tokens_BS, positions_BS, segments_BS, last_B = sharding.shard_rows(
+        self.mesh, self.rules, category_B, tokens_BS, positions_BS, segments_BS, last_B)
     B, S = tokens_BS.shape
     P = prefix_segments_CP.shape[1]
 
@@ -305,5 +309,7 @@ class Judge:
   def _full_logprobs(self, params, tokens_BL, positions_BL, segments_BL, last_B):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)
+    tokens_BL, positions_BL, segments_BL, last_B = sharding.shard_rows(
+        self.mesh, self.rules, tokens_BL, positions_BL, segments_BL, last_B)
     logits_BLV, _ = model(tokens_BL, positions_BL, segments_BL)
     return self._grade_logprobs_at(logits_BLV, last_B)

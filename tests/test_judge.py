@@ -302,3 +302,26 @@ def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path,
   assert meta['trainer'] == 'judge'
   assert meta['judge_format'] == {'rubric': 'brief', 'spec_view': 'clauses', 'answer_and_cot': False,
                                   'max_len': c.data.seq_len}
+
+
+def test_judgments_split_over_the_mesh_same_scores_an_eighth_of_the_work(cfg, tok, spec, records):
+  from deliberative import config_lib
+  from deliberative.model import sharding
+  mesh_cfg = config_lib.default_mesh_config()
+  mesh_cfg.data = -1
+  mesh, rules = sharding.make_mesh(mesh_cfg), sharding.normalize_rules(mesh_cfg.rules)
+  params = loading.params_of(loading.create(cfg, mesh, rules, seed=3))
+  kwargs = dict(spec_view='clauses', max_len=384, batch_buckets=(16,), length_buckets=(384,))
+  split = Judge(cfg, tok, spec, batch_multiple=8, mesh=mesh, rules=rules, **kwargs)
+  whole = Judge(cfg, tok, spec, **kwargs)
+  items = records[:16]
+  for cached in (True, False):
+    np.testing.assert_allclose(split.scores(params, items, use_prefix_cache=cached),
+                               whole.scores(params, items, use_prefix_cache=cached), atol=1e-5, rtol=0)
+
+  x = jnp.zeros((16, 384), jnp.int32)
+  last = jnp.zeros((16,), jnp.int32)
+  cost = {name: Judge._full_logprobs.lower(j, params, x, x, x, last).compile().cost_analysis()
+          for name, j in (('split', split), ('whole', whole))}
+  flops = {k: float((v[0] if isinstance(v, list) else v)['flops']) for k, v in cost.items()}
+  assert flops['whole'] / flops['split'] > 6, flops

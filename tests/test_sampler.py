@@ -69,3 +69,32 @@ def test_top_k_one_is_greedy_and_stops_on_stop_token():
       params, [[3, 4]], jax.random.key(0), SamplingParams(max_new_tokens=8))
   assert stopped.completion(0)[-1] == stop and stopped.stopped[0]
   assert stopped.lengths[0] == greedy.completion(0).index(stop) + 1
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)['flops'])
+
+
+def test_rows_split_over_the_mesh_same_samples_an_eighth_of_the_work():
+  """With a mesh, prompts are split over its batch axes (not computed whole on every device)."""
+  from deliberative import config_lib
+  from deliberative.model import sharding
+  mesh_cfg = config_lib.default_mesh_config()
+  mesh_cfg.data = -1
+  mesh, rules = sharding.make_mesh(mesh_cfg), sharding.normalize_rules(mesh_cfg.rules)
+  assert mesh.shape['data'] == 8
+  params = loading.params_of(loading.create(CFG, mesh, rules, seed=7))
+  rng = np.random.default_rng(1)
+  prompts = [rng.integers(1, 64, size=int(n)).tolist() for n in rng.integers(2, 16, size=16)]
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=6)
+  split = Sampler(CFG, stop_ids=[], length_buckets=(16,), batch_buckets=(16,), batch_multiple=8, mesh=mesh)
+  whole = Sampler(CFG, stop_ids=[], length_buckets=(16,), batch_buckets=(16,))
+  a, b = (s(params, prompts, jax.random.key(3), sampling) for s in (split, whole))
+  np.testing.assert_array_equal(a.tokens, b.tokens)  # the draws do not depend on the layout
+  np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+
+  x = jnp.zeros((16, 16), jnp.int32)
+  args = (params, x, x, x, jnp.ones((16,), jnp.int32), jax.random.key(0), sampling)
+  per_device = {name: _flops(s._generate.lower(*args).compile()) for name, s in (('split', split), ('whole', whole))}
+  assert per_device['whole'] / per_device['split'] > 6, per_device

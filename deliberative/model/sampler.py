@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build, init_cache
 
@@ -69,8 +70,9 @@ class Sampler:
   def __init__(self, cfg: ModelConfig, stop_ids: Sequence[int], pad_id: int = 0, *,
                length_buckets: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
                batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), batch_multiple: int = 1,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
     self.cfg = cfg
+    self.mesh, self.rules = mesh, rules  # rows split over the rules' batch axes of `mesh`
     self.stop_ids = tuple(int(s) for s in stop_ids)
     self.pad_id = int(pad_id)
     self.length_buckets = tuple(sorted(length_buckets))
@@ -111,6 +113,8 @@ class Sampler:
   def _generate_impl(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)
+    tokens_BP, positions_BP, segments_BP, prompt_lens_B = sharding.shard_rows(
+        self.mesh, self.rules, tokens_BP, positions_BP, segments_BP, prompt_lens_B)
     B, P = tokens_BP.shape
     T = sampling.max_new_tokens
     cache = init_cache(self.cfg, B, P + T)

@@ -91,6 +91,19 @@ def logical_to_spec(logical_axes: Sequence[str | None], rules: Rules) -> P:
   return P(*spec)
 
 
+def rows_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
+  """Leading (row) axis split like a batch, the rest replicated."""
+  return NamedSharding(mesh, logical_to_spec(('batch',) + (None,) * (ndim - 1), rules))
+
+
+def shard_rows(mesh: Mesh | None, rules, *xs):
+  """Inside jit: host inputs (replicated when passed as numpy) constrained to be split by rows, so
+  sharding propagation makes the whole program data-parallel instead of every device doing every row."""
+  if mesh is None:
+    return xs
+  return tuple(jax.lax.with_sharding_constraint(x, rows_sharding(mesh, rules, x.ndim)) for x in xs)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Context:
   mesh: Mesh

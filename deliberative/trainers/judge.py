@@ -63,7 +63,8 @@ class JudgeTask:
     self.judge = judge_lib.Judge(setup.model_cfg, tokenizer, spec, rubric=config.judge.rubric,
                                  spec_view=config.judge.spec_view, answer_and_cot=config.judge.answer_and_cot,
                                  max_len=config.data.seq_len,
-                                 batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh)
+                                 batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh,
+                                 rules=setup.rules)
     self.eval_records = _records(config, config.judge.eval_split)[:config.evals.num_examples]
 
   def train_iterator(self):

@@ -161,7 +161,7 @@ def judge_format(config, spec_version: str | None = None, log=runtime.log) -> di
 
 
 def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
-               batch_multiple: int, fmt: dict[str, Any], mesh=None) -> Judge:
+               batch_multiple: int, fmt: dict[str, Any], mesh=None, rules=sharding.DEFAULT_RULES) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
   step always reuses one compiled program (whatever the answers' lengths)."""
   overhead = len(tokenizer.encode(REQUEST_HEADER)) + len(tokenizer.encode(ANSWER_HEADER)) + 6 + 16  # markers + slack
@@ -172,7 +172,7 @@ def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec,
   buckets = sorted({top, *(round32(P + n + overhead) for n in longest_answers)})
   return Judge(judge_cfg, tokenizer, spec, rubric=fmt['rubric'], spec_view=fmt['spec_view'], max_len=fmt['max_len'],
                batch_buckets=(config.judge.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple,
-               mesh=mesh)
+               mesh=mesh, rules=rules)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -181,12 +181,12 @@ class Evaluator:
   """Greedy completions of held-out prompts: decision accuracy (evals.py) + mean judge reward."""
 
   def __init__(self, config, policy_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, judge_fn,
-               batch_multiple: int, mesh):
+               batch_multiple: int, mesh, rules):
     self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
     ev = config.evals
     self.sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
                            length_buckets=(config.data.max_prompt_len,), batch_buckets=(ev.batch_size,),
-                           batch_multiple=batch_multiple, mesh=mesh)
+                           batch_multiple=batch_multiple, mesh=mesh, rules=rules)
     prompts = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
     self.items = prompts.items[:ev.num_prompts]
     self.sampling = SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens)
@@ -265,9 +265,9 @@ def train(config, workdir: str) -> dict[str, Any]:
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
   judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_fmt,
-                     setup.mesh)
+                     setup.mesh, setup.rules)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
-  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh)
+  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh, setup.rules)
   prompt_iter = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
                                               batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
                                               num_epochs=None, **_WHOLE_SPLIT)
@@ -275,7 +275,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     prompt_iter.set_state(data_state)
   sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
                     length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple,
-                    mesh=setup.mesh)
+                    mesh=setup.mesh, rules=setup.rules)
   sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
                             max_new_tokens=rl.max_new_tokens)
   objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)

@@ -34,7 +34,8 @@ class Evaluator:
     mesh = setup.mesh
     stop = [tokenizer.control_id('<|end|>'), tokenizer.eos_id]
     self.sampler = Sampler(setup.model_cfg, stop_ids=stop, pad_id=tokenizer.pad_id,
-                           batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh)
+                           batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh,
+                           rules=setup.rules)
     # Every process feeds the same prompts: the sampler's inputs are replicated, not per-host shards.
     prompts = pipeline.load_prompts(config.data, tokenizer, config.evals.split, process_index=0, process_count=1)
     self.items = prompts.items[:config.evals.num_generations]
