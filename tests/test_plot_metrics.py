@@ -36,3 +36,9 @@ def test_rl_panels_are_drawn_for_two_runs_and_unknown_keys_are_named(tmp_path, c
     plot_metrics.main([a, '--keys', 'rl/rewrd', '--out', str(tmp_path / 'x.png')])
   with pytest.raises(FileNotFoundError, match='no config.json'):
     plot_metrics.main([str(tmp_path)])
+
+
+def test_ema_is_bias_corrected_and_zero_smoothing_is_identity():
+  assert plot_metrics.ema([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0
+  assert plot_metrics.ema([1.0, 3.0], 0.0) == [1.0, 3.0]
+  assert plot_metrics.ema([0.0, 1.0], 0.5) == pytest.approx([0.0, 0.5 / 0.75])

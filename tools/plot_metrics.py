@@ -52,7 +52,16 @@ def default_keys(workdirs: list[str], metrics: dict[str, list[dict]]) -> list[st
   return keys or list(DEFAULT_KEYS[trainer])
 
 
-def plot(workdirs: list[str], keys: list[str], out: str) -> str:
+def ema(values: list[float], smoothing: float) -> list[float]:
+  """Bias-corrected exponential moving average (as TensorBoard's smoothing slider)."""
+  out, avg = [], 0.0
+  for i, v in enumerate(values, 1):
+    avg = smoothing * avg + (1 - smoothing) * v
+    out.append(avg / (1 - smoothing ** i))
+  return out
+
+
+def plot(workdirs: list[str], keys: list[str], out: str, smoothing: float = 0.8) -> str:
   import matplotlib
   matplotlib.use('Agg')  # files only: no display on a TPU host or in CI
   import matplotlib.pyplot as plt
@@ -71,10 +80,16 @@ def plot(workdirs: list[str], keys: list[str], out: str) -> str:
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
   for ax, key in zip(axes.flat, keys):
     for workdir, steps, values in found[key]:
-      if steps:
-        sparse = len(steps) <= 5  # evals: before/after points, not a curve
-        ax.plot(steps, values, marker='o' if sparse else None, linewidth=1.2,
-                label=os.path.basename(os.path.normpath(workdir)))
+      if not steps:
+        continue
+      label = os.path.basename(os.path.normpath(workdir))
+      if len(steps) <= 5:  # evals: before/after points, not a curve
+        ax.plot(steps, values, marker='o', linewidth=1.2, label=label)
+      elif len(steps) < 20:
+        ax.plot(steps, values, linewidth=1.2, label=label)
+      else:  # per-step RL rewards are noisy (a few prompts a step): faint raw values under a trend
+        line, = ax.plot(steps, values, linewidth=0.8, alpha=0.3)
+        ax.plot(steps, ema(values, smoothing), linewidth=1.6, color=line.get_color(), label=label)
     ax.set_title(key, fontsize=10)
     ax.set_xlabel('step')
     ax.grid(alpha=0.3)
@@ -102,11 +117,15 @@ def main(argv=None) -> int:
   parser.add_argument('workdirs', nargs='+')
   parser.add_argument('--keys', default='', help='comma-separated metric names (default: by trainer)')
   parser.add_argument('--out', default='', help='PNG path (default: <first workdir>/curves.png)')
+  parser.add_argument('--smoothing', type=float, default=0.8,
+                      help='EMA weight for curves of 20+ points, drawn over the faint raw values (0 = off)')
   args = parser.parse_args(argv)
   keys = [k.strip() for k in args.keys.split(',') if k.strip()]
   if not keys:
     keys = default_keys(args.workdirs, {w: read_metrics(w) for w in args.workdirs})
-  out = plot(args.workdirs, keys, args.out or os.path.join(args.workdirs[0], 'curves.png'))
+  if not 0.0 <= args.smoothing < 1.0:
+    parser.error(f'--smoothing={args.smoothing}: must be in [0, 1)')
+  out = plot(args.workdirs, keys, args.out or os.path.join(args.workdirs[0], 'curves.png'), args.smoothing)
   print(f'wrote {out} ({len(keys)} panels, {len(args.workdirs)} run(s))')
   return 0
 
