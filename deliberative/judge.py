@@ -138,8 +138,6 @@ class Judge:
     # Batch buckets must split evenly over the mesh's batch axes.
     self.batch_buckets = tuple(sorted({_round_up(b, batch_multiple) for b in batch_buckets}))
     self.batch_multiple = batch_multiple
-    # Replicated grade log-probs: with several processes, each can read every judgment's score.
-    self._replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self.mesh, self.rules = mesh, rules  # judgments split over the rules' batch axes of `mesh`
     self.graphdef = nnx.graphdef(nnx.eval_shape(build(model_cfg)))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
@@ -273,8 +271,9 @@ class Judge:
   def _grade_logprobs_at(self, logits_BLV, last_B):
     logits_BV = jnp.take_along_axis(logits_BLV, last_B[:, None, None], axis=1)[:, 0]
     logprobs_BG = jax.nn.log_softmax(logits_BV[:, jnp.asarray(self.grade_ids)].astype(jnp.float32), axis=-1)
-    if self._replicated is not None:
-      logprobs_BG = jax.lax.with_sharding_constraint(logprobs_BG, self._replicated)
+    if self.mesh is not None:  # replicated: with several processes, each reads every judgment's score
+      logprobs_BG = jax.lax.with_sharding_constraint(
+          logprobs_BG, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
     return logprobs_BG
 
   @functools.partial(jax.jit, static_argnums=0)

@@ -17,6 +17,9 @@ import shlex
 import subprocess
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # configs import `deliberative`, wherever this is run from
+
 
 def load_sweep(config_path: str) -> list[dict]:
   spec = importlib.util.spec_from_file_location('sweep_config', config_path)
@@ -61,7 +64,8 @@ def main(argv=None) -> int:
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
       continue
-    result = subprocess.run(cmd)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+    result = subprocess.run(cmd, env=env)
     failures += result.returncode != 0
     summary = os.path.join(workdir, 'summary.json')
     if os.path.exists(summary):

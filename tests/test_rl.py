@@ -200,6 +200,10 @@ def test_judge_format_comes_from_the_judge_checkpoint_and_config_overrides_it(tm
   assert tools.export_hf.main(['--checkpoint', judge, '--out', exported]) == 0
   c.judge_init, c.judge.rubric, c.judge.spec_view, c.judge.max_len = exported, '', '', 0
   assert rl.judge_format(c, log=logged.append) == JUDGE_FORMAT
+  with open(os.path.join(exported, 'judge_format.json'), 'w') as f:
+    f.write('{"rubric": ')  # a truncated copy
+  with pytest.raises(ValueError, match='judge_hf/judge_format.json: not valid JSON'):
+    rl.judge_format(c, log=logged.append)
 
 
 def test_missing_policy_or_judge_names_the_command_to_run_first(tmp_path, tiny_checkpoints):

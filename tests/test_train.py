@@ -31,6 +31,13 @@ def test_every_config_builds_and_is_complete(path):
     runs = []
     module.sweep(runs.append)
     assert runs and all(isinstance(r, dict) for r in runs)
+    # The launcher as a user runs it: from another directory, with nothing on PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    printed = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'sweep.py'), '--config', path,
+                              '--dry_run'], cwd=os.path.dirname(REPO), env=env, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    commands = printed.stdout.splitlines()
+    assert len(commands) == len(runs) and all('-m deliberative.train --config' in c for c in commands)
 
 
 def _subprocess_env():

@@ -5,9 +5,9 @@ position is checkpointed) -> `group_size` samples each at the configured tempera
 sampler returns their log-probs) -> reward = the judge's score of the **final answer only**
 (the CoT is stripped before the judge sees anything), or -format_penalty, unjudged, for a
 completion without a well-formed CoT-then-answer -> advantages centred within each prompt's
-group (and scaled by its std with `rl.scale_by_std`) -> `ppo_epochs` shuffled passes over minibatches of the clipped objective
-with a k3 KL penalty to the frozen reference (a second copy of `policy_init`), averaged over
-completion tokens.
+group (and scaled by its std with `rl.scale_by_std`) -> `ppo_epochs` shuffled passes over
+minibatches of the clipped objective with a k3 KL penalty to the frozen reference (a second
+copy of `policy_init`), averaged over completion tokens.
 
 Policy (with its optimizer), reference and judge live on one device mesh. Shapes are fixed
 (rows = prompts_per_step * group_size, length = data.max_prompt_len + max_new_tokens), so
@@ -119,7 +119,10 @@ def _recorded_judge_format(src: str) -> tuple[dict | None, dict]:
     if not os.path.exists(path):
       return None, {}
     with open(path) as f:
-      return json.load(f), {}
+      try:
+        return json.load(f), {}
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: not valid JSON ({e}); tools/export_hf.py writes this file') from e
   meta = checkpoints.load_meta(checkpoints.resolve_dir(src))
   return meta.get('judge_format'), meta
 
@@ -161,7 +164,7 @@ def judge_format(config, spec_version: str | None = None, log=runtime.log) -> di
 
 
 def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
-               batch_multiple: int, fmt: dict[str, Any], mesh=None, rules=sharding.DEFAULT_RULES) -> Judge:
+               batch_multiple: int, fmt: dict[str, Any], mesh, rules) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
   step always reuses one compiled program (whatever the answers' lengths)."""
   overhead = len(tokenizer.encode(REQUEST_HEADER)) + len(tokenizer.encode(ANSWER_HEADER)) + 6 + 16  # markers + slack
