@@ -97,3 +97,34 @@ def default_mesh_config() -> ml_collections.ConfigDict:
       # logical axis -> mesh axes; a tuple of pairs keeps the order readable in dumps.
       'rules': [(k, v) for k, v in sharding.DEFAULT_RULES],
   })
+
+
+# Fields that must be at least this large, wherever a config has them (a value of 0 would
+# divide by zero or loop forever after a step had already run). Trainer-specific bounds follow.
+MINIMUMS = {
+    'total_steps': 1, 'batch_size': 1, 'log_every_steps': 1, 'checkpoint.every_steps': 1, 'checkpoint.keep': 1,
+    'evals.every_steps': 1, 'evals.batch_size': 1, 'evals.max_new_tokens': 1, 'evals.loss_batches': 1,
+    'evals.num_generations': 0, 'evals.num_prompts': 1, 'data.seq_len': 2, 'data.max_prompt_len': 1,
+    'data.packing_lookahead': 1, 'optim.accum_steps': 1, 'optim.warmup_steps': 0, 'optim.lr': 0.0,
+    'rl.prompts_per_step': 1, 'rl.group_size': 2, 'rl.minibatch_size': 1, 'rl.max_new_tokens': 1,
+    'rl.ppo_epochs': 1, 'judge.max_len': 0, 'judge.batch_size': 0,
+}
+TRAINER_MINIMUMS = {'rl': {'evals.every_steps': 0}}  # RL: 0 = evaluate only before and after training
+
+
+def validate(config, n_devices: int) -> None:
+  """Fails on a value no run can use, naming the field, before anything is written."""
+  from deliberative.model import sharding
+  bounds = {**MINIMUMS, **TRAINER_MINIMUMS.get(config.get('trainer'), {})}
+  for field, low in bounds.items():
+    node = config
+    for part in field.split('.'):
+      node = node.get(part) if hasattr(node, 'get') else None
+    if node is None or isinstance(node, bool) or not isinstance(node, (int, float)):
+      continue
+    if node < low:
+      raise ValueError(f'config.{field}={node}: must be >= {low}')
+  try:
+    sharding.mesh_shape(config.mesh, n_devices)
+  except ValueError as e:
+    raise ValueError(f'config.mesh: {e}') from None

@@ -16,9 +16,10 @@ How the construction reproduces sentencepiece BPE id for id:
 * Our model's normaliser is the identity except that a space becomes sentencepiece's
   '▁'. Our `Tokenizer.encode` sends a literal '▁' typed by a user through byte fallback,
   so a normaliser mapping ' ' -> '▁' would make the two indistinguishable. Instead the
-  HF vocabulary spells every '▁' as a real space: no normaliser is needed, and a
-  literal '▁' is then a character outside the vocabulary, which HF byte fallback turns
-  into the same <0xE2><0x96><0x81> ids, unmergeable, just like ours.
+  HF vocabulary spells every '▁' as a real space: no normaliser is needed for spaces
+  (the one HF has deletes the chat template's escape, below), and a literal '▁' is then
+  a character outside the vocabulary, which HF byte fallback turns into the same
+  <0xE2><0x96><0x81> ids, unmergeable, just like ours.
 * Characters outside the vocabulary go through `byte_fallback=True` to the <0xXX>
   pieces, as in sentencepiece.
 * Decoding is byte fallback + fuse (tokens already carry real spaces); no dummy prefix
@@ -28,16 +29,30 @@ How the construction reproduces sentencepiece BPE id for id:
 
 Where HF differs from `Tokenizer` (both pinned by tests/test_hf_tokenizer.py):
 
-* HF matches special added tokens in text: `hf.encode("<|end|>")` gives the control id,
-  where ours gives characters. Pass `split_special_tokens=True` to `encode`/`__call__`
-  to get our ids for *any* text. In chats, pass `sanitize_control_tokens=True` to
-  `apply_chat_template`: control-token spellings inside messages then become text. It
-  encodes the text on either side of such a spelling separately; with the shipped
-  vocabulary no piece spans '<' or '>' with a neighbour and '|' is byte fallback, so
-  the ids still equal `render_chat`'s (tested), but a retrained vocabulary could
-  differ at those boundaries.
-  Setting `split_special_tokens=True` as the default is not an option: the chat template
-  output is tokenized with the default too, and its own markers would become text.
+* Chats are safe by default: `apply_chat_template(messages)` with default arguments gives
+  exactly `render_chat`'s ids, a control-token spelling typed in a message included (it
+  stays text; tested). The template writes every '<' of message text (content, cot) as
+  '<' + U+FDD0, so no spelling in a message can match an added token (every special
+  token starts with '<'), and the tokenizer's normaliser deletes U+FDD0 again before BPE.
+  Added tokens are matched on the raw text, before normalisation, so the markers the
+  template writes itself still become control ids, and the text BPE sees is the message
+  exactly as `render_chat` encodes it, whatever the vocabulary. The same holds for
+  `apply_chat_template(..., tokenize=False)` followed by `tokenizer(rendered,
+  add_special_tokens=False)` (how serving stacks call it), and with
+  `sanitize_control_tokens=True` (then also id-equal with the shipped vocabulary).
+* `tokenizer(text)` / `encode(text)` with default arguments are NOT safe for untrusted
+  text: a control-token spelling in `text` ("<|end|>") becomes the control id. Pass
+  `split_special_tokens=True` for such text (then the ids equal `Tokenizer.encode` for
+  any text without U+FDD0). This cannot be made the default: in transformers 5.x
+  `apply_chat_template` tokenizes the rendered chat through the same `__call__`, and the
+  only switch that stops special-token matching there is `split_special_tokens`, which
+  defaults to the tokenizer's own setting (`_encode_plus`, `encode_marked_chat`); writing
+  `"split_special_tokens": true` into tokenizer_config.json therefore also turns the
+  template's own markers into text, with or without `sanitize_control_tokens` (measured
+  with 5.24, pinned by a test). Any string the template could write to get a control id,
+  user text passed to `tokenizer(text)` can write too.
+* U+FDD0 (a Unicode noncharacter, reserved for internal use) is deleted from all text,
+  chat or not; `Tokenizer.encode` byte-falls it back. Text without it is unaffected.
 * `decode` writes control tokens out (e.g. "<|end|>") unless `skip_special_tokens=True`;
   ours drops them. Decodes are equal on every id sequence `encode` can produce. They
   can differ only on ids no text encodes to: <unk> (sentencepiece writes " ⁇ ") and
@@ -59,11 +74,16 @@ import os
 from pathlib import Path
 
 from sentencepiece import sentencepiece_model_pb2
-from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, processors
+from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, normalizers, processors
 
 from deliberative.tokenizer import CHAT_CONTROL_TOKENS, CONTROL_TOKENS, Tokenizer
 
 _SP_SPACE = "\u2581"
+# Written after every '<' of message text by the chat template and deleted by the normaliser:
+# a noncharacter, so real text (almost) never holds one; see the module docstring.
+_ESCAPE = "\ufdd0"
+# The files write_hf_tokenizer writes (an export's --overwrite recognises them).
+FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 _Type = sentencepiece_model_pb2.ModelProto.SentencePiece
 
 
@@ -75,8 +95,13 @@ def _chat_template(bos: str, t: dict[str, str]) -> str:
     <|assistant|> <|think|> cot <|answer|> content <|end|> (render_chat(cot=, answer=));
   - add_generation_prompt: <|assistant|> <|think|>.
   Markers are string literals, so transformers' `sanitize_control_tokens` sees them.
+  Message text is escaped (`text` below): '<' -> '<' + U+FDD0, so it cannot spell an added
+  token; the tokenizer's normaliser deletes U+FDD0 before BPE (module docstring).
   """
   return (
+    "{#- Every '<' of message text gets U+FDD0 after it, which the tokenizer's normaliser deletes:"
+    " text cannot spell a control token, and tokenizes as written. -#}\n"
+    "{%- macro text(s) -%}{{- s | replace('<', '<" + _ESCAPE + "') -}}{%- endmacro -%}\n"
     "{{- '" + bos + "' -}}\n"
     "{%- for message in messages -%}\n"
     "  {%- set role = message['role'] -%}\n"
@@ -84,17 +109,17 @@ def _chat_template(bos: str, t: dict[str, str]) -> str:
     "    {{- raise_exception('message content must be a string') -}}\n"
     "  {%- endif -%}\n"
     "  {%- if role == 'system' -%}\n"
-    "    {{- '" + t["system"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "    {{- '" + t["system"] + "' + text(message['content']) + '" + t["end"] + "' -}}\n"
     "  {%- elif role == 'user' -%}\n"
-    "    {{- '" + t["user"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "    {{- '" + t["user"] + "' + text(message['content']) + '" + t["end"] + "' -}}\n"
     "  {%- elif role == 'assistant' -%}\n"
     "    {%- if message['reasoning_content'] is defined or message['cot'] is defined -%}\n"
     "      {%- set cot = message['reasoning_content'] if message['reasoning_content'] is defined"
     " else message['cot'] -%}\n"
-    "      {{- '" + t["assistant"] + t["think"] + "' + cot + '" + t["answer"] + "'"
-    " + message['content'] + '" + t["end"] + "' -}}\n"
+    "      {{- '" + t["assistant"] + t["think"] + "' + text(cot) + '" + t["answer"] + "'"
+    " + text(message['content']) + '" + t["end"] + "' -}}\n"
     "    {%- else -%}\n"
-    "      {{- '" + t["assistant"] + "' + message['content'] + '" + t["end"] + "' -}}\n"
+    "      {{- '" + t["assistant"] + "' + text(message['content']) + '" + t["end"] + "' -}}\n"
     "    {%- endif -%}\n"
     "  {%- else -%}\n"
     "    {{- raise_exception('unknown role ' + role + '; valid: assistant, system, user') -}}\n"
@@ -127,6 +152,8 @@ def _build_backend(proto: sentencepiece_model_pb2.ModelProto) -> HFTokenizer:
       # ones; neither is reproduced here, and our trainer settings create neither.
       raise ValueError(f"piece {p.piece!r} has unsupported type {p.type}")
     token = p.piece.replace(_SP_SPACE, " ") if p.type == _Type.NORMAL else p.piece
+    if _ESCAPE in token:  # the normaliser deletes it, so such a piece could never be produced
+      raise ValueError(f"piece {p.piece!r} holds U+FDD0, which the export reserves as its escape")
     if token in vocab:
       raise ValueError(f"piece {p.piece!r} collides with another piece once '▁' -> ' '")
     vocab[token] = i
@@ -157,10 +184,16 @@ def _build_backend(proto: sentencepiece_model_pb2.ModelProto) -> HFTokenizer:
     vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=False,
     ignore_merges=False, dropout=None,
   ))
-  # No normaliser and no pre-tokenizer: sentencepiece does not split words at encode time.
+  # The normaliser only deletes the chat template's escape (module docstring); it runs after
+  # added tokens are matched on the raw text. No pre-tokenizer: sentencepiece does not split
+  # words at encode time.
+  backend.normalizer = normalizers.Replace(_ESCAPE, "")
   backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
 
   special_ids = [i for i, p in enumerate(proto.pieces) if p.type in (_Type.CONTROL, _Type.UNKNOWN)]
+  unescaped = [proto.pieces[i].piece for i in special_ids if not proto.pieces[i].piece.startswith("<")]
+  if unescaped:  # the chat template breaks spellings in messages at '<' only
+    raise ValueError(f"special pieces {unescaped} do not start with '<'; the chat template could not escape them")
   backend.add_special_tokens([
     AddedToken(proto.pieces[i].piece, special=True, normalized=False, lstrip=False,
                rstrip=False, single_word=False)
@@ -223,6 +256,8 @@ def write_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | os.PathLike) -> None
     "add_eos_token": False,
     # The ids are already exact; HF's space clean-up would alter decoded text.
     "clean_up_tokenization_spaces": False,
+    # True would make `tokenizer(text)` safe but turn the chat template's own markers into text
+    # too (module docstring); chats are made safe by the template instead.
     "split_special_tokens": False,
     "chat_control_tokens": extra,
     "model_max_length": 1 << 20,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -147,6 +148,11 @@ class Tokenizer:
   @property
   def model_proto(self) -> bytes:
     return self._proto
+
+  @property
+  def version(self) -> str:
+    """Content hash of the model: two tokenizers with the same version give the same ids."""
+    return hashlib.sha256(self._proto).hexdigest()[:12]
 
   @property
   def vocab_size(self) -> int:

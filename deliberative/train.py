@@ -3,8 +3,10 @@
   python -m deliberative.train --config configs/sft.py [--workdir runs/sft] [--config.total_steps=100]
   python -m deliberative.train --config configs/sft.py:size=small,smoke
 
-Writes the resolved config to WORKDIR/config.json and hands over to
-`deliberative.trainers.<config.trainer>.train(config, workdir)`.
+Checks the config (values, mesh, and against the checkpoints of a run it resumes), then writes
+the resolved config to WORKDIR/config.json and hands over to
+`deliberative.trainers.<config.trainer>.train(config, workdir)`. An error the user can act on is
+printed as one line; `--debug` (or DELIBERATIVE_DEBUG=1) prints its traceback as well.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from deliberative import errors
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config.name>).')
 _COORDINATOR = flags.DEFINE_string(
@@ -23,24 +27,71 @@ _COORDINATOR = flags.DEFINE_string(
     '(jax.distributed.initialize detects the slice).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in a multi-process run.')
+_ALLOW_CHANGE = flags.DEFINE_list(
+    'allow_config_change', [], 'Config fields (e.g. optim.lr,data.seq_len) that may differ from the checkpoint '
+    'this run resumes although they change the math.')
+flags.DEFINE_bool('debug', False, f'Print tracebacks for user errors too (or set {errors.DEBUG_ENV}=1).')
 flags.mark_flags_as_required(['config'])
 
 
-def run(config, workdir: str | None = None) -> dict:
+def run(config, workdir: str | None = None, allow_config_change=()) -> dict:
   """Programmatic entry: what `main` does, for tests and notebooks."""
   import jax
-  from deliberative.trainers import runtime
+  from deliberative import config_lib
+  from deliberative.trainers import resume, runtime
 
   workdir = workdir or os.path.join('runs', config.name)
-  os.makedirs(workdir, exist_ok=True)
-  runtime.write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
+  config_lib.validate(config, jax.device_count())
   try:
     trainer = importlib.import_module(f'deliberative.trainers.{config.trainer}')
   except ModuleNotFoundError as e:
     raise ValueError(f'config.trainer={config.trainer!r}: no module deliberative/trainers/{config.trainer}.py') from e
+  # Nothing is written before the config has been checked against the run it would continue.
+  resumed_step = resume.check_resume(config, workdir, trainer.model_config, allow_config_change)
+  os.makedirs(workdir, exist_ok=True)
+  resume.write_config(config, workdir, resumed_step)
   runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {jax.device_count()} '
               f'{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)')
   return trainer.train(config, workdir)
+
+
+def _fail(e: BaseException, argv) -> None:
+  """One line for a user's error (the traceback only when asked), exit status 1."""
+  if errors.debug_requested(argv):
+    raise e
+  print(f'error: {errors.one_line(e)}', file=sys.stderr)
+  print(f'(--debug or {errors.DEBUG_ENV}=1 prints the traceback)', file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv):
+  """absl's parser, with config errors reported as the flag they came from rather than a traceback:
+  a typo in an override (ml_collections raises AttributeError/KeyError) or in the ":arg" part."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, *errors.USER_ERRORS) as e:
+    if errors.debug_requested(argv):
+      raise
+    print(f'error: {_flag_error(e, argv)}', file=sys.stderr)
+    print('Pass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
+    sys.exit(2)
+
+
+def _flag_error(e: BaseException, argv) -> str:
+  text = str(e.args[0]) if e.args else str(e)
+  if 'Traceback (most recent call last)' in text:  # a config file's get_config raised: its last line says why
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f'{text.split(":")[0]}: {lines[-1]}'
+  if not isinstance(e, (AttributeError, KeyError)):
+    return errors.one_line(e)
+  # ml_collections: "'total_step'\nDid you mean ..." as a repr inside the message
+  text = text.replace('\\n', '\n').replace("\\'", "'").strip('\'"')
+  missing, _, hint = text.partition('\n')
+  missing = missing.strip('\'"')
+  culprits = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and
+              a.split('=')[0].split('.')[-1] == missing]
+  where = ', '.join(culprits) or '--config override'
+  return f'{where}: the config has no field {missing!r}. {" ".join(hint.split())}'.strip()
 
 
 def main(argv):
@@ -48,20 +99,18 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and TFDS log every file operation at INFO; the run's own lines are what matter.
   logging.set_verbosity(logging.WARNING)
-  if _COORDINATOR.value:
-    import jax
-    if _COORDINATOR.value == 'auto':
-      jax.distributed.initialize()
-    else:
-      jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                 process_id=_PROCESS_ID.value)
-  from deliberative.trainers.runtime import NonFiniteLoss
   try:
-    run(_CONFIG.value, _WORKDIR.value)
-  except NonFiniteLoss as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    if _COORDINATOR.value:
+      import jax
+      if _COORDINATOR.value == 'auto':
+        jax.distributed.initialize()
+      else:
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+    run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
+  except errors.USER_ERRORS as e:
+    _fail(e, sys.argv)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

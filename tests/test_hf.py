@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -146,3 +147,67 @@ def test_failed_export_leaves_nothing(tmp_path, llama_dir):
     hf.export(loading.params_of(model), cfg, str(out), write_extra=boom)
   assert not out.exists()
   assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.export-')] == []
+
+
+def _truncate(path, nbytes):
+  with open(path, 'r+b') as f:
+    f.truncate(nbytes)
+
+
+def test_truncated_safetensors_names_file_tensor_byte_range_and_size(tmp_path):
+  from deliberative.model import safetensors_io
+  path = str(tmp_path / 'part.safetensors')
+  safetensors_io.write(path, [('a', np.ones((4, 4), np.float32)), ('b.weight', np.ones((8, 16), np.float32)),
+                              ('c', np.ones(3, np.float32))])
+  data_start = os.path.getsize(path) - (64 + 512 + 12)
+  _truncate(path, data_start + 64 + 100)  # cut inside b.weight
+  with pytest.raises(ValueError) as e:
+    safetensors_io.SafetensorsFile(path)
+  message = str(e.value)
+  assert message.startswith(f'{path}: truncated: tensor b.weight needs bytes [64, 576) of the data section')
+  assert f'(file bytes [{data_start + 64}, {data_start + 576}))' in message
+  assert f'the file has {data_start + 164} bytes' in message and '1 more tensor(s)' in message
+
+  _truncate(path, 20)  # cut inside the JSON header
+  header_says = rf'{re.escape(path)}: truncated .*header claims {data_start - 8} bytes.*has 20 bytes'
+  with pytest.raises(ValueError, match=header_says):
+    safetensors_io.SafetensorsFile(path)
+
+
+def test_corrupt_safetensors_offsets_are_named(tmp_path):
+  from deliberative.model import safetensors_io
+  path = str(tmp_path / 'bad.safetensors')
+  header = json.dumps({'w': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [0, 20]}}).encode()
+  with open(path, 'wb') as f:
+    f.write(len(header).to_bytes(8, 'little') + header + bytes(24))
+  with pytest.raises(ValueError, match=r'bad\.safetensors: corrupt .*tensor w: data_offsets \[0, 20\) hold 20 '
+                                       r'bytes but F32 x shape \[2, 3\] needs 24'):
+    safetensors_io.SafetensorsFile(path)
+
+
+def test_truncated_hf_dir_fails_on_load_and_import_naming_the_file(tmp_path, llama_dir):
+  import tools.import_hf
+  path = os.path.join(llama_dir, 'model.safetensors')
+  _truncate(path, os.path.getsize(path) - 1000)
+  pattern = rf'{re.escape(path)}: truncated: tensor \S+ needs bytes \[\d+, \d+\) of the data section .* has \d+ bytes'
+  with pytest.raises(ValueError, match=pattern):
+    loading.load(llama_dir)
+  with pytest.raises(ValueError, match=pattern):
+    tools.import_hf.main(['--hf_dir', llama_dir, '--out', str(tmp_path / 'ckpt')])
+
+
+def test_export_extras_must_be_declared(tmp_path, llama_dir):
+  cfg, model, _ = loading.load(llama_dir)
+  out = tmp_path / 'out'
+
+  def notes(d):
+    with open(os.path.join(d, 'notes.txt'), 'w') as f:
+      f.write('x')
+  # Undeclared, a later --overwrite could not tell this export from other work.
+  with pytest.raises(ValueError, match=r"write_extra wrote \['notes.txt'\], which are not in extra_files"):
+    hf.export(loading.params_of(model), cfg, str(out), write_extra=notes)
+  assert not out.exists()
+  hf.export(loading.params_of(model), cfg, str(out), write_extra=notes, extra_files=('notes.txt',))
+  hf.export(loading.params_of(model), cfg, str(out), write_extra=notes, extra_files=('notes.txt',), overwrite=True)
+  with pytest.raises(FileExistsError, match=r'holds files an export does not write \(notes\.txt\)'):
+    hf.export(loading.params_of(model), cfg, str(out), overwrite=True)

@@ -191,6 +191,38 @@ def test_overlong_bound_fails_with_counts():
     pipeline.iterator_from_records(recs, config(), TOK, global_batch_size=2, seed=0)
 
 
+def test_overlong_error_never_suggests_the_policy_in_use():
+  recs = records(10) + [record(100 + i, cot_words=LONG) for i in range(3)]
+  longest = max(n_tokens(r) for r in recs)
+  with pytest.raises(tokenized.OverlongError) as e:
+    pipeline.iterator_from_records(recs, config(overlong="truncate_cot"), TOK, global_batch_size=2, seed=0)
+  message = str(e.value)
+  assert "overlong='truncate_cot'" not in message.split("over the bound")[1]
+  assert f"raise seq_len ({longest - 1} fits every record whole; now seq_len={SEQ_LEN})" in message
+  assert message.endswith("or raise max_overlong_fraction")
+  # Under 'drop', truncation is the useful advice, with how many it would keep.
+  with pytest.raises(tokenized.OverlongError, match=r"use overlong='truncate_cot' \(it would keep 3 of the 3 "):
+    pipeline.iterator_from_records(recs, config(overlong="drop"), TOK, global_batch_size=2, seed=0)
+
+
+@pytest.mark.parametrize("overlong", ["truncate_cot", "drop"])
+def test_seq_len_below_every_record_says_how_far_to_raise_it(overlong):
+  recs = [record(i, prompt_words=20 + i) for i in range(4)]
+  with pytest.raises(tokenized.OverlongError) as e:
+    pipeline.iterator_from_records(recs, config(seq_len=8, overlong=overlong), TOK, global_batch_size=2, seed=0)
+  message = str(e.value)
+  assert "use overlong" not in message and "max_overlong_fraction" not in message.split("over the bound")[1]
+  needed = int(message.split("raise seq_len to at least ")[1].split()[0].rstrip(","))
+  assert "seq_len=8 is too small for every record" in message
+  # The number is exact: one less and nothing fits; at it, the shortest record fits.
+  cfg = config(seq_len=needed - 1, overlong=overlong, max_overlong_fraction=1.0)
+  with pytest.raises(tokenized.EmptyDatasetError, match=rf"no record fits in seq_len={needed - 1}: .* {needed}\b"):
+    pipeline.iterator_from_records(recs, cfg, TOK, global_batch_size=2, seed=0)
+  cfg.seq_len = needed
+  it = pipeline.iterator_from_records(recs, cfg, TOK, global_batch_size=2, seed=0)
+  assert it.stats()["records"] == 4 and it.stats()["overlong_dropped"] == 3
+
+
 def test_truncate_cot_weights_stay_aligned():
   rec = record(7, cot_words=100)
   trace = tokenized.tokenize_trace(TOK, rec, "cot_answer")
@@ -251,5 +283,8 @@ def test_prompt_iterator_drops_overlong_prompts(tiny_dataset):
   with pytest.raises(tokenized.EmptyDatasetError, match="no prompt fits"):
     pipeline.make_prompt_iterator(cfg, TOK, "prompts", batch_size=2, process_index=0, process_count=1)
   cfg.max_overlong_fraction = 0.5
-  with pytest.raises(tokenized.OverlongError, match="7 of 7"):
+  with pytest.raises(tokenized.OverlongError, match="7 of 7") as e:
     pipeline.make_prompt_iterator(cfg, TOK, "prompts", batch_size=2, process_index=0, process_count=1)
+  # The advice names the prompt setting, not the SFT ones.
+  assert "max_prompt_len=10 is too small for every record" in str(e.value)
+  assert "seq_len" not in str(e.value) and "overlong=" not in str(e.value)

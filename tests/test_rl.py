@@ -287,3 +287,33 @@ def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, 
   assert multi[2]['rl/kl'] > 0
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
   np.testing.assert_allclose(summary['eval/mean_reward_start'], smoke_run[1]['eval/mean_reward_start'], atol=1e-4)
+
+
+def test_killed_after_a_mid_run_checkpoint_resumes_exactly(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
+  """SIGKILL right after step 1's checkpoint, then a restart that runs step 2: every per-step reward, KL
+  and loss equals the uninterrupted run's (optimizer state, RNG and prompt position all restored)."""
+  import subprocess
+  import sys
+  from tests.train_fixtures import REPO
+  policy, judge = tiny_checkpoints
+  workdir = str(tmp_path / 'rl_killed')
+  command = [sys.executable, '-m', 'deliberative.train', '--config', 'configs/rl.py:smoke', '--workdir', workdir,
+             f'--config.data.data_dir={demo_data_dir}', f'--config.policy_init={policy}',
+             f'--config.judge_init={judge}']
+  env = dict(os.environ, PYTHONPATH=REPO)  # the test process's 8 fake devices, as in smoke_run
+  killed = subprocess.run(command + ['--config.debug.kill_after_step=1'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert checkpoints.latest_step(os.path.join(workdir, 'checkpoints')) == 1
+  finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  assert 'at step 1' in finished.stdout and 'resumed from' in finished.stdout
+
+  straight, resumed = _rewards_by_step(smoke_run[0]), _rewards_by_step(workdir)
+  assert sorted(resumed) == [1, 2] and resumed[2]['rl/kl'] > 0
+  for step in (1, 2):
+    for key in ('rl/reward', 'rl/kl', 'rl/entropy', 'train/loss', 'rl/pg_loss', 'train/grad_norm'):
+      np.testing.assert_allclose(resumed[step][key], straight[step][key], rtol=1e-5, atol=1e-7,
+                                 err_msg=f'step {step} {key}')
+  from deliberative.trainers.metrics import read_metrics
+  assert [m['step'] for m in read_metrics(workdir)] == [m['step'] for m in read_metrics(smoke_run[0])]

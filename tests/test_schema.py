@@ -1,6 +1,7 @@
 """JSONL schema: normalisation, extras, and errors that name file:line and field."""
 
 import json
+import re
 
 import pytest
 
@@ -97,9 +98,109 @@ def test_empty_inputs_name_their_path(tmp_path):
 def test_directory_reads_sorted_files(tmp_path):
   write_lines(tmp_path / "b.jsonl", [dict(TRACE, id="b1")])
   write_lines(tmp_path / "a.jsonl", [dict(TRACE, id="a1"), dict(PROMPT, id="a2")])
-  (tmp_path / "ignored.txt").write_text("not jsonl")
   assert [r["id"] for r in schema.read_jsonl(tmp_path)] == ["a1", "a2", "b1"]
   assert list(schema.read_jsonl_splits(tmp_path)) == ["a", "b"]
+
+
+def test_directory_refuses_other_files_unless_ignored(tmp_path):
+  write_lines(tmp_path / "a.jsonl", [TRACE])
+  (tmp_path / "notes.txt").write_text("not jsonl")
+  (tmp_path / "sub").mkdir()
+  (tmp_path / "sub" / "data.json").write_text("{}")
+  with pytest.raises(SchemaError, match=r"2 files not named \*\.jsonl: notes\.txt, sub/data\.json; .*--ignore"):
+    schema.read_jsonl(tmp_path)
+  listing = schema.list_jsonl(tmp_path, ignore=("*.txt", "sub"))
+  assert listing.ignored == ["sub/", "notes.txt"]
+  assert [r["id"] for r in schema.read_jsonl(tmp_path, ("*.txt", "sub"))] == ["t1"]
+  assert "left out 2 names matching an ignore pattern: sub/, notes.txt" in "\n".join(listing.describe())
+
+
+def test_directory_is_read_recursively_in_any_case(tmp_path):
+  write_lines(tmp_path / "a.jsonl", [dict(TRACE, id="a1")])
+  write_lines(tmp_path / "B.JSONL", [dict(TRACE, id="b1"), dict(TRACE, id="b2")])
+  (tmp_path / "sub" / "deeper").mkdir(parents=True)
+  write_lines(tmp_path / "sub" / "c.Jsonl", [dict(TRACE, id="c1")])
+  write_lines(tmp_path / "sub" / "deeper" / "a.jsonl", [dict(TRACE, id="a2")])
+  (tmp_path / ".DS_Store").write_bytes(b"\0\1")
+  (tmp_path / ".cache").mkdir()
+  write_lines(tmp_path / ".cache" / "old.jsonl", [TRACE])
+  listing = schema.list_jsonl(tmp_path)
+  assert {k: [listing.relative(f) for f in v] for k, v in listing.splits.items()} == {
+      "B": ["B.JSONL"], "a": ["a.jsonl", "sub/deeper/a.jsonl"], "c": ["sub/c.Jsonl"]}
+  assert listing.hidden == [".cache/", ".DS_Store"]
+  report = "\n".join(listing.describe())
+  assert "4 *.jsonl files -> 3 splits" in report
+  assert "split 'a' is fed by 2 files, in this order: a.jsonl, sub/deeper/a.jsonl" in report
+  assert "skipped 2 hidden names: .cache/, .DS_Store" in report
+  splits = schema.read_jsonl_splits(tmp_path)
+  assert {k: [r["id"] for r in v] for k, v in splits.items()} == {"B": ["b1", "b2"], "a": ["a1", "a2"], "c": ["c1"]}
+  assert len(schema.read_jsonl(tmp_path)) == 5
+
+
+def test_split_names_and_ids_across_files(tmp_path):
+  write_lines(tmp_path / "train.jsonl", [TRACE])
+  (tmp_path / "en").mkdir()
+  write_lines(tmp_path / "en" / "train.jsonl", [dict(TRACE, prompt="other")])
+  # Sorted by path parts: en/train.jsonl is read before train.jsonl.
+  with pytest.raises(SchemaError, match=rf"{tmp_path}/train.jsonl:1: field 'id': duplicate id 't1' in split "
+                                        rf"'train' \(first at {tmp_path}/en/train.jsonl:1\)"):
+    schema.read_jsonl_splits(tmp_path)
+  (tmp_path / "en" / "train.jsonl").unlink()
+  write_lines(tmp_path / "en" / "Train.jsonl", [dict(TRACE, id="t2")])
+  with pytest.raises(SchemaError, match=r"split names \['Train', 'train'\] differ only in case"):
+    schema.list_jsonl(tmp_path)
+
+
+def test_non_utf8_names_file_line_and_byte(tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(json.dumps(TRACE).encode() + b"\n" + json.dumps(dict(TRACE, id="t2", prompt="caf\u00e9"))
+                   .replace("\\u00e9", "\u00e9").encode("latin-1") + b"\n")
+  column = json.dumps(dict(TRACE, id="t2", prompt="caf\u00e9")).index("\\u00e9") + 1
+  with pytest.raises(SchemaError, match=rf"{path}:2: not valid UTF-8: byte {column} of the line is 0xe9"):
+    schema.read_jsonl(path)
+
+
+@pytest.mark.parametrize("line, field", [
+    ('"prompt": "bad \\ud800 text"', "prompt"),
+    ('"messages": [{"role": "user", "content": "x\\udfff"}]', "messages[0].content"),
+    ('"prompt": "p", "meta": {"tags": ["ok", "\\ud83d"]}', "meta.tags[1]"),
+])
+def test_lone_surrogate_names_file_line_and_field(tmp_path, line, field):
+  base = json.dumps({k: v for k, v in PROMPT.items() if k != "prompt"})
+  path = tmp_path / "s.jsonl"
+  path.write_text(json.dumps(dict(PROMPT, id="t0")) + "\n" + base[:-1] + ", " + line + "}\n")
+  expected = re.escape(f"{path}:2: field {field!r}: lone surrogate \\u") + "(d800|dfff|d83d)"
+  with pytest.raises(SchemaError, match=expected):
+    schema.read_jsonl(path)
+
+
+def test_escaped_surrogate_pair_is_valid_text(tmp_path):
+  path = tmp_path / "emoji.jsonl"
+  path.write_text(json.dumps(dict(PROMPT, prompt="smile \U0001F600"), ensure_ascii=True) + "\n")
+  assert "\\ud83d\\ude00" in path.read_text()
+  assert schema.read_jsonl(path)[0]["prompt"] == "smile \U0001F600"
+
+
+def test_deep_nesting_is_an_error_with_file_and_line(tmp_path):
+  path = tmp_path / "deep.jsonl"
+  path.write_text(json.dumps(TRACE) + "\n" + "[" * 200_000 + "]" * 200_000 + "\n")
+  with pytest.raises(SchemaError, match=rf"{path}:2: JSON nested deeper than 64 levels \(at column 65"):
+    schema.read_jsonl(path)
+  # Brackets inside strings do not count; an extra field nested too deep does.
+  brackets = dict(TRACE, cot="[" * 500 + "{" * 500, extra=[[["fine"]]])
+  path.write_text(json.dumps(brackets) + "\n")
+  assert schema.read_jsonl(path)[0]["cot"] == brackets["cot"]
+  nested = "x"
+  for _ in range(schema.MAX_DEPTH):
+    nested = [nested]
+  path.write_text(json.dumps(dict(TRACE, extra=nested)) + "\n")
+  with pytest.raises(SchemaError, match=rf"{path}:1: JSON nested deeper"):
+    schema.read_jsonl(path)
+  # In-memory records are bounded too, before anything recurses.
+  for _ in range(5_000):
+    nested = [nested]
+  with pytest.raises(SchemaError, match=r"r:1: field 'extra\[0\]\[0\]\[0\].*JSON nested deeper"):
+    schema.validate_record(dict(TRACE, extra=nested), where="r:1")
 
 
 def test_write_then_read_round_trips(tmp_path):

@@ -54,11 +54,13 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   assert first.returncode == 0, first.stderr[-3000:]
 
   resumed = str(tmp_path / 'resumed')
+  # Killed after step 5: steps 4 and 5 (and the step-4 eval) were logged, but the newest checkpoint is step 3.
   killed = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
-                           '--workdir', resumed, *cli_args(config), '--config.debug.kill_after_step=3'],
+                           '--workdir', resumed, *cli_args(config), '--config.debug.kill_after_step=5'],
                           cwd=REPO, env=_subprocess_env(), capture_output=True, text=True)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   assert checkpoints.latest_step(os.path.join(resumed, 'checkpoints')) == 3
+  assert 4 in losses(resumed)  # logged, and to be redone
   finished = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
                              '--workdir', resumed, *cli_args(config)], cwd=REPO, env=_subprocess_env(),
                             capture_output=True, text=True)
@@ -70,6 +72,15 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   np.testing.assert_allclose([b[s] for s in range(1, 7)], [a[s] for s in range(1, 7)], atol=1e-6, rtol=0)
   summary = json.load(open(os.path.join(resumed, 'summary.json')))
   assert summary['start_step'] == 3 and summary['final_step'] == 6
+  # metrics.jsonl: the replayed steps' lines are not repeated: the same lines as the uninterrupted run.
+  assert _logged_lines(resumed) == _logged_lines(straight)
+  assert 'dropped 2 line(s) of steps after 3' in finished.stdout
+
+
+def _logged_lines(workdir):
+  """(step, metric names) per metrics.jsonl line, in order (values differ in timings)."""
+  from deliberative.trainers.metrics import read_metrics
+  return [(m['step'], sorted(k for k in m if not k.startswith('perf/'))) for m in read_metrics(workdir)]
 
 
 def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir):

@@ -3,9 +3,16 @@
     python tools/build_dataset.py --jsonl my_traces/ --data_dir ~/.cache/deliberative/data --name my_traces
     python tools/build_dataset.py --demo            # the demo dataset (normally built on first use)
 
+A directory is read recursively: every `*.jsonl` (any case); files with the same stem in
+different folders feed one split, and the report says so. Hidden names are skipped and
+counted; any other file is refused by name unless `--ignore PATTERN` leaves it out.
+
 Every line is validated first (schema: deliberative/data/schema.py); an error names the
-file, the line and the field. Prints the record count per split. Training then reads it
-with `--config.data.dataset=my_traces` (and `--config.data.data_dir=...` if not the default).
+file, the line and the field (invalid UTF-8, lone surrogates and JSON nested too deeply
+included). A prompt in both a training split and an evaluation split (`eval*`, `test`,
+`validation`, ...) is an error unless `--allow_split_overlap`. Prints what was read and
+skipped, then the record count per split. Training then reads it with
+`--config.data.dataset=my_traces` (and `--config.data.data_dir=...` if not the default).
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir", default=None, help=f"default: ${datasets.DATA_DIR_ENV} or ~/.cache/deliberative/data")
   parser.add_argument("--name", default="traces", help="dataset name (lower_snake_case)")
   parser.add_argument("--overwrite", action="store_true", help="replace a different existing build")
+  parser.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                      help="leave out files or folders matching this fnmatch pattern (repeatable; reported)")
+  parser.add_argument("--allow_split_overlap", action="store_true",
+                      help="build even when training and evaluation splits share prompts (reported as a warning)")
   args = parser.parse_args(argv)
 
   data_dir = Path(args.data_dir) if args.data_dir else datasets.default_data_dir()
@@ -36,8 +47,10 @@ def main(argv=None) -> int:
     if args.demo:
       version_dir = datasets.ensure_demo_dataset(data_dir)
     else:
-      version_dir = tfds_builder.build_dataset(args.jsonl, data_dir, args.name, overwrite=args.overwrite)
-  except (schema.SchemaError, FileExistsError, ValueError) as e:
+      version_dir = tfds_builder.build_dataset(
+          args.jsonl, data_dir, args.name, overwrite=args.overwrite, ignore=args.ignore,
+          allow_split_overlap=args.allow_split_overlap, echo=print)
+  except (schema.SchemaError, FileExistsError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   seconds = time.perf_counter() - start

@@ -1,6 +1,9 @@
 """Writes a Hugging Face directory (config.json, safetensors, generation_config.json).
 
   python tools/export_hf.py --checkpoint CKPT_DIR_OR_WORKDIR --out HF_DIR [--dtype bfloat16]
+
+--out must lie outside the checkpoint and its workdir. --overwrite replaces only a directory
+that holds nothing but a previous export.
 """
 
 from __future__ import annotations
@@ -26,6 +29,38 @@ def _write_extras(directory: str, tokenizer, judge_format) -> None:
       json.dump(judge_format, f, indent=2, sort_keys=True)
 
 
+def _sources(checkpoint_arg: str, ckpt_dir: str) -> dict[str, str]:
+  """Real paths the export reads from -> kind: the checkpoint root and, for a root named
+  `checkpoints`, its workdir (where metrics, samples and summaries live)."""
+  ckpt_dir = os.path.abspath(ckpt_dir)
+  out = {os.path.realpath(ckpt_dir): 'checkpoint'}
+  for root in (ckpt_dir, os.path.realpath(ckpt_dir)):
+    if os.path.basename(root) == 'checkpoints':
+      out.setdefault(os.path.realpath(os.path.dirname(root)), 'workdir')
+  out.setdefault(os.path.realpath(checkpoint_arg), 'workdir')  # resolve_dir went into <arg>/checkpoints
+  return out
+
+
+def _refuse_overlap(parser, out_arg: str, checkpoint_arg: str, ckpt_dir: str) -> None:
+  """An export into (or around) what it reads would delete the run on --overwrite, or mix
+  Hugging Face files into it: refused either way. Real paths, so a symlink cannot hide it."""
+  out = os.path.realpath(out_arg)
+  found = []  # (rank, ...): name the closest relation, e.g. 'is the workdir' over 'contains the checkpoint'
+  for source, kind in _sources(checkpoint_arg, ckpt_dir).items():
+    common = os.path.commonpath([out, source])
+    if out == source:
+      found.append((0, 'is', kind, source))
+    elif common == source:
+      found.append((1 if kind == 'checkpoint' else 2, 'lies inside', kind, source))
+    elif common == out:
+      found.append((3 if kind == 'workdir' else 4, 'contains', kind, source))
+  if found:
+    _, relation, kind, source = min(found)
+    shown = out_arg if out == os.path.abspath(out_arg) else f'{out_arg} (= {out})'
+    parser.error(f'--out {shown} {relation} the {kind} {source} it exports from; '
+                 f'choose an --out outside it (--overwrite does not change this)')
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--checkpoint', required=True, help='Orbax checkpoint root, or a training workdir')
@@ -33,12 +68,16 @@ def main(argv=None) -> int:
   parser.add_argument('--dtype', default=None, choices=('float32', 'bfloat16', 'float16'),
                       help='tensor dtype in the files (default: the checkpoint parameter dtype)')
   parser.add_argument('--max_shard_gb', type=float, default=2.0, help='split safetensors above this size')
-  parser.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace --out if it holds nothing but a previous export')
   parser.add_argument('--tokenizer', default=None,
                       help="sentencepiece model to export with the weights; 'default' = the packaged one "
                            '(default: the one the checkpoint was trained with, if it records one)')
   args = parser.parse_args(argv)
   ckpt_dir = checkpoints.resolve_dir(args.checkpoint)
+  _refuse_overlap(parser, args.out, args.checkpoint, ckpt_dir)
+  extra_files = (*hf_tokenizer.FILES, JUDGE_FORMAT_FILE)
+  hf.check_export_target(args.out, overwrite=args.overwrite, extra_files=extra_files)  # before the slow restore
   meta = checkpoints.load_meta(ckpt_dir)
   cfg = checkpoints.model_config_from_meta(meta)
   params = checkpoints.restore_params(ckpt_dir, loading.abstract_params(cfg))
@@ -50,7 +89,7 @@ def main(argv=None) -> int:
       parser.error(f'tokenizer has {tokenizer.vocab_size} pieces, more than the model vocab {cfg.vocab_size}')
   out = hf.export(
       params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
-      overwrite=args.overwrite,
+      overwrite=args.overwrite, extra_files=extra_files,
       config_extra=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
       generation_config=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
       write_extra=lambda d: _write_extras(d, tokenizer, meta.get('judge_format')))

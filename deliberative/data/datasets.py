@@ -71,7 +71,9 @@ def ensure_demo_dataset(data_dir=None, seed: int = 0, sizes: Mapping[str, int] |
   data_dir.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(prefix=".demo-jsonl-", dir=data_dir) as jsonl_dir:
     demo.write_jsonl(jsonl_dir, seed=seed, sizes=sizes)
-    return tfds_builder.build_dataset(jsonl_dir, data_dir, DEMO_DATASET, metadata=stamp, overwrite=True)
+    # The generator's manifest.json sits beside the splits; its facts are in the stamp.
+    return tfds_builder.build_dataset(jsonl_dir, data_dir, DEMO_DATASET, metadata=stamp, overwrite=True,
+                                      ignore=("manifest.json",))
 
 
 def resolve_dataset(data_dir, dataset: str) -> Path:

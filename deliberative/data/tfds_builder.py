@@ -4,9 +4,19 @@
   source = open_source(version_dir, "train")    # random access to decoded examples
   record = record_from_example(source[0])        # back to the schema's record dict
 
-One split per JSONL file stem. Files are validated (schema.py) before anything is written.
-A build goes to a temporary directory under `data_dir` and is renamed into place, so a
-reader never sees a half-written dataset and concurrent builders cannot corrupt one.
+One split per JSONL file stem; a directory is read recursively, and how its files map
+to splits (and what was skipped) is in schema.list_jsonl. Files are validated (schema.py)
+before anything is written. A build goes to a temporary directory under `data_dir` and is
+renamed into place, so a reader never sees a half-written dataset and concurrent
+builders cannot corrupt one.
+
+Prompts shared between splits are checked before a build: a prompt in both a training
+split and an evaluation split is an error (evaluation would partly measure memory)
+unless `allow_split_overlap`, which reports it as a warning instead. An evaluation split
+is one whose name has a word (split on "_") in EVAL_WORDS: `eval`, `eval_jailbreak`,
+`judge_eval`, `test`, `validation`; every other split (`train`, `rl`, `judge_train`)
+counts as training. Two prompts are the same when their non-system turns match, case
+and whitespace folded. Repeats within one split are counted in the report, not refused.
 
 Only array_record + `as_data_source` are used: `tfds.load`, tfrecord and tf.data would
 import TensorFlow, which this project does not install.
@@ -15,16 +25,18 @@ import TensorFlow, which this project does not install.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +46,12 @@ from etils import epath
 
 from deliberative.data import schema
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = "1.0.0"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+EVAL_WORDS = frozenset({"eval", "evaluation", "test", "validation", "valid", "val", "dev", "heldout"})
 
 
 def _text():
@@ -113,7 +128,7 @@ def record_from_example(example: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class JsonlRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Builds one split per `*.jsonl` file of `jsonl_path` (a file or a directory).
+  """Builds one split per file stem of the `*.jsonl` files under `jsonl_path` (a file or a directory).
 
   Use `builder_class(name)` to get a builder with a dataset name of your choice.
   """
@@ -171,22 +186,106 @@ def builder_class(name: str) -> type[JsonlRecords]:
   )
 
 
-def read_validated_splits(jsonl_path) -> dict[str, list[dict[str, Any]]]:
-  splits = schema.read_jsonl_splits(jsonl_path)
-  for split in splits:
+@dataclasses.dataclass
+class ValidatedInput:
+  """Validated records per split, and report lines about them (repeats, allowed overlap)."""
+
+  splits: dict[str, list[dict[str, Any]]]
+  notes: list[str]
+
+
+def is_eval_split(split: str) -> bool:
+  return not EVAL_WORDS.isdisjoint(split.lower().split("_"))
+
+
+def prompt_key(record: Mapping[str, Any]) -> str:
+  """What makes two prompts the same: the non-system turns, case and whitespace folded.
+
+  Whole conversations, not only the last user turn, so that two dialogues ending in the
+  same short reply ("yes, go on") are not taken for one prompt.
+  """
+  turns = (m["content"] for m in record["messages"] if m["role"] != "system")
+  return "\n".join(" ".join(t.split()).casefold() for t in turns)
+
+
+def _listing(jsonl_path, ignore: Sequence[str]) -> schema.JsonlListing:
+  if isinstance(jsonl_path, schema.JsonlListing):
+    return jsonl_path
+  return schema.list_jsonl(jsonl_path, ignore)
+
+
+def read_input(jsonl_path, *, ignore: Sequence[str] = (), allow_split_overlap: bool = False) -> ValidatedInput:
+  """Reads and validates every split; checks split names and prompts shared across splits.
+
+  `jsonl_path` is a file, a directory or a schema.JsonlListing.
+  """
+  listing = _listing(jsonl_path, ignore)
+  for split, files in listing.splits.items():
     if not _SPLIT_RE.match(split):
       raise schema.SchemaError(
-        f"{jsonl_path}: file stem {split!r} is not a valid split name ({_SPLIT_RE.pattern}); rename the file"
+        f"{files[0]}: file stem {split!r} is not a valid split name ({_SPLIT_RE.pattern}); rename the file"
       )
-  return splits
+  splits, places = schema.read_split_records(listing)
+  total = sum(len(records) for records in splits.values())
+  notes = [f"read {total} record{'' if total == 1 else 's'} from {len(listing.files)} file(s)"]
+  notes += _overlap_notes(listing.root, splits, places, allow_split_overlap)
+  return ValidatedInput(splits, notes)
 
 
-def fingerprint(jsonl_path) -> str:
-  """Content hash of the JSONL input (file names + bytes), to tell builds apart."""
+def read_validated_splits(jsonl_path, **kwargs) -> dict[str, list[dict[str, Any]]]:
+  return read_input(jsonl_path, **kwargs).splits
+
+
+def _overlap_notes(root, splits, places, allow_split_overlap: bool) -> list[str]:
+  """Counts repeats within each split; raises on train/eval overlap unless allowed."""
+  notes, first_place = [], {}
+  for split, records in splits.items():
+    first, repeats = {}, 0
+    for record, place in zip(records, places[split]):
+      key = prompt_key(record)
+      if key in first:
+        repeats += 1
+      else:
+        first[key] = place
+    first_place[split] = first
+    if repeats:
+      notes.append(f"split {split!r}: {repeats} of {len(records)} records repeat a prompt of the same split (kept)")
+  pairs, examples, shared_total = [], [], 0
+  for train in (s for s in splits if not is_eval_split(s)):
+    for evaluation in (s for s in splits if is_eval_split(s)):
+      shared = [k for k in first_place[evaluation] if k in first_place[train]]
+      if not shared:
+        continue
+      shared_total += len(shared)
+      pairs.append(f"{len(shared)} in {train!r} and {evaluation!r}")
+      examples += [f"{first_place[evaluation][k]} = {first_place[train][k]} ({k[:50]!r})" for k in shared[:3]]
+  if not shared_total:
+    return notes
+  summary = (f"{shared_total} prompt{' appears' if shared_total == 1 else 's appear'} in both a training and an "
+             f"evaluation split ({'; '.join(pairs)}), so evaluation would partly measure memory; "
+             f"e.g. {'; '.join(examples[:5])}")
+  if not allow_split_overlap:
+    raise schema.SchemaError(
+        f"{root}: {summary}. Remove them from one side, or pass --allow_split_overlap "
+        f"(allow_split_overlap=True) to build anyway. Evaluation splits are those with a word in "
+        f"{sorted(EVAL_WORDS)} (split on '_'); every other split counts as training.")
+  notes.append(f"warning: {summary} (allowed by allow_split_overlap)")
+  return notes
+
+
+def fingerprint(jsonl_path, ignore: Sequence[str] = ()) -> str:
+  """Content hash of the JSONL input (file paths + bytes), to tell builds apart."""
+  listing = _listing(jsonl_path, ignore)
   digest = hashlib.sha256()
-  for file in schema.jsonl_files(jsonl_path):
-    digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+  for file in listing.files:
+    # A path relative to the input root (the bare name at top level, as before
+    # recursion), so a moved input directory still matches its build.
+    digest.update(listing.relative(file).encode() + b"\0" + file.read_bytes() + b"\0")
   return digest.hexdigest()[:16]
+
+
+def _log_note(line: str) -> None:
+  (log.warning if line.startswith("warning") else log.info)("%s", line)
 
 
 def version_dir(data_dir, name: str) -> Path:
@@ -209,23 +308,38 @@ def build_dataset(
   *,
   metadata: Mapping[str, Any] | None = None,
   overwrite: bool = False,
+  ignore: Sequence[str] = (),
+  allow_split_overlap: bool = False,
+  echo: Callable[[str], None] | None = None,
 ) -> Path:
   """Builds (or reuses) dataset `name` from JSONL; returns its version directory.
 
   An existing build of the same content (same fingerprint and metadata) is reused. A
-  different one raises unless `overwrite`, which replaces it atomically.
+  different one raises unless `overwrite`, which replaces it atomically. `ignore`
+  (fnmatch patterns) leaves files out of a directory knowingly; `allow_split_overlap`
+  turns shared train/eval prompts from an error into a warning. Report lines (files
+  per split, skipped names, repeats, warnings) go to `echo`, or to this module's log.
   """
-  stamp = {"fingerprint": fingerprint(jsonl_path), **dict(metadata or {})}
+  echo = echo or _log_note
+  listing = _listing(jsonl_path, ignore)
+  for line in listing.describe():
+    echo(line)
+  stamp = {"fingerprint": fingerprint(listing), **dict(metadata or {})}
   target = version_dir(data_dir, name)
   existing = read_metadata(target)
   if existing is not None and _same_stamp(existing, stamp):
+    echo(f"{target}: already built from this input; reused")
     return target
   if existing is not None and not overwrite:
     raise FileExistsError(
       f"{target} holds a different build of {name!r} ({existing} != {stamp}); "
       "pass overwrite=True / --overwrite, or choose another name"
     )
-  splits = read_validated_splits(jsonl_path)  # fail on bad input before writing anything
+  # Fail on bad input before writing anything.
+  validated = read_input(listing, allow_split_overlap=allow_split_overlap)
+  for line in validated.notes:
+    echo(line)
+  splits = validated.splits
   stamp["spec_versions"] = sorted({r["spec_version"] for rs in splits.values() for r in rs})
 
   data_dir = Path(data_dir)

@@ -79,7 +79,11 @@ def truncate_cot(trace: TokenizedTrace, max_tokens: int) -> TokenizedTrace | Non
 
 @dataclasses.dataclass
 class OverlongReport:
-  """How many records did not fit, what was done with them, and the bound."""
+  """How many records did not fit, what was done with them, and the bound.
+
+  The length facts (0 = not measured) let an error say what would help: which
+  `limit_name` value fits the records, and whether another policy would keep any.
+  """
 
   records: int = 0
   overlong: int = 0
@@ -88,6 +92,11 @@ class OverlongReport:
   limit_tokens: int = 0
   policy: str = "drop"
   max_fraction: float = 0.0
+  limit_name: str = "seq_len"  # the setting that sets limit_tokens
+  limit_value: int = 0  # its value (0: equal to limit_tokens)
+  longest_tokens: int = 0  # the longest record, whole
+  shortest_needed_tokens: int = 0  # the fewest tokens any record can keep under `policy`
+  truncatable: int = 0  # dropped records that overlong='truncate_cot' would have kept
 
   @property
   def fraction(self) -> float:
@@ -100,15 +109,39 @@ class OverlongReport:
         f"{self.dropped} dropped (bound {100 * self.max_fraction:.1f}%)"
     )
 
+  def _setting_for(self, tokens: int) -> int:
+    """The `limit_name` value under which a record of `tokens` tokens fits."""
+    return tokens - self.limit_tokens + (self.limit_value or self.limit_tokens)
+
+  def advice(self) -> str:
+    """What would make more records fit; never the policy already in use."""
+    setting = f"{self.limit_name}={self.limit_value or self.limit_tokens}"
+    to_truncate = (f"use overlong='truncate_cot' (it would keep {self.truncatable} of the {self.dropped} dropped)"
+                   if self.policy == "drop" and self.truncatable else "")
+    if self.records and self.dropped == self.records and self.shortest_needed_tokens:
+      # Nothing fits: a looser bound would only leave an empty split.
+      cut = " even with its CoT cut" if self.policy == "truncate_cot" else ""
+      at_least, whole = self._setting_for(self.shortest_needed_tokens), self._setting_for(self.longest_tokens)
+      return (f"{setting} is too small for every record: the shortest needs {self.shortest_needed_tokens} "
+              f"tokens{cut}, the longest has {self.longest_tokens}; raise {self.limit_name} to at least "
+              f"{at_least}" + (f" ({whole} fits every record whole)" if whole != at_least else "")
+              + (f", or {to_truncate}" if to_truncate else ""))
+    if self.longest_tokens:
+      options = [f"raise {self.limit_name} ({self._setting_for(self.longest_tokens)} fits every record whole; "
+                 f"now {setting})"]
+    else:
+      options = [f"raise {self.limit_name}"]
+    if to_truncate:
+      options.append(to_truncate)
+    options.append("raise max_overlong_fraction")
+    return ", ".join(options[:-1]) + ", or " + options[-1]
+
   def check(self, where: str) -> None:
     """Logs the counts when nonzero and raises OverlongError past the bound."""
     if self.overlong:
       log.warning("%s", self.describe(where))
     if self.fraction > self.max_fraction:
-      raise OverlongError(
-          self.describe(where) + ": over the bound; raise seq_len, use overlong='truncate_cot', "
-          "or raise max_overlong_fraction"
-      )
+      raise OverlongError(self.describe(where) + ": over the bound; " + self.advice())
 
 
 @dataclasses.dataclass
@@ -160,9 +193,11 @@ def tokenize_traces(
     raise ValueError(f"overlong={overlong!r}; valid: {OVERLONG_POLICIES}")
   shard = _sharded_records(records, process_index, process_count, where)
   max_tokens = seq_len + 1
-  report = OverlongReport(limit_tokens=max_tokens, policy=overlong, max_fraction=max_overlong_fraction)
+  report = OverlongReport(limit_tokens=max_tokens, policy=overlong, max_fraction=max_overlong_fraction,
+                          limit_name="seq_len", limit_value=seq_len)
   part_sums = dict.fromkeys(("prompt", "cot", "answer", "total"), 0)
   items = []
+  shortest_whole, shortest_cut = np.inf, np.inf
   # Plain indexing, not iteration: grain's iterator runs a thread pool whose overhead
   # exceeds the tokenization itself for records this small.
   for index in range(len(shard)):
@@ -173,17 +208,23 @@ def tokenize_traces(
     part_sums["cot"] += int(counts[Segment.COT])
     part_sums["answer"] += int(counts[Segment.ANSWER])
     part_sums["total"] += len(trace.ids)
+    # What truncate_cot can reach: every CoT token but the <|answer|> marker removed.
+    cut_tokens = len(trace.ids) - max(int(counts[Segment.COT]) - 1, 0)
+    report.longest_tokens = max(report.longest_tokens, len(trace.ids))
+    shortest_whole, shortest_cut = min(shortest_whole, len(trace.ids)), min(shortest_cut, cut_tokens)
     if len(trace.ids) > max_tokens:
       report.overlong += 1
       trace = truncate_cot(trace, max_tokens) if overlong == "truncate_cot" else None
       if trace is None:
         report.dropped += 1
+        report.truncatable += int(overlong == "drop" and cut_tokens <= max_tokens)
         continue
       report.truncated += 1
     items.append(trace)
+  report.shortest_needed_tokens = int(shortest_cut if overlong == "truncate_cot" else shortest_whole)
   report.check(where)
   if not items:
-    raise EmptyDatasetError(f"{where}: no record fits in seq_len={seq_len}")
+    raise EmptyDatasetError(f"{where}: no record fits in seq_len={seq_len}: {report.advice()}")
   means = {k: v / report.records for k, v in part_sums.items()}
   return TokenizedSplit(items, report, means, where)
 
@@ -200,21 +241,25 @@ def tokenize_prompts(
 ) -> TokenizedSplit:
   """This host's shard as (record, generation-prompt ids); over-long prompts are dropped."""
   shard = _sharded_records(records, process_index, process_count, where)
-  report = OverlongReport(limit_tokens=max_prompt_len, policy="drop", max_fraction=max_overlong_fraction)
-  items, total_tokens = [], 0
+  report = OverlongReport(limit_tokens=max_prompt_len, policy="drop", max_fraction=max_overlong_fraction,
+                          limit_name="max_prompt_len", limit_value=max_prompt_len)
+  items, total_tokens, shortest = [], 0, np.inf
   for index in range(len(shard)):
     record = shard[index]
     ids, _ = tokenizer.render_chat(record["messages"], add_generation_prompt=True)
     report.records += 1
     total_tokens += len(ids)
+    report.longest_tokens = max(report.longest_tokens, len(ids))
+    shortest = min(shortest, len(ids))
     if len(ids) > max_prompt_len:
       report.overlong += 1
       report.dropped += 1
       continue
     items.append((record, ids))
+  report.shortest_needed_tokens = int(shortest)
   report.check(where)
   if not items:
-    raise EmptyDatasetError(f"{where}: no prompt fits in max_prompt_len={max_prompt_len}")
+    raise EmptyDatasetError(f"{where}: no prompt fits in max_prompt_len={max_prompt_len}: {report.advice()}")
   return TokenizedSplit(items, report, {"prompt": total_tokens / report.records}, where)
 
 

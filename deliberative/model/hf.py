@@ -9,9 +9,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_dtypes
@@ -23,6 +24,10 @@ from deliberative.model.config import ModelConfig, RopeScaling
 SUPPORTED_ARCHITECTURES = ('LlamaForCausalLM', 'Qwen2ForCausalLM')
 _EXPORT_DTYPES = {'float32': np.float32, 'bfloat16': ml_dtypes.bfloat16, 'float16': np.float16}
 _IGNORED_SUFFIXES = ('rotary_emb.inv_freq',)  # buffers some older checkpoints saved
+# What `export` itself writes; callers name the files their `write_extra` adds. `overwrite`
+# replaces only a directory holding nothing else, so a mistyped --out cannot delete a run.
+EXPORT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.index.json')
+_SHARD_FILE = re.compile(r'model-\d{5}-of-\d{5}\.safetensors')
 
 
 class HFFormatError(ValueError):
@@ -220,14 +225,38 @@ def hf_config_dict(cfg: ModelConfig, **extra) -> dict[str, Any]:
   return out
 
 
+def _is_export_file(name: str, extra_files: Sequence[str]) -> bool:
+  return name in EXPORT_FILES or name in extra_files or bool(_SHARD_FILE.fullmatch(name))
+
+
+def check_export_target(out_dir: str, *, overwrite: bool, extra_files: Sequence[str] = ()) -> None:
+  """Raises unless `out_dir` may receive an export: it does not exist, or `overwrite` is set and
+  it holds nothing but files an export writes (EXPORT_FILES, shards, `extra_files`)."""
+  if not os.path.lexists(out_dir):
+    return
+  if not overwrite:
+    raise FileExistsError(f'{out_dir} exists; pass overwrite=True (--overwrite) to replace a previous export')
+  if not os.path.isdir(out_dir):
+    raise FileExistsError(f'{out_dir} exists and is not a directory; --overwrite replaces only a previous export')
+  foreign = sorted(n for n in os.listdir(out_dir)
+                   if not (_is_export_file(n, extra_files) and os.path.isfile(os.path.join(out_dir, n))))
+  if foreign:
+    shown = ', '.join(foreign[:5]) + (f' and {len(foreign) - 5} more' if len(foreign) > 5 else '')
+    raise FileExistsError(f'{out_dir} holds files an export does not write ({shown}); --overwrite replaces only '
+                          f'a previous export, so choose another --out or remove them yourself')
+
+
 def export(params: Mapping, cfg: ModelConfig, out_dir: str, *, dtype: str | None = None,
            max_shard_bytes: int = 2 * 1024**3, config_extra: Mapping | None = None,
            generation_config: Mapping | None = None, write_extra: Callable[[str], None] | None = None,
-           overwrite: bool = False) -> str:
-  """Writes a `transformers`-loadable directory; built in a temp dir and renamed into place."""
+           extra_files: Sequence[str] = (), overwrite: bool = False) -> str:
+  """Writes a `transformers`-loadable directory; built in a temp dir and renamed into place.
+
+  `write_extra(dir)` may add the files named in `extra_files`. With `overwrite`, an existing
+  `out_dir` is replaced only if it holds nothing but such files (`check_export_target`).
+  """
   out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and not overwrite:
-    raise FileExistsError(f'{out_dir} exists; pass overwrite=True (--overwrite) to replace it')
+  check_export_target(out_dir, overwrite=overwrite, extra_files=extra_files)
   dtype = dtype or cfg.param_dtype
   if dtype not in _EXPORT_DTYPES:
     raise ValueError(f'export dtype {dtype!r}: expected one of {sorted(_EXPORT_DTYPES)}')
@@ -277,6 +306,9 @@ def export(params: Mapping, cfg: ModelConfig, out_dir: str, *, dtype: str | None
     _write_json(os.path.join(tmp, 'generation_config.json'), {**(generation_config or {}), 'transformers_version': '5'})
     if write_extra is not None:
       write_extra(tmp)
+      unnamed = sorted(n for n in os.listdir(tmp) if not _is_export_file(n, extra_files))
+      if unnamed:  # else a later --overwrite would refuse this very export
+        raise ValueError(f'write_extra wrote {unnamed}, which are not in extra_files {list(extra_files)}')
     if os.path.exists(out_dir):
       trash = tempfile.mkdtemp(prefix='.replaced-', dir=parent)
       os.rename(out_dir, os.path.join(trash, 'old'))

@@ -1,43 +1,125 @@
-"""Full training checkpoints: everything needed to continue exactly.
+"""Full training checkpoints: everything needed to continue exactly, and nothing lost on failure.
 
 Items per step (Orbax Composite): `params`, `opt_state`, `train` (step and the RNG as raw uint32 key data),
 `data` (the input iterator's position, JSON) and `meta` (JSON: model config, spec version,
 provenance). `deliberative.checkpoints` reads `params` + `meta` alone for init_from/export.
+
+Failures are loud and never cost the last good checkpoint:
+- an asynchronous save that fails (a full disk) is reported at the next step by `check()` as one
+  CheckpointError naming the step, the directory and the OS error; Orbax writes into a temporary
+  directory and renames it only when complete, so the previous checkpoint is untouched;
+- on start, `restore_newest_readable` skips a checkpoint that cannot be read (truncated array
+  files, an emptied JSON item), says which and why, moves it aside into `checkpoints_damaged/` (so the
+  run can save that step again) and resumes from the newest readable one; when none can be
+  read it fails rather than start from scratch over them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import json
+import logging
 import os
-from typing import Any, Mapping
+import re
+import shutil
+import sys
+import time
+from typing import Any, Callable, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 
 from deliberative import checkpoints
+from deliberative.errors import CheckpointError, debug_requested, one_line
+
+JSON_ITEMS = ('data', 'meta')
+DAMAGED_DIR = 'checkpoints_damaged'
+
+
+class _OrbaxErrorRepeats(logging.Filter):
+  """Orbax logs one failed background save from several threads, each with a full traceback
+  (hundreds of lines for a full disk); the Checkpointer raises it once, as a CheckpointError with
+  the OS error, so Orbax's own copies are dropped (`DELIBERATIVE_DEBUG=1` keeps them)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and '/orbax/' in record.pathname.replace(os.sep, '/'))
+
+
+def _quiet_orbax_errors() -> None:
+  absl_logger = logging.getLogger('absl')
+  if debug_requested() or any(isinstance(f, _OrbaxErrorRepeats) for f in absl_logger.filters):
+    return
+  absl_logger.addFilter(_OrbaxErrorRepeats())
+  # After a failed write, tensorstore's callbacks for the abandoned writes find Orbax's event loop
+  # closed; Python reports each as an unraisable "RuntimeError: Event loop is closed" with a traceback.
+  previous = sys.unraisablehook
+
+  def unraisablehook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+  sys.unraisablehook = unraisablehook
 
 
 class Checkpointer:
   def __init__(self, workdir: str, ckpt_cfg):
+    _quiet_orbax_errors()
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.every_steps = int(ckpt_cfg.every_steps)
     self._mngr = checkpoints.manager(self.directory, max_to_keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
+    self._unconfirmed: int | None = None  # an async save not yet known to have succeeded
+    self._last_good: int | None = self._mngr.latest_step()
+    self._failed = False
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
   def save(self, state: Mapping[str, Any], data_state: Mapping, meta: Mapping, *, wait: bool = False) -> None:
+    self.check()
     step = int(jax.device_get(state['step']))
     train = {'step': state['step'], 'rng': state['rng']}
-    self._mngr.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state['params']), opt_state=ocp.args.StandardSave(state['opt_state']),
-        train=ocp.args.StandardSave(train), data=ocp.args.JsonSave(dict(data_state)),
-        meta=ocp.args.JsonSave(dict(meta))), force=True)
+    try:
+      self._mngr.save(step, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state['params']), opt_state=ocp.args.StandardSave(state['opt_state']),
+          train=ocp.args.StandardSave(train), data=ocp.args.JsonSave(dict(data_state)),
+          meta=ocp.args.JsonSave(dict(meta))), force=True)
+      if wait:
+        self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - Orbax wraps OS errors in ValueError and others
+      raise self._save_failed(step, e) from e
     if wait:
+      self._last_good, self._unconfirmed = step, None
+    else:
+      self._unconfirmed = step
+
+  def check(self) -> None:
+    """Raises CheckpointError if the last asynchronous save failed; never waits for one still running."""
+    if self._unconfirmed is None or self._mngr.is_saving_in_progress():
+      return
+    self.wait()
+
+  def wait(self) -> None:
+    step, self._unconfirmed = self._unconfirmed, None
+    try:
       self._mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_failed(step, e) from e
+    if step is not None:
+      self._last_good = step
+
+  def _save_failed(self, step: int | None, e: BaseException) -> CheckpointError:
+    self._failed = True
+    kept = (f'the last good checkpoint is step {self._last_good}' if self._last_good is not None
+            else 'no checkpoint was saved before it')
+    what = f'step {step}' if step is not None else 'a checkpoint'
+    return CheckpointError(f'saving {what} to {self.directory} failed: {os_error(e)}; stopping the run ({kept})')
 
   def restore(self, abstract_state: Mapping[str, Any], step: int | None = None) -> tuple[dict, dict, dict]:
     """Returns (state, data_state, meta), arrays laid out as `abstract_state`'s shardings say."""
     step = self.latest_step() if step is None else step
+    for item in JSON_ITEMS:  # Orbax's own error for an emptied JSON item names no file
+      read_json_item(self.directory, step, item)
     abstract_train = {'step': abstract_state['step'], 'rng': abstract_state['rng']}
     out = self._mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_state['params']),
@@ -47,9 +129,126 @@ class Checkpointer:
              'rng': out['train']['rng']}
     return state, dict(out['data']), dict(out['meta'])
 
-  def wait(self) -> None:
-    self._mngr.wait_until_finished()
+  def restore_newest_readable(self, abstract_state: Mapping[str, Any],
+                              log: Callable[[str], None]) -> tuple[dict, dict, int] | None:
+    """(state, data_state, step) of the newest checkpoint that reads back whole; None if there are none."""
+    steps = sorted(self._mngr.all_steps(), reverse=True)
+    damaged: list[int] = []
+    for step in steps:
+      try:
+        with _quiet_abandoned_reads():
+          state, data_state, _ = self.restore(abstract_state, step)
+      except Exception as e:  # noqa: BLE001 - tensorstore, JSON and structure errors alike
+        log(f'checkpoint step {step} ({os.path.join(self.directory, str(step))}) cannot be read: {read_error(e)}')
+        damaged.append(step)
+        continue
+      if damaged:
+        moved = self._move_aside(damaged)
+        log(f'resuming from step {step}, the newest readable checkpoint; the unreadable ones '
+            f'({", ".join(map(str, damaged))}) were moved to {moved}')
+      return state, data_state, step
+    if steps:
+      raise CheckpointError(f'{self.directory}: none of its checkpoints (steps {", ".join(map(str, steps))}) can be '
+                            'read (reasons above); refusing to start from scratch over them. Move the directory '
+                            'away to start over, or repair it')
+    return None
+
+  def _move_aside(self, steps: list[int]) -> str:
+    """Damaged step directories go beside `checkpoints/`, kept for inspection, out of Orbax's way."""
+    target = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    if jax.process_index() == 0:
+      os.makedirs(target, exist_ok=True)
+      for step in steps:
+        dest = os.path.join(target, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices('checkpoints moved aside')
+    self._mngr.reload()
+    return target
+
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> bool:
+    if exc_type is None:
+      self.close()
+      return False
+    # The run is failing for another reason: let a save in flight (the last good state) land,
+    # without letting a second error hide the first.
+    try:
+      self._mngr.wait_until_finished()
+      self._mngr.close()
+    except Exception:  # noqa: BLE001
+      pass
+    return False
 
   def close(self) -> None:
-    self._mngr.wait_until_finished()
+    if self._failed:  # Orbax would re-raise the save error at shutdown, under its own noise
+      try:
+        self._mngr.close()
+      except Exception:  # noqa: BLE001 - already reported as a CheckpointError
+        pass
+      return
+    self.wait()
     self._mngr.close()
+
+
+def read_json_item(directory: str, step: int, item: str) -> dict:
+  """A JSON item of a checkpoint step, or a ValueError naming its file."""
+  path = os.path.join(directory, str(step), item, 'metadata')
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f'{path}: missing (the checkpoint item {item!r} of step {step})') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path}: not valid JSON ({e}); the checkpoint item {item!r} of step {step} is damaged') from None
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """A failed restore leaves Orbax's other array reads as never-awaited coroutines whose errors
+  Python prints at garbage collection, one TensorStore spec dump each; the first error is reported."""
+  previous, asyncio_log = sys.unraisablehook, logging.getLogger('asyncio')
+  level = asyncio_log.level
+  sys.unraisablehook = lambda unraisable: None
+  asyncio_log.setLevel(logging.CRITICAL + 1)  # "Task exception was never retrieved", same dumps
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
+    asyncio_log.setLevel(level)
+
+
+def _inner(e: BaseException) -> BaseException | None:
+  if e.__cause__ is not None:
+    return e.__cause__
+  return None if e.__suppress_context__ else e.__context__
+
+
+def read_error(e: BaseException) -> str:
+  """The most specific message in an exception chain: tensorstore's own error ("Error reading
+  <array chunk> ... at local file <dir>: Requested byte range [a, b) is not valid for value of size n")
+  sits under Orbax's wrapper, which only dumps the TensorStore spec."""
+  chain, seen = [], e
+  while seen is not None and len(chain) < 20:
+    chain.append(one_line(seen))
+    seen = _inner(seen)
+  specific = [m for m in chain if 'TensorStore(' not in m]
+  return (specific[-1] if specific else chain[0])[:500]
+
+
+def os_error(e: BaseException) -> str:
+  """The OS error inside an Orbax/tensorstore exception (which wraps it in a ValueError), as a short string."""
+  seen = e
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno:
+      return f'[Errno {seen.errno}] {os.strerror(seen.errno)} ({errno.errorcode.get(seen.errno, "?")})'
+    seen = _inner(seen)
+  match = re.search(r"os_error_code='?(\d+)", str(e))
+  if match:
+    code = int(match.group(1))
+    return f'[Errno {code}] {os.strerror(code)} ({errno.errorcode.get(code, "?")})'
+  return one_line(e)[:300]

@@ -89,5 +89,8 @@ class JudgeTask:
     return out
 
 
+model_config = supervised.model_config
+
+
 def train(config, workdir: str) -> dict:
   return supervised.run(config, workdir, lambda setup, tok, spec: JudgeTask(config, setup, tok, spec))

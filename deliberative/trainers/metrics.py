@@ -24,6 +24,21 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
+  def resume_at(self, step: int) -> int:
+    """Drops the lines a restarted run is about to write again: those of steps after `step`, the
+    state it restored (all of them when it starts at step 0). Atomic; returns how many were dropped."""
+    if not self.enabled or not os.path.exists(self.path):
+      return 0
+    with open(self.path, encoding='utf-8') as f:
+      lines = [line for line in f if line.strip()]
+    keep = [line for line in lines if step > 0 and _line_step(line) <= step]
+    if len(keep) != len(lines):
+      tmp = self.path + '.tmp'
+      with open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(keep)
+      os.replace(tmp, self.path)
+    return len(lines) - len(keep)
+
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
@@ -38,6 +53,13 @@ class MetricsWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _line_step(line: str) -> int:
+  try:
+    return int(json.loads(line)['step'])
+  except (ValueError, KeyError, TypeError):  # a line cut short by a kill: written again after the resume
+    return 1 << 62
 
 
 def _scalar(v):

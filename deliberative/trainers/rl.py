@@ -38,7 +38,7 @@ from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
 from deliberative.tokenizer import Completion, Tokenizer
 from deliberative.trainers import metrics as metrics_lib
-from deliberative.trainers import rl_objective, rl_rollout, runtime
+from deliberative.trainers import resume, rl_objective, rl_rollout, runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers.checkpointing import Checkpointer
 
@@ -232,6 +232,11 @@ def _all_processes_agree(flag: bool) -> bool:
 
 # -- the loop ------------------------------------------------------------------------------------
 
+def model_config(config) -> ModelConfig:
+  """The policy's architecture: policy_init's, with the run fields of `config.model`."""
+  return state_lib.architecture(config.model, config.policy_init, 'policy_init')
+
+
 def train(config, workdir: str) -> dict[str, Any]:
   t_start = time.perf_counter()
   require_inputs(config)
@@ -242,7 +247,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
   rl = config.rl
-  policy_cfg = state_lib.architecture(config.model, config.policy_init, 'policy_init')
+  policy_cfg = model_config(config)
   judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
   for what, cfg in (('policy', policy_cfg), ('judge', judge_cfg)):
     if cfg.vocab_size < tokenizer.vocab_size:
@@ -288,9 +293,11 @@ def train(config, workdir: str) -> dict[str, Any]:
   sample_key = jax.random.key(config.seed)
 
   writer = metrics_lib.MetricsWriter(workdir)
-  meta = {'model': policy_cfg.to_dict(), 'trainer': config.trainer, 'spec_version': spec.version,
-          'tokenizer_vocab_size': tokenizer.vocab_size, 'init_from': config.policy_init,
-          'judge_init': config.judge_init}
+  dropped = writer.resume_at(start_step)
+  if dropped:
+    runtime.log(f'metrics.jsonl: dropped {dropped} line(s) of steps after {start_step}, which this run redoes')
+  meta = resume.run_meta(config, policy_cfg, spec, tokenizer, init_from=config.policy_init,
+                         judge_init=config.judge_init)
   summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,
                              'parameters': policy_cfg.param_count()}
   os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
@@ -310,8 +317,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
   host: dict[str, float] = {}
   preempted = False
-  with runtime.Preemption() as preemption:
+  with runtime.Preemption() as preemption, checkpointer:
     for step in range(start_step, config.total_steps):
+      checkpointer.check()  # a failed asynchronous save stops the run here, one step later at most
       compiles_before, t0 = compiles.count, time.perf_counter()
       prompts = next(prompt_iter)
       prompt_ids, records, valid_R = rl_rollout.repeat_prompts(prompts, rl.group_size)
@@ -365,7 +373,6 @@ def train(config, workdir: str) -> dict[str, Any]:
     last = logged if _all_processes_agree(bool(logged)) else evaluate(final_step, 'after the last update')
     for key in ('eval/mean_reward', 'eval/decision_accuracy'):
       summary[f'{key}_end'] = last.get(key)
-  checkpointer.close()
   writer.close()
   n = max(len(step_seconds), 1)
   summary.update({k.replace('_seconds', '_seconds_per_step'): v / n for k, v in totals.items()})

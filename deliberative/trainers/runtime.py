@@ -13,9 +13,15 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from deliberative.errors import RunError
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
 
 def log(msg: str) -> None:
-  if jax.process_index() == 0:
+  if is_main_process():
     print(msg, flush=True)
 
 
@@ -51,7 +57,7 @@ def stop_after_step(done: int, config, checkpointer, preempted: bool) -> bool:
   return False
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(RunError, FloatingPointError):
   pass
 
 
@@ -74,7 +80,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
   with os.fdopen(fd, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
     f.write('\n')
   os.replace(tmp, path)
 
@@ -85,11 +91,11 @@ def write_jsonl_atomic(path: str, rows) -> None:
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
   with os.fdopen(fd, 'w') as f:
     for row in rows:
-      f.write(json.dumps(row, default=_json_default) + '\n')
+      f.write(json.dumps(row, default=json_default) + '\n')
   os.replace(tmp, path)
 
 
-def _json_default(o):
+def json_default(o):
   if isinstance(o, (np.generic,)):
     return o.item()
   if isinstance(o, np.ndarray):

@@ -85,5 +85,8 @@ class TraceTask:
     return {**self.evaluator.loss(params), **self.evaluator.generation(params, step, workdir)}
 
 
+model_config = supervised.model_config
+
+
 def train(config, workdir: str) -> dict:
   return supervised.run(config, workdir, lambda setup, tok, spec: TraceTask(config, setup, tok, spec))

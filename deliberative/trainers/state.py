@@ -113,10 +113,10 @@ def load_init_params(setup: Setup, src: str) -> dict:
 def start(config, setup: Setup, checkpointer, init_src: str | None,
           log: Callable[[str], None]) -> tuple[dict, dict | None, str]:
   """Returns (state, saved data-iterator state or None, a sentence saying where it started)."""
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state, data_state, _ = checkpointer.restore(setup.abstract_state, latest)
-    return state, data_state, f'resumed from {checkpointer.directory} at step {latest}'
+  restored = checkpointer.restore_newest_readable(setup.abstract_state, log)
+  if restored is not None:
+    state, data_state, step = restored
+    return state, data_state, f'resumed from {checkpointer.directory} at step {step}'
   if init_src:
     params = load_init_params(setup, init_src)
     state = init_state(setup, config.seed, params)

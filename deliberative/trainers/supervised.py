@@ -18,10 +18,11 @@ import numpy as np
 import optax
 
 from deliberative.data import datasets
+from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 from deliberative.trainers import metrics as metrics_lib
-from deliberative.trainers import runtime
+from deliberative.trainers import resume, runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers.checkpointing import Checkpointer
 
@@ -80,11 +81,9 @@ def make_eval_step(setup: state_lib.Setup):
                  out_shardings=setup.replicated())
 
 
-def _meta(config, setup: state_lib.Setup, spec: Spec, tokenizer: Tokenizer) -> dict[str, Any]:
-  return {'model': setup.model_cfg.to_dict(), 'trainer': config.trainer, 'spec_version': spec.version,
-          'tokenizer_vocab_size': tokenizer.vocab_size, 'init_from': config.init_from or None,
-          # what export_hf writes next to the weights ('default' = the packaged model)
-          'tokenizer': os.path.abspath(config.tokenizer) if config.tokenizer else 'default'}
+def model_config(config) -> ModelConfig:
+  """The architecture a run of `config` trains: init_from's when set, else config.model."""
+  return state_lib.model_config_for(config)[0]
 
 
 class Task(Protocol):
@@ -128,10 +127,13 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
     train_iter.set_state(data_state)
   train_step = make_train_step(setup, config.optim.accum_steps, config.debug.inject_nan_at_step)
   writer = metrics_lib.MetricsWriter(workdir)
+  dropped = writer.resume_at(start_step)
+  if dropped:
+    runtime.log(f'metrics.jsonl: dropped {dropped} line(s) of steps after {start_step}, which this run redoes')
   peak = config.peak_flops_per_device or metrics_lib.measure_peak_flops()
   progress = metrics_lib.Progress(config.total_steps, start_step,
                                   metrics_lib.flops_per_token(model_cfg, config.data.seq_len), peak)
-  meta = {**_meta(config, setup, spec, tokenizer), **task.meta()}
+  meta = resume.run_meta(config, model_cfg, spec, tokenizer, **task.meta())
   summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,
                              'parameters': model_cfg.param_count()}
 
@@ -158,8 +160,9 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
     return host
 
   preempted = False
-  with runtime.Preemption() as preemption:
+  with runtime.Preemption() as preemption, checkpointer:
     for step in range(start_step, config.total_steps):
+      checkpointer.check()  # a failed asynchronous save stops the run here, one step later at most
       local = next(train_iter)
       batch = runtime.put_batch({k: local[k] for k in BATCH_FIELDS}, setup.batch_sharding())
       state, device_metrics = train_step(state, batch)
@@ -190,7 +193,6 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
         break
     if pending is not None:
       last_train = drain(pending)
-  checkpointer.close()
   writer.close()
 
   summary.update({'wall_seconds': time.perf_counter() - t_start, 'final_step': int(jax.device_get(state['step'])),
