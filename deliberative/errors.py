@@ -1,5 +1,5 @@
-"""Errors a user can act on. The entry points print them as one line (no traceback) unless
-`--debug` or `DELIBERATIVE_DEBUG=1` asks for one."""
+"""Errors a user can act on. The entry points print them as one line (and a line saying how to
+see more), no traceback, unless `--debug` or `DELIBERATIVE_DEBUG=1` asks for one."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ USER_ERRORS = (RunError, ValueError, OSError)
 
 
 def debug_requested(argv=()) -> bool:
-  return os.environ.get(DEBUG_ENV, '') not in ('', '0') or '--debug' in argv
+  flag = any(a == '--debug' or a.lower() in ('--debug=true', '--debug=1') for a in argv)
+  return flag or os.environ.get(DEBUG_ENV, '') not in ('', '0')
 
 
 def one_line(e: BaseException) -> str:

@@ -99,6 +99,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax and TFDS log every file operation at INFO; the run's own lines are what matter.
   logging.set_verbosity(logging.WARNING)
+  if flags.FLAGS.debug:  # the checkpointer, too, keeps Orbax's own error logs then
+    os.environ[errors.DEBUG_ENV] = '1'
   try:
     if _COORDINATOR.value:
       import jax

@@ -2,6 +2,7 @@
 writes over the run it reads."""
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -105,27 +106,33 @@ def test_export_refuses_out_that_is_in_or_around_the_run(trained_run, tmp_path, 
   assert _tree(workdir) == before
 
 
-def test_overwrite_replaces_only_a_previous_export(trained_run, tmp_path):
+def _refused(capsys, argv, pattern):
+  """The export tool's one-line error (exit 1, no traceback) for a user's mistake."""
+  import tools.export_hf
+  assert tools.export_hf.main(argv) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and len(err.strip().splitlines()) == 1 and re.search(pattern, err), err
+
+
+def test_overwrite_replaces_only_a_previous_export(trained_run, tmp_path, capsys):
   import tools.export_hf
   _, workdir = trained_run
   out = tmp_path / 'hf'
   args = ['--checkpoint', workdir, '--out', str(out)]
   assert tools.export_hf.main(args) == 0
-  with pytest.raises(FileExistsError, match='exists'):
-    tools.export_hf.main(args)
+  _refused(capsys, args, 'exists')
   first = _tree(out)
   assert tools.export_hf.main([*args, '--overwrite']) == 0  # a previous export: replaced
   assert _tree(out).keys() == first.keys() and _tree(out) != first
   (out / 'notes.txt').write_text('mine')
   (out / 'runs').mkdir()
   kept = _tree(out)
-  with pytest.raises(FileExistsError, match=r'holds files an export does not write \(notes\.txt, runs\)'):
-    tools.export_hf.main([*args, '--overwrite'])
+  _refused(capsys, [*args, '--overwrite'], r'holds files an export does not write \(notes\.txt, runs\)')
   assert _tree(out) == kept
   other = tmp_path / 'other'
   other.mkdir()
   for i in range(7):
     (other / f'f{i}.txt').write_text('work')
-  with pytest.raises(FileExistsError, match=r'\(f0\.txt, f1\.txt, f2\.txt, f3\.txt, f4\.txt and 2 more\)'):
-    tools.export_hf.main(['--checkpoint', workdir, '--out', str(other), '--overwrite'])
+  _refused(capsys, ['--checkpoint', workdir, '--out', str(other), '--overwrite'],
+           r'\(f0\.txt, f1\.txt, f2\.txt, f3\.txt, f4\.txt and 2 more\)')
   assert sorted(os.listdir(other)) == [f'f{i}.txt' for i in range(7)]

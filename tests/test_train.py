@@ -54,7 +54,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   assert first.returncode == 0, first.stderr[-3000:]
 
   resumed = str(tmp_path / 'resumed')
-  # Killed after step 5: steps 4 and 5 (and the step-4 eval) were logged, but the newest checkpoint is step 3.
+  # Killed after step 5: step 4 and its eval were logged (metrics are fetched a step late, so not step 5),
+  # but the newest checkpoint is step 3.
   killed = subprocess.run([sys.executable, '-m', 'deliberative.train', '--config', 'configs/sft.py:smoke',
                            '--workdir', resumed, *cli_args(config), '--config.debug.kill_after_step=5'],
                           cwd=REPO, env=_subprocess_env(), capture_output=True, text=True)
@@ -74,7 +75,8 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   assert summary['start_step'] == 3 and summary['final_step'] == 6
   # metrics.jsonl: the replayed steps' lines are not repeated: the same lines as the uninterrupted run.
   assert _logged_lines(resumed) == _logged_lines(straight)
-  assert 'dropped 2 line(s) of steps after 3' in finished.stdout
+  assert 'moved 2 line(s) of steps after 3' in finished.stdout
+  assert [json.loads(line)['step'] for line in open(os.path.join(resumed, 'metrics.replaced.jsonl'))] == [4, 4]
 
 
 def _logged_lines(workdir):

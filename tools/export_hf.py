@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deliberative import checkpoints, hf_tokenizer  # noqa: E402
+from deliberative import checkpoints, errors, hf_tokenizer  # noqa: E402
 from deliberative.judge import JUDGE_FORMAT_FILE  # noqa: E402
 from deliberative.model import hf, loading  # noqa: E402
 from deliberative.tokenizer import Tokenizer  # noqa: E402
@@ -73,7 +73,18 @@ def main(argv=None) -> int:
   parser.add_argument('--tokenizer', default=None,
                       help="sentencepiece model to export with the weights; 'default' = the packaged one "
                            '(default: the one the checkpoint was trained with, if it records one)')
+  parser.add_argument('--debug', action='store_true', help='print tracebacks for errors too')
   args = parser.parse_args(argv)
+  try:
+    return _export(parser, args)
+  except errors.USER_ERRORS as e:  # an existing --out, a damaged checkpoint, a full disk: one line
+    if args.debug or errors.debug_requested():
+      raise
+    print(f'error: {errors.one_line(e)}', file=sys.stderr)
+    return 1
+
+
+def _export(parser, args) -> int:
   ckpt_dir = checkpoints.resolve_dir(args.checkpoint)
   _refuse_overlap(parser, args.out, args.checkpoint, ckpt_dir)
   extra_files = (*hf_tokenizer.FILES, JUDGE_FORMAT_FILE)

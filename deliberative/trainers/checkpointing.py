@@ -5,8 +5,9 @@ Items per step (Orbax Composite): `params`, `opt_state`, `train` (step and the R
 provenance). `deliberative.checkpoints` reads `params` + `meta` alone for init_from/export.
 
 Failures are loud and never cost the last good checkpoint:
-- an asynchronous save that fails (a full disk) is reported at the next step by `check()` as one
-  CheckpointError naming the step, the directory and the OS error; Orbax writes into a temporary
+- an asynchronous save that fails (a full disk) is reported by `check()` at the first step after
+  it finished, at the latest by the next save, as one CheckpointError naming the step, the
+  directory and the OS error; Orbax writes into a temporary
   directory and renames it only when complete, so the previous checkpoint is untouched;
 - on start, `restore_newest_readable` skips a checkpoint that cannot be read (truncated array
   files, an emptied JSON item), says which and why, moves it aside into `checkpoints_damaged/` (so the
@@ -76,7 +77,8 @@ class Checkpointer:
     return self._mngr.latest_step()
 
   def save(self, state: Mapping[str, Any], data_state: Mapping, meta: Mapping, *, wait: bool = False) -> None:
-    self.check()
+    if self._unconfirmed is not None:  # Orbax waits for it inside save() anyway; its error is that step's
+      self.wait()
     step = int(jax.device_get(state['step']))
     train = {'step': state['step'], 'rng': state['rng']}
     try:
@@ -110,6 +112,8 @@ class Checkpointer:
 
   def _save_failed(self, step: int | None, e: BaseException) -> CheckpointError:
     self._failed = True
+    if not debug_requested():  # the failed save's abandoned writes are logged again when collected
+      logging.getLogger('asyncio').setLevel(logging.CRITICAL + 1)
     kept = (f'the last good checkpoint is step {self._last_good}' if self._last_good is not None
             else 'no checkpoint was saved before it')
     what = f'step {step}' if step is not None else 'a checkpoint'
@@ -135,18 +139,27 @@ class Checkpointer:
     steps = sorted(self._mngr.all_steps(), reverse=True)
     damaged: list[int] = []
     for step in steps:
+      reason = None
       try:
         with _quiet_abandoned_reads():
           state, data_state, _ = self.restore(abstract_state, step)
-      except Exception as e:  # noqa: BLE001 - tensorstore, JSON and structure errors alike
-        log(f'checkpoint step {step} ({os.path.join(self.directory, str(step))}) cannot be read: {read_error(e)}')
+      except Exception as e:  # noqa: BLE001 - classified below
+        reason = read_error(e)
+        if not _is_damage(reason):  # a structure mismatch, memory, a flaky mount: not the files' fault
+          raise
+      # Each process reads its own shards: all must agree before one of them moves a step aside.
+      if not _everywhere(reason is None):
+        where = reason or 'another process could not read its part'
+        log(f'checkpoint step {step} ({os.path.join(self.directory, str(step))}) cannot be read: {where}')
         damaged.append(step)
         continue
+      self._last_good = step
       if damaged:
         moved = self._move_aside(damaged)
         log(f'resuming from step {step}, the newest readable checkpoint; the unreadable ones '
             f'({", ".join(map(str, damaged))}) were moved to {moved}')
       return state, data_state, step
+    self._last_good = None
     if steps:
       raise CheckpointError(f'{self.directory}: none of its checkpoints (steps {", ".join(map(str, steps))}) can be '
                             'read (reasons above); refusing to start from scratch over them. Move the directory '
@@ -194,6 +207,14 @@ class Checkpointer:
     self._mngr.close()
 
 
+def _everywhere(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  import numpy as np
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
 def read_json_item(directory: str, step: int, item: str) -> dict:
   """A JSON item of a checkpoint step, or a ValueError naming its file."""
   path = os.path.join(directory, str(step), item, 'metadata')
@@ -238,6 +259,15 @@ def read_error(e: BaseException) -> str:
     seen = _inner(seen)
   specific = [m for m in chain if 'TensorStore(' not in m]
   return (specific[-1] if specific else chain[0])[:500]
+
+
+# What tensorstore and our JSON reader say about files that are cut short, missing or corrupt.
+_DAMAGE_MARKERS = ('OUT_OF_RANGE', 'DATA_LOSS', 'NOT_FOUND', 'Error reading', 'not valid JSON',
+                   'missing (the checkpoint item', 'Error opening', 'Error decoding')
+
+
+def _is_damage(reason: str) -> bool:
+  return any(marker in reason for marker in _DAMAGE_MARKERS)
 
 
 def os_error(e: BaseException) -> str:

@@ -24,20 +24,28 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
-  def resume_at(self, step: int) -> int:
+  def resume_at(self, step: int, log=print) -> int:
     """Drops the lines a restarted run is about to write again: those of steps after `step`, the
-    state it restored (all of them when it starts at step 0). Atomic; returns how many were dropped."""
+    state it restored (all of them when it starts at step 0). Atomic; the dropped lines are
+    appended to `metrics.replaced.jsonl`, not lost. Returns how many were dropped."""
     if not self.enabled or not os.path.exists(self.path):
       return 0
     with open(self.path, encoding='utf-8') as f:
-      lines = [line for line in f if line.strip()]
-    keep = [line for line in lines if step > 0 and _line_step(line) <= step]
-    if len(keep) != len(lines):
-      tmp = self.path + '.tmp'
-      with open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(keep)
-      os.replace(tmp, self.path)
-    return len(lines) - len(keep)
+      lines = [line if line.endswith('\n') else line + '\n' for line in f if line.strip()]
+    kept = [step > 0 and _line_step(line) <= step for line in lines]
+    keep = [line for line, k in zip(lines, kept) if k]
+    if len(keep) == len(lines):
+      return 0
+    with open(os.path.join(os.path.dirname(self.path), 'metrics.replaced.jsonl'), 'a', encoding='utf-8') as f:
+      f.writelines(line for line, k in zip(lines, kept) if not k)
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(keep)
+    os.replace(tmp, self.path)
+    dropped = len(lines) - len(keep)
+    log(f'metrics.jsonl: moved {dropped} line(s) of steps after {step}, which this run redoes, to '
+        'metrics.replaced.jsonl')
+    return dropped
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled:

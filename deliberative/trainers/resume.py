@@ -17,17 +17,19 @@ import json
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-from deliberative import checkpoints
 from deliberative.errors import ConfigMismatch
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 from deliberative.trainers import runtime
+from deliberative.trainers.checkpointing import read_json_item
 
 # Config fields that do not change what is computed: where a run logs, evaluates, saves, which
 # device layout it uses, where its files live. `total_steps` extends or shortens a run (the
 # learning-rate schedule is then recomputed for the new total, which the note says).
-HARMLESS = ('name', 'log_every_steps', 'peak_flops_per_device', 'evals.', 'checkpoint.', 'debug.', 'mesh.',
+# `spec`, `tokenizer` and (for SFT) `init_from` are paths: what they hold is compared by content
+# (spec version, tokenizer hash, architecture), and a resumed run never reads init_from's weights.
+HARMLESS = ('name', 'spec', 'tokenizer', 'init_from', 'log_every_steps', 'peak_flops_per_device', 'evals.', 'checkpoint.', 'debug.', 'mesh.',
             'model.remat', 'data.data_dir', 'data.eval_split', 'data.max_overlong_fraction',
             'judge.eval_split', 'judge.use_prefix_cache', 'judge.batch_size', 'total_steps')
 _NOTES = {'total_steps': 'the learning-rate schedule follows the new total from here on'}
@@ -66,7 +68,6 @@ def _harmless(field: str) -> bool:
 
 def newest_meta(ckpt_dir: str) -> tuple[int, dict] | None:
   """(step, meta) of the newest checkpoint whose meta reads; the restore reports unreadable ones."""
-  from deliberative.trainers.checkpointing import read_json_item
   if not os.path.isdir(ckpt_dir):
     return None
   steps = sorted((int(d) for d in os.listdir(ckpt_dir) if d.isdigit()), reverse=True)
@@ -78,12 +79,13 @@ def newest_meta(ckpt_dir: str) -> tuple[int, dict] | None:
   return None
 
 
-def differences(config, meta: Mapping, model_cfg: ModelConfig, spec: Spec,
-                tokenizer: Tokenizer) -> dict[str, tuple[Any, Any]]:
+def differences(config, meta: Mapping, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer,
+                recorded_config: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
   """field -> (checkpoint's value, this config's value) for everything that differs."""
   diffs: dict[str, tuple[Any, Any]] = {}
-  if isinstance(meta.get('config'), Mapping):
-    old, new = flatten(meta['config']), flatten(plain(config.to_dict()))
+  recorded_config = meta.get('config') if isinstance(meta.get('config'), Mapping) else recorded_config
+  if recorded_config is not None:
+    old, new = flatten(recorded_config), flatten(plain(config.to_dict()))
     for key in sorted(set(old) | set(new)):
       if old.get(key) != new.get(key):
         diffs[key] = (old.get(key, '<absent>'), new.get(key, '<absent>'))
@@ -95,11 +97,11 @@ def differences(config, meta: Mapping, model_cfg: ModelConfig, spec: Spec,
       if key not in _LAYOUT_MODEL_FIELDS and plain(now.get(key)) != plain(was):
         diffs.setdefault(f'model.{key}', (was, now.get(key)))
   if meta.get('spec_version') not in (None, spec.version):
-    diffs['spec version'] = (meta['spec_version'], spec.version)
+    diffs['spec.version'] = (meta['spec_version'], spec.version)
   if meta.get('tokenizer_version') not in (None, tokenizer.version):
-    diffs['tokenizer version'] = (meta['tokenizer_version'], tokenizer.version)
+    diffs['tokenizer.version'] = (meta['tokenizer_version'], tokenizer.version)
   if meta.get('tokenizer_vocab_size') not in (None, tokenizer.vocab_size):
-    diffs['tokenizer vocab size'] = (meta['tokenizer_vocab_size'], tokenizer.vocab_size)
+    diffs['tokenizer.vocab_size'] = (meta['tokenizer_vocab_size'], tokenizer.vocab_size)
   return diffs
 
 
@@ -110,8 +112,13 @@ def check_resume(config, workdir: str, model_config: Callable[[Any], ModelConfig
   if found is None:
     return None
   step, meta = found
+  recorded = None
+  if 'config' not in meta:  # checkpoints written before configs were recorded: the run's config.json
+    recorded = _read_json(os.path.join(workdir, 'config.json'))
+    log(f'note: checkpoint step {step} records no config; comparing with '
+        f'{"config.json" if recorded else "nothing but its architecture, spec and tokenizer"}')
   diffs = differences(config, meta, model_config(config), Spec.load(config.spec or None),
-                      Tokenizer.load(config.tokenizer or None))
+                      Tokenizer.load(config.tokenizer or None), recorded)
   allowed = set(allowed)
   errors = {k: v for k, v in diffs.items() if not _harmless(k) and k not in allowed}
   notes = {k: v for k, v in diffs.items() if k not in errors}
@@ -129,19 +136,22 @@ def check_resume(config, workdir: str, model_config: Callable[[Any], ModelConfig
 
 def write_config(config, workdir: str, resumed_step: int | None) -> None:
   """config.json for this run; a different earlier one is kept as config.<step>.json, never overwritten."""
+  if not runtime.is_main_process():  # one writer; the others must not race it for the old file
+    return
   path = os.path.join(workdir, 'config.json')
   new = plain(config.to_dict())
-  if os.path.exists(path):
-    try:
-      with open(path, encoding='utf-8') as f:
-        old = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-      old = None
-    if old != new:
-      base = os.path.join(workdir, f'config.{resumed_step or 0}')
-      keep, n = f'{base}.json', 1
-      while os.path.exists(keep):
-        keep, n = f'{base}.{n}.json', n + 1
-      if runtime.is_main_process():
-        os.replace(path, keep)
+  if os.path.exists(path) and _read_json(path) != new:
+    base = os.path.join(workdir, f'config.{resumed_step or 0}')
+    keep, n = f'{base}.json', 1
+    while os.path.exists(keep):
+      keep, n = f'{base}.{n}.json', n + 1
+    os.replace(path, keep)
   runtime.write_json_atomic(path, new)
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    return None

@@ -293,9 +293,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   sample_key = jax.random.key(config.seed)
 
   writer = metrics_lib.MetricsWriter(workdir)
-  dropped = writer.resume_at(start_step)
-  if dropped:
-    runtime.log(f'metrics.jsonl: dropped {dropped} line(s) of steps after {start_step}, which this run redoes')
+  writer.resume_at(start_step, runtime.log)
   meta = resume.run_meta(config, policy_cfg, spec, tokenizer, init_from=config.policy_init,
                          judge_init=config.judge_init)
   summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,

@@ -127,9 +127,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
     train_iter.set_state(data_state)
   train_step = make_train_step(setup, config.optim.accum_steps, config.debug.inject_nan_at_step)
   writer = metrics_lib.MetricsWriter(workdir)
-  dropped = writer.resume_at(start_step)
-  if dropped:
-    runtime.log(f'metrics.jsonl: dropped {dropped} line(s) of steps after {start_step}, which this run redoes')
+  writer.resume_at(start_step, runtime.log)
   peak = config.peak_flops_per_device or metrics_lib.measure_peak_flops()
   progress = metrics_lib.Progress(config.total_steps, start_step,
                                   metrics_lib.flops_per_token(model_cfg, config.data.seq_len), peak)
