@@ -45,7 +45,14 @@ class _OrbaxErrorRepeats(logging.Filter):
   the OS error, so Orbax's own copies are dropped (`DELIBERATIVE_DEBUG=1` keeps them)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR and '/orbax/' in record.pathname.replace(os.sep, '/'))
+    if record.levelno < logging.ERROR:
+      return True
+    if '/orbax/' in record.pathname.replace(os.sep, '/'):
+      return False
+    # asyncio's "Task exception was never retrieved" for Orbax's abandoned writes, logged whenever
+    # the garbage collector reaches them (before or after the Checkpointer has raised the error).
+    message = record.getMessage()
+    return not ('exception was never retrieved' in message and ('orbax' in message or 'OCDBT' in message))
 
 
 def _quiet_orbax_errors() -> None:
@@ -53,6 +60,7 @@ def _quiet_orbax_errors() -> None:
   if debug_requested() or any(isinstance(f, _OrbaxErrorRepeats) for f in absl_logger.filters):
     return
   absl_logger.addFilter(_OrbaxErrorRepeats())
+  logging.getLogger('asyncio').addFilter(_OrbaxErrorRepeats())
   # After a failed write, tensorstore's callbacks for the abandoned writes find Orbax's event loop
   # closed; Python reports each as an unraisable "RuntimeError: Event loop is closed" with a traceback.
   previous = sys.unraisablehook
