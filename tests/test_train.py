@@ -77,6 +77,26 @@ def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   assert _logged_lines(resumed) == _logged_lines(straight)
   assert 'moved 2 line(s) of steps after 3' in finished.stdout
   assert [json.loads(line)['step'] for line in open(os.path.join(resumed, 'metrics.replaced.jsonl'))] == [4, 4]
+  # TensorBoard: the resumed run's event file starts with a purge marker at step 4, hiding the old step-4 events.
+  newest = max(glob.glob(os.path.join(resumed, 'tensorboard', 'events.*')), key=os.path.getmtime)
+  starts = [e.step for e in _events(newest) if e.HasField('session_log')]
+  assert starts == [4]
+
+
+def _events(path):
+  """The Event protos of a TensorBoard event file (TFRecord framing: length, crc, data, crc)."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  with open(path, 'rb') as f:
+    data = f.read()
+  out, i = [], 0
+  while i < len(data):
+    (n,) = struct.unpack('<Q', data[i:i + 8])
+    event = event_pb2.Event()
+    event.ParseFromString(data[i + 12:i + 12 + n])
+    out.append(event)
+    i += 12 + n + 4
+  return out
 
 
 def _logged_lines(workdir):

@@ -19,16 +19,26 @@ class MetricsWriter:
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._tb = None
+    self._tb_dir = os.path.join(workdir, 'tensorboard')
+    self._purge_step: int | None = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
+
+  def _board(self):
+    if self._tb is None:  # opened at the first write, so a resumed run can purge what it redoes
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge_step)
+    return self._tb
 
   def resume_at(self, step: int, log=print) -> int:
     """Drops the lines a restarted run is about to write again: those of steps after `step`, the
     state it restored (all of them when it starts at step 0). Atomic; the dropped lines are
     appended to `metrics.replaced.jsonl`, not lost. Returns how many were dropped."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled:
+      return 0
+    # TensorBoard hides the earlier events of steps >= purge_step (a SessionLog.START marker).
+    self._purge_step = step + 1 if step > 0 else 0
+    if not os.path.exists(self.path):
       return 0
     with open(self.path, encoding='utf-8') as f:
       lines = [line if line.endswith('\n') else line + '\n' for line in f if line.strip()]
@@ -44,7 +54,7 @@ class MetricsWriter:
     os.replace(tmp, self.path)
     dropped = len(lines) - len(keep)
     log(f'metrics.jsonl: moved {dropped} line(s) of steps after {step}, which this run redoes, to '
-        'metrics.replaced.jsonl')
+        'metrics.replaced.jsonl (TensorBoard hides their events)')
     return dropped
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -53,10 +63,11 @@ class MetricsWriter:
     clean = {k: _scalar(v) for k, v in metrics.items()}
     with open(self.path, 'a') as f:
       f.write(json.dumps({'step': int(step), **clean}) + '\n')
+    board = self._board()
     for k, v in clean.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
-        self._tb.add_scalar(k, v, int(step))
-    self._tb.flush()
+        board.add_scalar(k, v, int(step))
+    board.flush()
 
   def close(self) -> None:
     if self._tb is not None:
