@@ -104,17 +104,29 @@ class Checkpointer:
       self._unconfirmed = step
 
   def check(self) -> None:
-    """Raises CheckpointError if the last asynchronous save failed; never waits for one still running."""
-    if self._unconfirmed is None or self._mngr.is_saving_in_progress():
+    """Raises CheckpointError if the last asynchronous save failed; never waits for one still running.
+
+    With several processes the answer could differ between them (each writes its own shards and
+    finishes at its own time), and one process stopping while the others enter the next step's
+    collectives would hang the job; there the check happens at the next save, all together."""
+    if self._unconfirmed is None or jax.process_count() > 1 or self._mngr.is_saving_in_progress():
       return
     self.wait()
 
   def wait(self) -> None:
     step, self._unconfirmed = self._unconfirmed, None
+    error = None
     try:
       self._mngr.wait_until_finished()
     except Exception as e:  # noqa: BLE001
-      raise self._save_failed(step, e) from e
+      error = self._save_failed(step, e)
+      error.__cause__ = e
+    if not _everywhere(error is None) and error is None:
+      self._failed = True
+      error = CheckpointError(f'saving step {step} to {self.directory} failed on another process; stopping the run '
+                              f'(the last good checkpoint is step {self._last_good})')
+    if error is not None:
+      raise error
     if step is not None:
       self._last_good = step
 
