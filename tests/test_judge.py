@@ -132,6 +132,21 @@ def test_forged_markers_in_answer_keep_the_structure(tok, spec):
   assert decoded == forged_text
 
 
+def test_sentencepiece_layout_is_its_chat_with_quote_controls(tok, spec):
+  fmt = judge_lib.JudgeFormat(tok, spec)
+  assert fmt.layout.kind == 'controls' and fmt.layout.quote_rule == ''
+  item = JudgeInput('harassment', 'Write a note to my neighbour.', 'Here is a friendly note.')
+  rendered = fmt.render(item)
+  own_system, _ = tok.render_chat([{'role': 'system', 'content': fmt.system_text('harassment')}])
+  assert rendered.prefix_ids == own_system
+  start, end = rendered.answer_span
+  assert tok.decode(rendered.suffix_ids[start:end]) == item.answer
+  assert rendered.suffix_ids[start - 1] == tok.control_id('quote') and rendered.suffix_ids[end] == tok.control_id('/quote')
+  # What RL sizes its length buckets with (within a token: sentencepiece may merge across a header).
+  texts = len(tok.encode(item.prompt)) + len(tok.encode(item.answer))
+  assert abs(len(rendered.suffix_ids) - texts - judge_lib.suffix_overhead(tok)) <= 1
+
+
 def test_spec_views(tok, spec):
   full = spec_text(spec, 'self_harm', 'full')
   compact = spec_text(spec, 'self_harm', 'category')

@@ -17,8 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deliberative import checkpoints, errors, hf_tokenizer  # noqa: E402
 from deliberative.judge import JUDGE_FORMAT_FILE  # noqa: E402
-from deliberative.model import hf, loading  # noqa: E402
-from deliberative.tokenizer import Tokenizer  # noqa: E402
+from deliberative.model import hf, loading, source  # noqa: E402
 
 
 def _write_extras(directory: str, tokenizer, judge_format) -> None:
@@ -71,7 +70,8 @@ def main(argv=None) -> int:
   parser.add_argument('--overwrite', action='store_true',
                       help='replace --out if it holds nothing but a previous export')
   parser.add_argument('--tokenizer', default=None,
-                      help="sentencepiece model to export with the weights; 'default' = the packaged one "
+                      help="tokenizer to export with the weights: a sentencepiece .model ('default' = the "
+                           'packaged one), a Hugging Face directory / tokenizer.json, or a GGUF file '
                            '(default: the one the checkpoint was trained with, if it records one)')
   parser.add_argument('--debug', action='store_true', help='print tracebacks for errors too')
   args = parser.parse_args(argv)
@@ -95,9 +95,13 @@ def _export(parser, args) -> int:
   tokenizer_path = args.tokenizer or meta.get('tokenizer')
   tokenizer = None
   if tokenizer_path:
-    tokenizer = Tokenizer.load(None if tokenizer_path == 'default' else tokenizer_path)
+    tokenizer = source.tokenizer_for(tokenizer_path)
     if tokenizer.vocab_size > cfg.vocab_size:
       parser.error(f'tokenizer has {tokenizer.vocab_size} pieces, more than the model vocab {cfg.vocab_size}')
+    recorded = meta.get('tokenizer_version')
+    if not args.tokenizer and recorded and recorded != tokenizer.version:
+      raise ValueError(f'{ckpt_dir}: trained with tokenizer {recorded}, but {tokenizer_path} now holds '
+                       f'{tokenizer.version}; pass --tokenizer with the one it was trained with')
   out = hf.export(
       params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
       overwrite=args.overwrite, extra_files=extra_files,

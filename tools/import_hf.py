@@ -25,9 +25,9 @@ def _import_gguf(args) -> None:
   f = gguf.GGUFFile(args.gguf)
   cfg = gguf.read_config(f, param_dtype=args.dtype)
   gguf.check_tensors(f, cfg)  # every name, shape and type, before any slow work
-  tokenizer = gguf.build_tokenizer(f) if args.hf_out else None
   if args.hf_out:
     hf.check_export_target(args.hf_out, overwrite=args.overwrite, extra_files=gguf.TOKENIZER_FILES)
+    gguf.build_tokenizer(f)  # an unsupported vocabulary fails before the slow work
   params = gguf.load_params(f, cfg, loading.abstract_params(cfg))
   source = f'gguf:{os.path.abspath(args.gguf)}'
   if args.out:
@@ -36,16 +36,12 @@ def _import_gguf(args) -> None:
   print(f'imported {f.architecture} ({cfg.param_count():,} parameters) from {args.gguf}'
         + (f' -> {args.out}' if args.out else ''))
   print(f'  tensors: {types}; dequantized to {args.dtype}')
-  if tokenizer is None:
+  if not args.hf_out:
     return
-  tok, info = tokenizer
-  ids = gguf.generation_config(f)
-  out = hf.export(params, cfg, args.hf_out, dtype=args.dtype, overwrite=args.overwrite,
-                  extra_files=gguf.TOKENIZER_FILES, config_extra=ids, generation_config=ids,
-                  write_extra=lambda d: gguf.write_tokenizer_files(d, tok, info, cfg.max_seq_len))
-  print(f'  tokenizer: vocab {tok.get_vocab_size():,} ({f.get("tokenizer.ggml.pre", "default")} pre-tokenizer); '
-        f'chat template: {"yes" if "chat_template" in info else "no"}; eos ids {ids.get("eos_token_id")}')
-  print(f'  Hugging Face directory -> {out}')
+  done = gguf.write_hf_dir(args.gguf, args.hf_out, dtype=args.dtype, overwrite=args.overwrite, params=params)
+  print(f'  tokenizer: vocab {done["vocab_size"]:,} ({done["pre_tokenizer"]} pre-tokenizer); '
+        f'chat template: {"yes" if done["chat_template"] else "no"}; eos ids {done["eos_token_id"]}')
+  print(f'  Hugging Face directory -> {done["out"]}')
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,7 +59,15 @@ def _host(process_index: int | None, process_count: int | None) -> tuple[int, in
 
 
 def _tokenizer_id(tokenizer: Tokenizer) -> str:
-  return hashlib.sha256(tokenizer.model_proto).hexdigest()[:16]
+  # `version` is each backend's content hash (sentencepiece proto; tokenizer.json + chat format).
+  return tokenizer.version
+
+
+def check_tokenized_with(split: tokenized.TokenizedSplit, tokenizer: Tokenizer) -> None:
+  """Refuses ids made by another tokenizer: they would train on the wrong tokens without a sign."""
+  if split.tokenizer_version and split.tokenizer_version != tokenizer.version:
+    raise ValueError(f"{split.where}: tokenized with tokenizer {split.tokenizer_version}, but this run's "
+                     f"tokenizer is {tokenizer.version}; re-tokenize the data with the run's tokenizer")
 
 
 # Tokenized shards by (dataset dir, split, tokenizer, settings, host); eval iterators are
@@ -131,6 +138,7 @@ def iterator_from_traces(
   `signature` names the data (portably: no absolute paths) so that a saved iterator
   state is only ever restored into the pipeline it came from.
   """
+  check_tokenized_with(traces, tokenizer)
   shuffle = data_cfg.shuffle if shuffle is None else shuffle
   order = packing.record_order(len(traces.items), seed=seed, shuffle=shuffle, num_epochs=num_epochs)
   report = traces.overlong
@@ -307,6 +315,7 @@ def make_prompt_iterator(
   """Per-host batches of `batch_size` generation prompts (one pass, in order, by default)."""
   process_index, process_count = _host(process_index, process_count)
   prompts = load_prompts(data_cfg, tokenizer, split, process_index=process_index, process_count=process_count)
+  check_tokenized_with(prompts, tokenizer)
   seed = data_cfg.seed if seed is None else seed
   order = packing.record_order(len(prompts.items), seed=seed, shuffle=shuffle, num_epochs=num_epochs)
   return PromptIterator(

@@ -152,6 +152,7 @@ class TokenizedSplit:
   overlong: OverlongReport
   token_means: dict[str, float]  # mean tokens per record by part (prompt/cot/answer/total)
   where: str
+  tokenizer_version: str = ""  # the tokenizer that made the ids ('' = not recorded)
 
 
 def shard_indices(num_records: int, process_index: int, process_count: int) -> slice:
@@ -226,7 +227,7 @@ def tokenize_traces(
   if not items:
     raise EmptyDatasetError(f"{where}: no record fits in seq_len={seq_len}: {report.advice()}")
   means = {k: v / report.records for k, v in part_sums.items()}
-  return TokenizedSplit(items, report, means, where)
+  return TokenizedSplit(items, report, means, where, tokenizer.version)
 
 
 def tokenize_prompts(
@@ -260,7 +261,7 @@ def tokenize_prompts(
   report.check(where)
   if not items:
     raise EmptyDatasetError(f"{where}: no prompt fits in max_prompt_len={max_prompt_len}: {report.advice()}")
-  return TokenizedSplit(items, report, {"prompt": total_tokens / report.records}, where)
+  return TokenizedSplit(items, report, {"prompt": total_tokens / report.records}, where, tokenizer.version)
 
 
 def as_records(source: Sequence[Any], decode=None) -> grain.MapDataset:

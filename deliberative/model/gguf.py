@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from deliberative.model import hf
+from deliberative.model import hf, loading
 from deliberative.model.config import ModelConfig, RopeScaling
 from deliberative.model.layers import rope_inv_freq
 
@@ -413,3 +413,22 @@ def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any],
   _write_atomic(os.path.join(out_dir, 'tokenizer.json'), tok.to_str(pretty=True) + '\n')
   _write_atomic(os.path.join(out_dir, 'tokenizer_config.json'), dump(config))
   _write_atomic(os.path.join(out_dir, 'special_tokens_map.json'), dump(special))
+
+
+def write_hf_dir(path: str, out_dir: str, *, dtype: str = 'float32', overwrite: bool = False,
+                 params: Mapping | None = None) -> dict[str, Any]:
+  """The GGUF file at `path` as a Hugging Face directory: weights, tokenizer.json built from its
+  vocabulary, its chat template and end-of-sequence ids. Returns what the caller may report."""
+  f = GGUFFile(path)
+  cfg = read_config(f, param_dtype=dtype)
+  check_tensors(f, cfg)  # every name, shape and type, before any slow work
+  tok, info = build_tokenizer(f)
+  hf.check_export_target(out_dir, overwrite=overwrite, extra_files=TOKENIZER_FILES)
+  if params is None:
+    params = load_params(f, cfg, loading.abstract_params(cfg))
+  ids = generation_config(f)
+  out = hf.export(params, cfg, out_dir, dtype=dtype, overwrite=overwrite, extra_files=TOKENIZER_FILES,
+                  config_extra=ids, generation_config=ids,
+                  write_extra=lambda d: write_tokenizer_files(d, tok, info, cfg.max_seq_len))
+  return {'out': out, 'vocab_size': tok.get_vocab_size(), 'pre_tokenizer': f.get('tokenizer.ggml.pre', 'default'),
+          'chat_template': 'chat_template' in info, 'eos_token_id': ids.get('eos_token_id')}

@@ -1,4 +1,4 @@
-"""Building a model: from scratch (born sharded), from Orbax parameters, or from a HF directory."""
+"""Building a model: from scratch (born sharded), or from any model source (deliberative.model.source)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Mapping
 from flax import nnx
 from jax.sharding import Mesh
 
-from deliberative import checkpoints
-from deliberative.model import hf, sharding
+from deliberative.model import sharding, source
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build
 
@@ -41,18 +40,12 @@ def params_of(model: Transformer) -> dict:
 
 def load(path: str, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES,
          **config_overrides) -> tuple[ModelConfig, Transformer, dict]:
-  """A Hugging Face directory or an Orbax checkpoint (root or workdir) -> (config, model, meta).
+  """Any model source (Orbax checkpoint or workdir, Hugging Face directory, GGUF file) ->
+  (config, model, meta).
 
   `config_overrides` set fields the files do not fix, such as compute dtype or remat.
   """
-  if hf.is_hf_dir(path):
-    cfg = hf.read_config(path, **config_overrides)
-    params = hf.load_params(path, cfg, abstract_params(cfg, mesh, rules))
-    return cfg, from_params(cfg, params), {'source': f'hf:{path}'}
-  ckpt_dir = checkpoints.resolve_dir(path)
-  meta = checkpoints.load_meta(ckpt_dir)
-  cfg = checkpoints.model_config_from_meta(meta)
-  if config_overrides:
-    cfg = ModelConfig.from_dict({**cfg.to_dict(), **config_overrides})
-  params = checkpoints.restore_params(ckpt_dir, abstract_params(cfg, mesh, rules))
-  return cfg, from_params(cfg, params), meta
+  src = source.open_source(path, 'path')
+  cfg = src.architecture(**config_overrides)
+  params = src.load_params(cfg, abstract_params(cfg, mesh, rules))
+  return cfg, from_params(cfg, params), src.meta

@@ -18,6 +18,7 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 from deliberative.errors import ConfigMismatch
+from deliberative.model import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
@@ -39,10 +40,12 @@ _LAYOUT_MODEL_FIELDS = ('remat',)
 
 def run_meta(config, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer, **extra) -> dict[str, Any]:
   """What every checkpoint of a run records: enough to check a resume and to read it alone."""
+  tokenizer_path = source.run_tokenizer_path(config)
   return {'model': model_cfg.to_dict(), 'trainer': config.trainer, 'spec_version': spec.version,
           'tokenizer_vocab_size': tokenizer.vocab_size, 'tokenizer_version': tokenizer.version,
-          # what export_hf writes next to the weights ('default' = the packaged model)
-          'tokenizer': os.path.abspath(config.tokenizer) if config.tokenizer else 'default',
+          # what export_hf writes next to the weights ('default' = the packaged model; a Hugging
+          # Face directory or GGUF file = that model's own tokenizer, with any added tokens)
+          'tokenizer': tokenizer_path, 'tokenizer_info': source.tokenizer_record(tokenizer, tokenizer_path),
           'init_from': config.init_from or None if 'init_from' in config else None,
           'config': plain(config.to_dict()), **extra}
 
@@ -118,7 +121,7 @@ def check_resume(config, workdir: str, model_config: Callable[[Any], ModelConfig
     log(f'note: checkpoint step {step} records no config; comparing with '
         f'{"config.json" if recorded else "nothing but its architecture, spec and tokenizer"}')
   diffs = differences(config, meta, model_config(config), Spec.load(config.spec or None),
-                      Tokenizer.load(config.tokenizer or None), recorded)
+                      source.run_tokenizer(config), recorded)
   allowed = set(allowed)
   errors = {k: v for k, v in diffs.items() if not _harmless(k) and k not in allowed}
   notes = {k: v for k, v in diffs.items() if k not in errors}

@@ -32,7 +32,7 @@ import numpy as np
 from deliberative import checkpoints, evals
 from deliberative.data import datasets, pipeline
 from deliberative.judge import ANSWER_HEADER, JUDGE_FORMAT_FILE, REQUEST_HEADER, Judge
-from deliberative.model import hf, loading, sharding
+from deliberative.model import hf, loading, sharding, source
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
@@ -56,11 +56,10 @@ def require_inputs(config) -> None:
   """Fails before any work when the SFT policy or the judge has not been trained yet."""
   for field, command in PRODUCERS.items():
     path = config[field]
-    found = bool(path) and (hf.is_hf_dir(path) or checkpoints.latest_step(checkpoints.resolve_dir(path)) is not None)
-    if not found:
+    if source.find(path) is None:
       raise FileNotFoundError(
-          f'config.{field}={path!r} holds no checkpoint (an Orbax workdir/checkpoint or a Hugging Face '
-          f'directory); run `{command}` first (or point --config.{field} at one)')
+          f'config.{field}={path!r} holds no checkpoint (an Orbax workdir/checkpoint, a Hugging Face '
+          f'directory or a GGUF file); run `{command}` first (or point --config.{field} at one)')
 
 
 def check_shapes(config, batch_multiple: int) -> tuple[int, int]:
@@ -187,7 +186,7 @@ class Evaluator:
                batch_multiple: int, mesh, rules):
     self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
     ev = config.evals
-    self.sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
+    self.sampler = Sampler(policy_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
                            length_buckets=(config.data.max_prompt_len,), batch_buckets=(ev.batch_size,),
                            batch_multiple=batch_multiple, mesh=mesh, rules=rules)
     prompts = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
@@ -241,7 +240,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   t_start = time.perf_counter()
   require_inputs(config)
   compiles = CompileCounter()
-  tokenizer = Tokenizer.load(config.tokenizer or None)
+  tokenizer = source.run_tokenizer(config)  # the tokenizer the policy was trained with
   spec = Spec.load(config.spec or None)
   judge_fmt = judge_format(config, spec.version)  # before any loading: a judge we cannot prompt fails fast
   if config.data.dataset == datasets.DEMO_DATASET:
@@ -281,7 +280,7 @@ def train(config, workdir: str) -> dict[str, Any]:
                                               num_epochs=None, **_WHOLE_SPLIT)
   if data_state is not None:
     prompt_iter.set_state(data_state)
-  sampler = Sampler(policy_cfg, stop_ids=[tokenizer.end_id, tokenizer.eos_id], pad_id=tokenizer.pad_id,
+  sampler = Sampler(policy_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
                     length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple,
                     mesh=setup.mesh, rules=setup.rules)
   sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,

@@ -32,8 +32,7 @@ class Evaluator:
     self.config, self.setup, self.tokenizer, self.spec = config, setup, tokenizer, spec
     self.eval_step = supervised.make_eval_step(setup)
     mesh = setup.mesh
-    stop = [tokenizer.control_id('<|end|>'), tokenizer.eos_id]
-    self.sampler = Sampler(setup.model_cfg, stop_ids=stop, pad_id=tokenizer.pad_id,
+    self.sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
                            batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh,
                            rules=setup.rules)
     # Every process feeds the same prompts: the sampler's inputs are replicated, not per-host shards.

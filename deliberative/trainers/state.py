@@ -7,6 +7,7 @@ The state is a plain dict pytree: `params` (pure dict), `opt_state` (optax), `st
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Callable
 
@@ -16,8 +17,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from deliberative import checkpoints
-from deliberative.model import hf, sharding
+from deliberative.model import loading, sharding, source, vocab
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import build
 from deliberative.trainers import optim
@@ -48,23 +48,31 @@ class Setup:
 
 
 def architecture(model_section, src: str, field: str = 'init_from') -> ModelConfig:
-  """A checkpoint's (Orbax or Hugging Face) model shape, with the run fields of `model_section`."""
-  run = {k: model_section[k] for k in RUN_FIELDS}
-  if hf.is_hf_dir(src):
-    return hf.read_config(src, **run)
-  ckpt = checkpoints.resolve_dir(src)
-  if checkpoints.latest_step(ckpt) is None:
-    raise FileNotFoundError(f'config.{field}={src!r}: neither a Hugging Face directory (config.json + '
-                            f'*.safetensors) nor an Orbax checkpoint')
-  base = checkpoints.model_config_from_meta(checkpoints.load_meta(ckpt)).to_dict()
-  return ModelConfig.from_dict({**base, **run})
+  """A model source's shape (Orbax, Hugging Face or GGUF), with the run fields of `model_section`."""
+  return source.open_source(src, field).architecture(**{k: model_section[k] for k in RUN_FIELDS})
 
 
-def model_config_for(config) -> tuple[ModelConfig, str | None]:
-  """The architecture: from `init_from` when set (its files fix the shape), else `config.model`."""
+def vocab_multiple(config) -> int:
+  """How many ways the mesh splits the vocabulary: a grown vocabulary is padded to a multiple of it."""
+  sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
+  axes = dict(sharding.normalize_rules(config.mesh.rules)).get('vocab', ())
+  return math.prod(sizes[a] for a in axes)
+
+
+def model_config_for(config, tokenizer=None) -> tuple[ModelConfig, str | None]:
+  """The architecture: from `init_from` when set (its files fix the shape), else `config.model`.
+
+  When the run's tokenizer has more ids than init_from's vocabulary (a real model whose
+  tokenizer gained <think>/</think>), the vocabulary is grown to hold them, padded so the mesh
+  can split it; `load_init_params` grows the weights to match.
+  """
   if not config.init_from:
     return ModelConfig.from_dict(config.model), None
-  return architecture(config.model, config.init_from), config.init_from
+  cfg = architecture(config.model, config.init_from)
+  tokenizer = tokenizer or source.run_tokenizer(config)
+  if tokenizer.vocab_size > cfg.vocab_size:
+    cfg = vocab.grown_config(cfg, vocab.padded_vocab_size(tokenizer.vocab_size, vocab_multiple(config)))
+  return cfg, config.init_from
 
 
 def make_setup(config, model_cfg: ModelConfig, total_steps: int) -> Setup:
@@ -99,15 +107,21 @@ def init_state(setup: Setup, seed: int, params=None) -> dict:
   return jax.jit(make, out_shardings=setup.state_shardings, donate_argnums=0)(params)
 
 
-def load_params(src: str, cfg: ModelConfig, abstract: dict) -> dict:
-  """Parameters from a Hugging Face directory or an Orbax checkpoint, laid out as `abstract` says."""
-  if hf.is_hf_dir(src):
-    return hf.load_params(src, cfg, abstract)
-  return checkpoints.restore_params(checkpoints.resolve_dir(src), abstract)
+def load_params(src: str, cfg: ModelConfig, abstract: dict, field: str = 'init_from') -> dict:
+  """Parameters of any model source, laid out as `abstract` says."""
+  return source.open_source(src, field).load_params(cfg, abstract)
 
 
 def load_init_params(setup: Setup, src: str) -> dict:
-  return load_params(src, setup.model_cfg, setup.abstract_state['params'])
+  """init_from's parameters in the run's layout; grown first when the run's vocabulary is larger."""
+  model = source.open_source(src)
+  run_fields = {k: getattr(setup.model_cfg, k) for k in RUN_FIELDS}
+  base = model.architecture(**run_fields)
+  if base.vocab_size == setup.model_cfg.vocab_size:
+    return model.load_params(setup.model_cfg, setup.abstract_state['params'])
+  params = model.load_params(base, loading.abstract_params(base, setup.mesh, setup.rules))
+  grown, _ = vocab.grow_vocab(params, base, setup.model_cfg.vocab_size, setup.mesh, setup.rules)
+  return grown
 
 
 def start(config, setup: Setup, checkpointer, init_src: str | None,

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from deliberative.data import datasets
+from deliberative.model import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
@@ -101,11 +102,11 @@ class Task(Protocol):
 
 def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, Spec], Task]) -> dict[str, Any]:
   t_start = time.perf_counter()
-  tokenizer = Tokenizer.load(config.tokenizer or None)
+  tokenizer = source.run_tokenizer(config)  # config.tokenizer, else the one init_from's weights came with
   spec = Spec.load(config.spec or None)
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
-  model_cfg, init_src = state_lib.model_config_for(config)
+  model_cfg, init_src = state_lib.model_config_for(config, tokenizer)
   if model_cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f'model vocab_size={model_cfg.vocab_size} is smaller than the tokenizer\'s '
                      f'{tokenizer.vocab_size} pieces')
@@ -116,6 +117,10 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
                      f' x mesh data*fsdp={data_parallel}')
   runtime.log(f'model: {model_cfg.param_count():,} parameters; mesh {dict(setup.mesh.shape)}; '
               f'spec {spec.version}')
+  added = ', '.join(f'{t}={i}' for t, i in getattr(tokenizer, 'added_tokens', ()))
+  runtime.log(f'tokenizer: {source.run_tokenizer_path(config)} (version {tokenizer.version}, '
+              f'{tokenizer.vocab_size:,} ids' + (f'; added {added}; model vocabulary {model_cfg.vocab_size:,})'
+                                                   if added else ')'))
   checkpointer = Checkpointer(workdir, config.checkpoint)
   state, data_state, how = state_lib.start(config, setup, checkpointer, init_src, runtime.log)
   start_step = int(jax.device_get(state['step']))

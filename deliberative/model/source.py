@@ -1,0 +1,185 @@
+"""One place that knows where a model comes from: an Orbax run, a Hugging Face directory, a GGUF file.
+
+  src = open_source(path)          # FileNotFoundError naming `field` when it is none of them
+  src.architecture(dtype=...)      # ModelConfig; keyword arguments set what the files do not fix
+  src.tokenizer()                  # the tokenizer its weights were trained with (None: unknown)
+  src.meta                         # what the source records ({'source': ...} for a HF dir)
+  src.load_params(cfg, abstract)   # parameters laid out (and sharded) as `abstract` says
+
+A GGUF file is imported once into a Hugging Face directory in a cache (`cache_dir()`), keyed
+by the file's absolute path, size and modification time, and is from then on that directory:
+one loader for real models, and the second run starts in seconds instead of re-dequantizing.
+The import is written to a temporary directory and renamed into place, so a run killed
+mid-import (or two processes importing at once) never leaves a half directory that looks done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+from deliberative import checkpoints
+from deliberative.model import hf
+from deliberative.model.config import ModelConfig
+
+GGUF_SUFFIX = '.gguf'
+
+
+def cache_dir() -> str:
+  """Where imported GGUF files live: $DELIBERATIVE_CACHE/models, else ~/.cache/deliberative/models."""
+  root = os.environ.get('DELIBERATIVE_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'deliberative')
+  return os.path.join(root, 'models')
+
+
+def is_gguf(path: str) -> bool:
+  return path.lower().endswith(GGUF_SUFFIX) and os.path.isfile(path)
+
+
+def _gguf_cache_path(path: str) -> str:
+  path = os.path.abspath(path)
+  st = os.stat(path)
+  key = hashlib.sha256(f'{path}\x00{st.st_size}\x00{st.st_mtime_ns}'.encode()).hexdigest()[:16]
+  stem = os.path.basename(path)[:-len(GGUF_SUFFIX)]
+  return os.path.join(cache_dir(), f'{stem}-{key}')
+
+
+def gguf_hf_dir(path: str, log=print) -> str:
+  """The Hugging Face directory a GGUF file imports to, importing it on first use."""
+  out = _gguf_cache_path(path)
+  if hf.is_hf_dir(out):
+    return out
+  from deliberative.model import gguf  # only GGUF users need the gguf package
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix='.import-', dir=os.path.dirname(out))
+  try:
+    log(f'importing {path} into {out} (once; later runs reuse it)')
+    gguf.write_hf_dir(path, os.path.join(tmp, 'model'), dtype='float32')
+    try:
+      os.rename(os.path.join(tmp, 'model'), out)
+    except OSError:
+      if not hf.is_hf_dir(out):  # not another process winning the race: a real failure
+        raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+  path: str  # as the user gave it
+  kind: str  # 'orbax' | 'hf' | 'gguf'
+
+  @property
+  def directory(self) -> str:
+    """The Orbax checkpoint root, or the Hugging Face directory (a GGUF's, imported on first use)."""
+    if self.kind == 'gguf':
+      return gguf_hf_dir(self.path)
+    return checkpoints.resolve_dir(self.path) if self.kind == 'orbax' else self.path
+
+  @property
+  def is_real_model(self) -> bool:
+    """Weights from outside the project (a Hugging Face directory or GGUF): they bring their tokenizer."""
+    return self.kind in ('hf', 'gguf')
+
+  @functools.cached_property
+  def meta(self) -> dict[str, Any]:
+    if self.kind == 'orbax':
+      return checkpoints.load_meta(self.directory)
+    return {'source': f'{self.kind}:{os.path.abspath(self.path)}'}
+
+  def architecture(self, **run_fields) -> ModelConfig:
+    """The shape the files fix; `run_fields` (dtypes, remat) are the run's choice."""
+    if self.kind == 'orbax':
+      base = checkpoints.model_config_from_meta(self.meta).to_dict()
+      return ModelConfig.from_dict({**base, **run_fields})
+    return hf.read_config(self.directory, **run_fields)
+
+  def tokenizer_path(self) -> str | None:
+    """What `tokenizer_for` loads to get this model's tokenizer: its own for a real model, the
+    recorded one for an Orbax run ('default' = the packaged sentencepiece model), None if unknown."""
+    if self.kind == 'gguf':
+      return os.path.abspath(self.path)
+    if self.kind == 'hf':
+      # Our own sentencepiece runs export their model as tokenizer.model (hf_tokenizer.py): that
+      # one, not the tokenizer.json built from it, whose chat template is no model family's.
+      for name in ('tokenizer.model', 'tokenizer.json'):
+        if os.path.isfile(os.path.join(self.path, name)):
+          return os.path.abspath(os.path.join(self.path, name) if name.endswith('.model') else self.path)
+      return None
+    return self.meta.get('tokenizer')
+
+  def tokenizer(self):
+    path = self.tokenizer_path()
+    return None if path is None else tokenizer_for(path)
+
+  def load_params(self, cfg: ModelConfig, abstract: Mapping) -> dict:
+    if self.kind == 'orbax':
+      return checkpoints.restore_params(self.directory, abstract)
+    return hf.load_params(self.directory, cfg, abstract)
+
+
+def find(path: str) -> ModelSource | None:
+  """The source at `path`, or None when it holds no model (cheap: a GGUF is not imported here)."""
+  if not path:
+    return None
+  if is_gguf(path):
+    return ModelSource(path, 'gguf')
+  if hf.is_hf_dir(path):
+    return ModelSource(path, 'hf')
+  if checkpoints.latest_step(checkpoints.resolve_dir(path)) is not None:
+    return ModelSource(path, 'orbax')
+  return None
+
+
+def open_source(path: str, field: str = 'init_from') -> ModelSource:
+  """The model at `path`, ready to read (a GGUF imported into the cache first)."""
+  src = find(path)
+  if src is None:
+    raise FileNotFoundError(f'config.{field}={path!r}: neither a Hugging Face directory (config.json + '
+                            f'*.safetensors), a GGUF file nor an Orbax checkpoint/workdir')
+  src.directory  # a GGUF is imported now, before any other work
+  return src
+
+
+def tokenizer_for(path: str):
+  """load_tokenizer(path), where `path` may also be a GGUF file (its imported directory's tokenizer)
+  or 'default' (the packaged sentencepiece model)."""
+  from deliberative.tokenizer import load_tokenizer
+  if path == 'default':
+    return load_tokenizer(None)
+  if is_gguf(path):
+    return load_tokenizer(gguf_hf_dir(path))
+  return load_tokenizer(path)
+
+
+# The config field holding the weights a run starts from (SFT/judge: init_from; RL: policy_init).
+WEIGHT_FIELDS = ('init_from', 'policy_init')
+
+
+def run_tokenizer_path(config) -> str:
+  """The tokenizer a run uses: `config.tokenizer` when set; else the one its starting weights
+  came with (a real model's own; what an Orbax run recorded); else the packaged one ('default')."""
+  if config.tokenizer:
+    return 'default' if config.tokenizer == 'default' else os.path.abspath(config.tokenizer)
+  for field in WEIGHT_FIELDS:
+    src = find(config[field]) if field in config else None
+    if src is not None:
+      return src.tokenizer_path() or 'default'
+  return 'default'
+
+
+def run_tokenizer(config):
+  return tokenizer_for(run_tokenizer_path(config))
+
+
+def tokenizer_record(tokenizer, path: str) -> dict[str, Any]:
+  """What a checkpoint records of its tokenizer, so a resume and an export load the same one."""
+  fmt = getattr(tokenizer, 'format', None)
+  return {'source': path, 'version': tokenizer.version, 'vocab_size': tokenizer.vocab_size,
+          'chat_format': fmt.family if fmt is not None else 'deliberative',
+          'added_tokens': [list(t) for t in getattr(tokenizer, 'added_tokens', ())]}
