@@ -35,7 +35,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from deliberative.tokenizer import Segment
+from deliberative.tokenizer import Segment, chat_messages
 
 ROLES = ("system", "user", "assistant")
 
@@ -100,14 +100,7 @@ def pieces(fmt: ChatFormat, messages, cot: str | None = None, answer: str | None
            add_generation_prompt: bool = False, think: str = "<think>",
            think_end: str = "</think>") -> list[Piece]:
   """The conversation as marker and content pieces with their labels (module docstring)."""
-  if isinstance(messages, str):
-    messages = [{"role": "user", "content": messages}]
-  if answer is None and cot is not None:
-    raise ValueError("render_chat: a cot needs an answer")
-  if add_generation_prompt and answer is not None:
-    raise ValueError("render_chat: add_generation_prompt excludes cot/answer")
-  if not messages:
-    raise ValueError("render_chat: no messages")
+  messages = chat_messages(messages, cot, answer, add_generation_prompt)
 
   out = [Piece(fmt.bos, True, Segment.USER)]
   if messages[0]["role"] != "system" and fmt.default_system is not None:

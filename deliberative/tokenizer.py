@@ -93,6 +93,19 @@ class Completion:
   well_formed: bool
 
 
+def chat_messages(messages, cot, answer, add_generation_prompt) -> Sequence[Mapping[str, str]]:
+  """`render_chat`'s arguments checked (every backend and chat format), a bare string as a user turn."""
+  if isinstance(messages, str):
+    messages = [{"role": "user", "content": messages}]
+  if answer is None and cot is not None:
+    raise ValueError("render_chat: a cot needs an answer")
+  if add_generation_prompt and answer is not None:
+    raise ValueError("render_chat: add_generation_prompt excludes cot/answer")
+  if not messages:
+    raise ValueError("render_chat: no messages")
+  return messages
+
+
 class Tokenizer:
   """A sentencepiece model with the project's fixed special ids and chat format."""
 
@@ -230,14 +243,7 @@ class Tokenizer:
 
   def _render(self, messages, cot, answer, add_generation_prompt):
     """Ids and the labels as runs of (Segment, count)."""
-    if isinstance(messages, str):
-      messages = [{"role": "user", "content": messages}]
-    if answer is None and cot is not None:
-      raise ValueError("render_chat: a cot needs an answer")
-    if add_generation_prompt and answer is not None:
-      raise ValueError("render_chat: add_generation_prompt excludes cot/answer")
-    if not messages:
-      raise ValueError("render_chat: no messages")
+    messages = chat_messages(messages, cot, answer, add_generation_prompt)
 
     ids: list[int] = [self.bos_id]
     runs: list[tuple[Segment, int]] = [(Segment.USER, 1)]

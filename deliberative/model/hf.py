@@ -147,6 +147,16 @@ def _set(tree, path, value):
   tree[path[-1]] = value
 
 
+def place(value, target) -> jax.Array:
+  """A host tensor as a device array of `target`'s dtype, laid out as its sharding says (each
+  device receives only its shard)."""
+  host = np.asarray(value, dtype=target.dtype)
+  sharding = getattr(target, 'sharding', None)
+  if sharding is None:
+    return jax.numpy.asarray(host)
+  return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
 def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict:
   """Reads a HF directory into a pure-dict parameter tree shaped (and sharded) like `abstract_params`.
 
@@ -170,14 +180,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict
       if tuple(tensor.shape) != expected_hf:
         raise HFFormatError(f'{path}: tensor {name} has shape {list(tensor.shape)}, expected {list(expected_hf)} '
                             f'for this config.json')
-      target = _get(abstract_params, our_path)
-      value = np.asarray(to_ours(tensor), dtype=target.dtype)
-      sharding = getattr(target, 'sharding', None)
-      if sharding is None:
-        arr = jax.numpy.asarray(value)
-      else:
-        arr = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
-      _set(out, our_path, arr)
+      _set(out, our_path, place(to_ours(tensor), _get(abstract_params, our_path)))
       seen.add(name)
   if extra:
     raise HFFormatError(f'{hf_dir}: unexpected tensor(s) for {architecture(cfg)}: {extra[:10]}'
