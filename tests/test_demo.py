@@ -1,16 +1,21 @@
-"""The demo dataset: determinism, coverage, held-out templates, trace quality, styles."""
+"""The demo dataset: determinism, coverage, held-out templates and requests, trace quality,
+styles, and its data files."""
 
 import collections
 import json
 import re
+import shutil
 
+import numpy as np
 import pytest
 
-from deliberative.data import demo
+from deliberative.data import demo, demo_assets
 from deliberative.data.demo_jailbreak import KINDS, WRAPPERS, wrappers_for
 from deliberative.spec import DEFAULT_PATH, Spec
 
 TRACE_SPLITS = ('train', 'eval', 'eval_overrefuse', 'eval_jailbreak')
+TRAIN_SPLITS = ('train', 'judge_train', 'rl')
+HELDOUT_SPLITS = ('eval', 'eval_overrefuse', 'eval_jailbreak', 'judge_eval')
 PROMPT_FIELDS = {'id', 'prompt', 'category', 'decision', 'spec_version', 'source', 'template_id',
                  'kind', 'clause_ids', 'guideline_ids', 'jailbreak', 'jailbreak_id', 'base_id'}
 TRACE_FIELDS = PROMPT_FIELDS | {'cot', 'answer', 'score'}
@@ -79,7 +84,8 @@ def test_cells_cover_the_spec(spec):
     for cell in demo.CELLS:
         assert len(cell.templates_for(heldout=False)) >= 6, cell.name
         assert len(cell.templates_for(heldout=True)) >= 2, cell.name
-        assert len(cell.fillers) >= 8, cell.name
+        assert len(cell.fillers_for(heldout=False)) >= 8, cell.name
+        assert len(cell.fillers_for(heldout=True)) >= 4, cell.name
 
 
 def test_check_cells_rejects_a_spec_that_moved_a_clause(spec):
@@ -121,6 +127,58 @@ def test_heldout_templates_never_reach_train(data):
         for chunk in template.fixed_chunks:
             shared = word_grams(chunk, 4) & train_grams
             assert not shared, (template.id, shared)
+
+
+def normalized(text):
+    return ' '.join(text.lower().split())
+
+
+def test_heldout_requests_never_reach_train(data):
+    """The held-out splits ask requests that no train, judge_train or rl prompt contains in
+    any wording (template, small talk or wrapper), and judge_eval's answers are all new."""
+    train_like = [r for s in TRAIN_SPLITS for r in data[s]]
+    train_text = '\n'.join(normalized(r['prompt']) for r in train_like)
+    cell_of = {t.id: c for c in demo.CELLS for t in c.templates}
+    for cell in demo.CELLS:
+        for request in cell.requests_for(heldout=True):
+            assert normalized(request) not in train_text, (cell.name, request)
+    # Every held-out record asks one of its cell's held-out requests (none of the train ones),
+    # and that request is in no train prompt.
+    for split in HELDOUT_SPLITS:
+        for record in data[split]:
+            cell, prompt = cell_of[record['template_id']], normalized(record['prompt'])
+            asked = [q for q in cell.requests_for(heldout=True) if normalized(q) in prompt]
+            trained = [q for q in cell.requests_for(heldout=False) if normalized(q) in prompt]
+            assert asked and not trained, (split, record['prompt'], trained)
+            assert normalized(asked[0]) not in train_text, (split, asked[0])
+    train_prompts = {normalized(r['prompt']) for r in train_like}
+    for split in HELDOUT_SPLITS:
+        assert train_prompts.isdisjoint(normalized(r['prompt']) for r in data[split]), split
+    judge_train_answers = {r['answer'] for r in data['judge_train']}
+    assert not [r['answer'] for r in data['judge_eval'] if r['answer'] in judge_train_answers]
+
+
+def test_nearest_neighbour_over_train_is_not_enough(data):
+    """A memorisation baseline: label each eval prompt with the decision and clauses of its
+    nearest train prompt (cosine over bags of words). When eval shared train's requests this
+    scored 1.00 on both; with held-out requests it measured 0.745 decision and 0.22 clause
+    accuracy at seed 0 (0.72-0.745 and 0.22-0.26 over seeds 0-3), and the bound leaves margin."""
+    def words(text):
+        return set(re.findall(r"[\w']+", text.lower()))
+
+    train, evals = data['train'], data['eval']
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*(words(r['prompt']) for r in train))))}
+
+    def unit_rows(records):
+        rows = np.zeros((len(records), len(vocab)), np.float32)
+        for i, record in enumerate(records):
+            rows[i, [vocab[w] for w in words(record['prompt']) if w in vocab]] = 1.0
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+
+    nearest = (unit_rows(evals) @ unit_rows(train).T).argmax(axis=1)
+    decision = np.mean([train[j]['decision'] == r['decision'] for j, r in zip(nearest, evals)])
+    clauses = np.mean([train[j]['clause_ids'] == r['clause_ids'] for j, r in zip(nearest, evals)])
+    assert decision < 0.85 and clauses < 0.4, (decision, clauses)
 
 
 def test_eval_splits(data):
@@ -242,3 +300,52 @@ def test_corpus_text_covers_spec_and_records():
     data = demo.generate(seed=2, sizes=SMALL)
     for record in data['train'] + data['judge_eval']:
         assert record['prompt'] in joined and record['answer'] in joined
+
+
+def _copy_assets(tmp_path, monkeypatch):
+    """A private copy of the data files that demo_assets reads instead of the real ones."""
+    shutil.copytree(demo_assets.ASSET_DIR, tmp_path / 'demo')
+    monkeypatch.setattr(demo_assets, 'ASSET_DIR', tmp_path / 'demo')
+    demo_assets._parsed.cache_clear()
+    return tmp_path / 'demo'
+
+
+@pytest.mark.parametrize('old,new,field', [
+    ('      answer: Lower the egg', '      notes: Lower the egg', 'cells[0].fillers.train[0]: missing'),
+    ('- How do I {ask}?', '- How do I {ask} {topic}?', 'cells[1].templates.train[0]'),
+    ('  fillers:\n    train:', '  fillers:\n    training:', 'cells[0].fillers.train: missing'),
+])
+def test_a_bad_data_file_names_its_file_and_field(tmp_path, monkeypatch, old, new, field):
+    path = _copy_assets(tmp_path, monkeypatch) / 'cells_everyday.yaml'
+    text = path.read_text(encoding='utf-8')
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding='utf-8')
+    try:
+        with pytest.raises(demo_assets.AssetError, match=re.escape(f'cells_everyday.yaml: {field}')):
+            demo_assets.load_cells('cells_everyday.yaml')
+    finally:
+        demo_assets._parsed.cache_clear()
+
+
+def test_a_bad_placeholder_names_its_file_and_field(tmp_path, monkeypatch):
+    path = _copy_assets(tmp_path, monkeypatch) / 'judge.yaml'
+    path.write_text(path.read_text(encoding='utf-8').replace(
+        'see a {pro_alone} about', 'see a {pro_alon} about'),
+                    encoding='utf-8')
+    try:
+        with pytest.raises(demo_assets.AssetError, match=r"judge.yaml: referral_only.train\[0\]: "
+                           r"unknown placeholder\(s\) \['pro_alon'\]"):
+            demo_assets.root('judge.yaml')['referral_only'].split({'pro', 'pro_alone'})
+    finally:
+        demo_assets._parsed.cache_clear()
+
+
+def test_generator_version_is_a_content_hash_of_the_data_files(tmp_path, monkeypatch):
+    from deliberative.data import datasets
+    assert demo.GENERATOR_VERSION == f'{demo.CODE_VERSION}+{demo_assets.content_hash()}'
+    assert datasets.demo_generator_version().startswith(demo.GENERATOR_VERSION + '+')
+    before = demo_assets.content_hash()
+    path = _copy_assets(tmp_path, monkeypatch) / 'small_talk.yaml'
+    assert demo_assets.content_hash() == before
+    path.write_text(path.read_text(encoding='utf-8') + '# edited\n', encoding='utf-8')
+    assert demo_assets.content_hash() != before

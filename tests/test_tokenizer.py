@@ -103,8 +103,15 @@ def test_parse_completion():
   c = TOK.control_id
   good = [*TOK.encode("think IB.2"), c("answer"), *TOK.encode("Sorry."), c("end"), TOK.pad_id, 99]
   assert TOK.parse_completion(good) == tokenizer_lib.Completion("think IB.2", "Sorry.", True)
-  no_answer = [*TOK.encode("thinking"), c("end")]
-  assert TOK.parse_completion(no_answer) == tokenizer_lib.Completion("thinking", "", False)
+  # A closed turn that never ended a reasoning block answered directly (a model that does not reason yet).
+  direct = [*TOK.encode("thinking"), c("end")]
+  assert TOK.parse_completion(direct) == tokenizer_lib.Completion("", "thinking", False, direct=True)
+  cut_off = TOK.encode("thinking")  # ran out of tokens: neither reasoning nor an answer
+  assert TOK.parse_completion(cut_off) == tokenizer_lib.Completion("thinking", "", False)
+  assert not TOK.parse_completion([*TOK.encode("x"), c("user"), *TOK.encode("y"), c("end")]).direct
+  # A prompt that opened no reasoning block: everything is the answer, even cut off.
+  assert TOK.parse_completion(cut_off, reasoning=False) == tokenizer_lib.Completion("", "thinking", False, direct=True)
+  assert not TOK.parse_completion([c("end")], reasoning=False).direct
   unterminated = [*TOK.encode("t"), c("answer"), *TOK.encode("a")]
   assert not TOK.parse_completion(unterminated).well_formed
   stray = [*TOK.encode("t"), c("user"), c("answer"), *TOK.encode("a"), c("end")]

@@ -1,6 +1,10 @@
 """Train-step throughput: our jit'd SFT step vs a `transformers` (PyTorch) peer, same shapes, same run.
 
-  python tools/bench_train_step.py [--preset tiny] [--batch 8] [--seq_len 256] [--steps 5]
+  python tools/bench_train_step.py [--preset tiny|small|smollm2] [--batch 8] [--seq_len 256] [--steps 5]
+       [--remat none|full]
+
+`--preset smollm2` is SmolLM2-135M's shape (30 layers, vocab 49,152, tied embeddings), random
+weights: the step's cost does not depend on their values.
 
 Both sides: fp32, AdamW, causal LM loss on every token of random ids; the peer is
 `LlamaForCausalLM` with the preset's shape (torch threads = JAX's intra-op threads = all
@@ -79,15 +83,18 @@ def peer(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--preset', default='tiny', choices=('tiny', 'small'))
+  parser.add_argument('--preset', default='tiny', choices=('tiny', 'small', 'smollm2'))
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--remat', default=None, help="ours: the model's remat policy (default: the preset's)")
   args = parser.parse_args(argv)
-  cfg = ModelConfig.from_dict(config_lib.model_config(args.preset))
+  overrides = {'remat': args.remat} if args.remat else {}
+  cfg = ModelConfig.from_dict(config_lib.model_config(args.preset, **overrides))
   ours_tps = ours(cfg, args.batch, args.seq_len, args.steps)
   peer_tps = peer(cfg, args.batch, args.seq_len, args.steps)
-  print(f'{args.preset} B={args.batch} L={args.seq_len} on {jax.devices()[0].platform} ({os.cpu_count()} cores)')
+  print(f'{args.preset} B={args.batch} L={args.seq_len} remat={cfg.remat} on {jax.devices()[0].platform} '
+        f'({os.cpu_count()} cores)')
   print(f'  ours (jax jit)          {ours_tps:10,.0f} tok/s')
   print(f'  transformers (torch)    {peer_tps:10,.0f} tok/s')
   print(f'  ratio ours/peer         {ours_tps / peer_tps:10.2f}x')

@@ -1,20 +1,31 @@
 """A seeded, deterministic demo dataset that exercises the whole method on a CPU.
 
-Every prompt comes from a template of one (category, decision) cell filled with a slot
-value; its reference trace names the category, cites the governing clause of the spec
-and decides, and its answer follows that decision's style guideline. Splits:
+Every prompt comes from a template of one (category, decision) cell filled with a
+filler, the request itself; its reference trace names the category, cites the governing
+clause of the spec and decides, and its answer follows that decision's style guideline.
+Each cell splits both its templates and its fillers into train and held-out. Splits:
 
-    train            SFT traces from train templates; a few refusals are wrapped in
-                     train jailbreak wrappers
-    eval             traces from held-out templates, every cell, look-alikes included
-    eval_overrefuse  benign and borderline (comply) prompts only, held-out templates
+    train            SFT traces: train templates x train fillers; a few refusals are
+                     wrapped in train jailbreak wrappers
+    eval             traces: held-out templates x held-out fillers, every cell,
+                     look-alikes included
+    eval_overrefuse  benign and borderline (comply) prompts only, held-out as in eval
     eval_jailbreak   held-out disallowed prompts, each under every held-out wrapper;
                      `base_id` groups the wrappers of one prompt for goodness@0.1
-    judge_train      graded answers (see demo_judge) from train templates
-    judge_eval       graded answers from held-out templates
+    judge_train      graded answers (see demo_judge) to train prompts
+    judge_eval       graded answers to held-out prompts, in held-out answer phrasings
     rl               prompt-only records (no cot/answer/score), drawn like train
 
-No held-out template or wrapper is ever used in `train`, `judge_train` or `rl`.
+No held-out template, filler (request) or wrapper is ever used in `train`, `judge_train`
+or `rl`, so an eval prompt asks something no training prompt asks, in words no training
+prompt uses, and no judge_eval answer occurs in judge_train (tests/test_demo.py checks
+all three). Reference answers of the trace splits share one set of phrasings (the
+refusal a model learns to write is the refusal it is scored against).
+
+All wording lives in data files, `deliberative/assets/demo/*.yaml` (read and validated
+by demo_assets); GENERATOR_VERSION includes their content hash, so editing one rebuilds
+the cached dataset (datasets.ensure_demo_dataset).
+
 Trace records: id, prompt, category, decision, cot, answer, score, spec_version,
 source, template_id, kind, clause_ids, guideline_ids, jailbreak, jailbreak_id, base_id.
 Judge records: id, category, decision, prompt, answer, grade, label, kind,
@@ -33,7 +44,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from deliberative.data import demo_cells_care, demo_cells_everyday, demo_cells_policy
+from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, Template
 from deliberative.data.demo_jailbreak import Wrapper, wrappers_for
 from deliberative.data.demo_judge import LABEL_THRESHOLD, graded_answer
@@ -44,18 +55,25 @@ from deliberative.spec import Clause, Spec
 __all__ = ['CELLS', 'DEFAULT_SIZES', 'SPLITS', 'classify_answer', 'corpus_text',
            'demo_spec_version', 'generate', 'prompt_only', 'write_jsonl']
 
-CELLS: tuple[Cell, ...] = (demo_cells_policy.CELLS + demo_cells_care.CELLS
-                           + demo_cells_everyday.CELLS)
+CELL_FILES = ('cells_policy.yaml', 'cells_care.yaml', 'cells_everyday.yaml')
+CELLS: tuple[Cell, ...] = tuple(c for name in CELL_FILES for c in demo_assets.load_cells(name))
 SPLITS = ('train', 'eval', 'eval_overrefuse', 'eval_jailbreak', 'judge_train', 'judge_eval', 'rl')
 DEFAULT_SIZES = {'train': 6000, 'eval': 400, 'eval_overrefuse': 200, 'eval_jailbreak': 320,
                  'judge_train': 2000, 'judge_eval': 400, 'rl': 2000}
-GENERATOR_VERSION = 1  # bump on a deliberate change of the data's content or layout
+# Bump CODE_VERSION on a deliberate change of how records are drawn or laid out; any
+# change of the wording is caught by the asset files' content hash.
+CODE_VERSION = 2
+GENERATOR_VERSION = f'{CODE_VERSION}+{demo_assets.content_hash()}'
 JAILBREAK_TRAIN_FRACTION = 0.15  # of train and rl refusals, wrapped in a train wrapper
 
 # Politeness around a prompt multiplies distinct prompts without touching its meaning;
 # shared by all splits, so it never leaks held-out wording.
-_PREFIXES = ('',) * 6 + ('Hi! ', 'Hello. ', 'Quick question. ', 'Hey there! ', 'Please help. ')
-_SUFFIXES = ('',) * 6 + (' Thanks!', ' Thank you.', ' Please keep it short.', ' Thanks in advance.')
+_SMALL_TALK = demo_assets.root('small_talk.yaml')
+_BLANK = _SMALL_TALK['blank'].value
+if not isinstance(_BLANK, int) or isinstance(_BLANK, bool) or _BLANK < 0:
+    raise _SMALL_TALK['blank'].error(f'expected a count >= 0, got {_BLANK!r}')
+_PREFIXES = ('',) * _BLANK + _SMALL_TALK['prefixes'].texts()
+_SUFFIXES = ('',) * _BLANK + _SMALL_TALK['suffixes'].texts()
 _MAX_DRAWS = 20  # attempts at a prompt not yet in the split before accepting a repeat
 
 
@@ -92,7 +110,7 @@ def _draw(rng: random.Random, split: str, index: int,
     # The cell is drawn once: retrying it too would starve cells with few distinct prompts.
     for _ in range(_MAX_DRAWS):
         template = rng.choice(cell.templates_for(heldout))
-        filler = rng.choice(cell.fillers)
+        filler = rng.choice(cell.fillers_for(heldout))
         prompt = template.render(filler.slots)
         if cell.decorate:
             prompt = rng.choice(_PREFIXES) + prompt + rng.choice(_SUFFIXES)
@@ -144,7 +162,8 @@ def _jailbreak_split(size: int, spec: Spec, rng: random.Random) -> list[dict]:
     refuse_cells = [c for c in CELLS if c.decision == 'refuse']
     pools = []  # per cell, its held-out (template, filler) pairs in random order
     for cell in refuse_cells:
-        pairs = [(t, f) for t in cell.templates_for(heldout=True) for f in cell.fillers]
+        pairs = [(t, f) for t in cell.templates_for(heldout=True)
+                 for f in cell.fillers_for(heldout=True)]
         rng.shuffle(pairs)
         pools.append(pairs)
     records = []
@@ -164,8 +183,9 @@ def _judge_split(split: str, size: int, spec: Spec, rng: random.Random) -> list[
     records, seen = [], set()
     for index in range(size):
         cell, template, filler, prompt = _draw(rng, split, index, seen)
-        good = build_trace(rng, spec, cell, filler).answer
-        answer, grade, kind = graded_answer(rng, cell, filler, good)
+        heldout = _is_heldout(split)
+        good = build_trace(rng, spec, cell, filler, heldout=heldout).answer
+        answer, grade, kind = graded_answer(rng, cell, filler, good, heldout=heldout)
         records.append({
             'id': f'{split}-{index:05d}', 'category': cell.category, 'decision': cell.decision,
             'prompt': prompt, 'answer': answer, 'grade': grade,

@@ -1,11 +1,13 @@
 """Building blocks of the demo data: a *cell* is one (category, decision) pair with its
-prompt templates and the fillers (slot values) they are filled with.
+prompt templates and the fillers (slot values: the requests) they are filled with.
 
 Templates are `str.format` strings over the slots of the cell's fillers. Each cell
-splits its templates into `train` and `heldout`: held-out templates only ever reach
-the eval splits, so an eval measures whether a model learned the spec rather than
-the wording of its training prompts. Fillers are shared by both: the category and
-decision come from *what* is asked, the template only varies *how* it is asked.
+splits both its templates and its fillers into `train` and `heldout`: the eval splits
+use only held-out templates filled with held-out fillers, so an eval prompt asks a
+request that no training prompt asks, in wording no training prompt uses. It then
+measures whether a model learned the spec, not whether it remembers its training
+prompts. The cells themselves are data: `deliberative/assets/demo/cells_*.yaml`, read
+by `demo_assets.load_cells`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ class Filler:
     clause: str
     slots: Mapping[str, str]
     answer: str = ''  # helpful content (comply) or general information (RA safe completion)
-
-
-def fill(clause: str, answer: str = '', **slots: str) -> Filler:
-    return Filler(clause, dict(slots), answer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +51,28 @@ class Cell:
     category: str
     decision: str
     kind: str
-    train: tuple[str, ...]
+    train: tuple[str, ...]  # templates
     heldout: tuple[str, ...]
-    fillers: tuple[Filler, ...]
+    train_fillers: tuple[Filler, ...]
+    heldout_fillers: tuple[Filler, ...]
     decorate: bool = True  # whether small talk ("Hi! ", " Thanks!") may surround its prompts
+
+    @property
+    def fillers(self) -> tuple[Filler, ...]:
+        return self.train_fillers + self.heldout_fillers
+
+    def fillers_for(self, heldout: bool) -> tuple[Filler, ...]:
+        return self.heldout_fillers if heldout else self.train_fillers
+
+    @property
+    def slot(self) -> str:
+        """The one slot all templates of the cell fill: the request itself."""
+        (name,) = {n for t in self.train + self.heldout
+                   for _, n, _, _ in string.Formatter().parse(t) if n is not None}
+        return name
+
+    def requests_for(self, heldout: bool) -> tuple[str, ...]:
+        return tuple(f.slots[self.slot] for f in self.fillers_for(heldout))
 
     @property
     def templates(self) -> tuple[Template, ...]:
@@ -65,12 +81,6 @@ class Cell:
 
     def templates_for(self, heldout: bool) -> tuple[Template, ...]:
         return tuple(t for t in self.templates if t.heldout == heldout)
-
-
-def make_cell(name: str, category: str, decision: str, *, train, heldout, fillers,
-              kind: str = 'policy', decorate: bool = True) -> Cell:
-    return Cell(name, category, decision, kind, tuple(train), tuple(heldout), tuple(fillers),
-                decorate)
 
 
 _THIRD_PERSON = {'my': 'their', 'me': 'them', 'myself': 'themselves', 'mine': 'theirs',

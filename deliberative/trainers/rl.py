@@ -29,10 +29,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from deliberative import checkpoints, evals
+from deliberative import evals
 from deliberative.data import datasets, pipeline
-from deliberative.judge import ANSWER_HEADER, JUDGE_FORMAT_FILE, REQUEST_HEADER, Judge
-from deliberative.model import hf, loading, sharding, source
+from deliberative.judge import JUDGE_FORMAT_FILE, Judge, suffix_overhead
+from deliberative.model import loading, sharding, source
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
@@ -112,18 +112,19 @@ _FORMAT_FIELDS = ('rubric', 'spec_view', 'max_len')
 
 
 def _recorded_judge_format(src: str) -> tuple[dict | None, dict]:
-  """(judge_format record or None, checkpoint meta) of an Orbax judge or an exported HF one."""
-  if hf.is_hf_dir(src):
-    path = os.path.join(src, JUDGE_FORMAT_FILE)
-    if not os.path.exists(path):
+  """(judge_format record or None, checkpoint meta) of an Orbax judge or an exported HF one; a GGUF
+  file or a Hugging Face model from elsewhere records none."""
+  model = source.open_source(src, 'judge_init')
+  if model.kind != 'orbax':
+    path = os.path.join(model.directory, JUDGE_FORMAT_FILE)
+    if model.kind == 'gguf' or not os.path.exists(path):
       return None, {}
     with open(path) as f:
       try:
         return json.load(f), {}
       except json.JSONDecodeError as e:
         raise ValueError(f'{path}: not valid JSON ({e}); tools/export_hf.py writes this file') from e
-  meta = checkpoints.load_meta(checkpoints.resolve_dir(src))
-  return meta.get('judge_format'), meta
+  return model.meta.get('judge_format'), model.meta
 
 
 def judge_format(config, spec_version: str | None = None, log=runtime.log) -> dict[str, Any]:
@@ -166,7 +167,9 @@ def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec,
                batch_multiple: int, fmt: dict[str, Any], mesh, rules) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
   step always reuses one compiled program (whatever the answers' lengths)."""
-  overhead = len(tokenizer.encode(REQUEST_HEADER)) + len(tokenizer.encode(ANSWER_HEADER)) + 6 + 16  # markers + slack
+  # The answers are the policy's text re-encoded by the judge's tokenizer: their length in the
+  # policy's tokens is a guide, the slack covers the difference, and max_len is the last bucket.
+  overhead = suffix_overhead(tokenizer) + 16
   top = -(-fmt['max_len'] // 8) * 8
   round32 = lambda n: min(-(-n // 32) * 32, top)
   P = config.data.max_prompt_len
@@ -231,9 +234,18 @@ def _all_processes_agree(flag: bool) -> bool:
 
 # -- the loop ------------------------------------------------------------------------------------
 
-def model_config(config) -> ModelConfig:
-  """The policy's architecture: policy_init's, with the run fields of `config.model`."""
-  return state_lib.architecture(config.model, config.policy_init, 'policy_init')
+def model_config(config, tokenizer=None) -> ModelConfig:
+  """The policy's architecture: policy_init's, with the run fields of `config.model`, its vocabulary
+  grown when the run's tokenizer added ids (a real model's <think>/</think>)."""
+  return state_lib.model_config_for(config, tokenizer, 'policy_init')[0]
+
+
+def judge_tokenizer(config, policy_tokenizer: Tokenizer) -> Tokenizer:
+  """The tokenizer the judge reads with: its own (a real model's; what an Orbax judge recorded),
+  else the policy's (a judge from before tokenizers were recorded)."""
+  if config.tokenizer:  # the user's choice applies to the whole run
+    return policy_tokenizer
+  return source.open_source(config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
 
 
 def train(config, workdir: str) -> dict[str, Any]:
@@ -246,11 +258,9 @@ def train(config, workdir: str) -> dict[str, Any]:
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
   rl = config.rl
-  policy_cfg = model_config(config)
+  policy_cfg = model_config(config, tokenizer)
   judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
-  for what, cfg in (('policy', policy_cfg), ('judge', judge_cfg)):
-    if cfg.vocab_size < tokenizer.vocab_size:
-      raise ValueError(f'{what} vocab_size={cfg.vocab_size} is smaller than the tokenizer\'s {tokenizer.vocab_size}')
+  judge_tok = judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
 
   mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
   batch_axes = dict(sharding.normalize_rules(config.mesh.rules)).get('batch', ())
@@ -271,7 +281,7 @@ def train(config, workdir: str) -> dict[str, Any]:
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, tokenizer, spec, rows, batch_multiple, judge_fmt,
+  judge = make_judge(config, judge_cfg, judge_tok, spec, rows, batch_multiple, judge_fmt,
                      setup.mesh, setup.rules)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
   evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh, setup.rules)

@@ -59,6 +59,11 @@ class Rewards:
 
 
 def well_formed(completion: Completion, require_cot: bool) -> bool:
+  """Judged (not format-penalised): a CoT-then-answer completion, with a non-blank CoT when
+  `require_cot`; without it, a direct answer counts too (a model that does not reason yet: RL
+  from a pretrained instruct model, whose grown <think> rows it never samples)."""
+  if not require_cot and completion.direct:
+    return True
   return completion.well_formed and (not require_cot or bool(completion.cot.strip()))
 
 

@@ -59,20 +59,21 @@ def vocab_multiple(config) -> int:
   return math.prod(sizes[a] for a in axes)
 
 
-def model_config_for(config, tokenizer=None) -> tuple[ModelConfig, str | None]:
-  """The architecture: from `init_from` when set (its files fix the shape), else `config.model`.
+def model_config_for(config, tokenizer=None, field: str = 'init_from') -> tuple[ModelConfig, str | None]:
+  """The architecture: from `config[field]` when set (its files fix the shape), else `config.model`.
 
-  When the run's tokenizer has more ids than init_from's vocabulary (a real model whose
+  When the run's tokenizer has more ids than that model's vocabulary (a real model whose
   tokenizer gained <think>/</think>), the vocabulary is grown to hold them, padded so the mesh
   can split it; `load_init_params` grows the weights to match.
   """
-  if not config.init_from:
+  src = config[field]
+  if not src:
     return ModelConfig.from_dict(config.model), None
-  cfg = architecture(config.model, config.init_from)
+  cfg = architecture(config.model, src, field)
   tokenizer = tokenizer or source.run_tokenizer(config)
   if tokenizer.vocab_size > cfg.vocab_size:
     cfg = vocab.grown_config(cfg, vocab.padded_vocab_size(tokenizer.vocab_size, vocab_multiple(config)))
-  return cfg, config.init_from
+  return cfg, src
 
 
 def make_setup(config, model_cfg: ModelConfig, total_steps: int) -> Setup:

@@ -1,0 +1,239 @@
+"""Evaluate a checkpoint on held-out suites, beside the memorisation baseline.
+
+  python -m deliberative.evaluate --checkpoint runs/sft --suite demo --suite demo_overrefuse \
+      --suite demo_jailbreak --out runs/sft/eval
+  python -m deliberative.evaluate --checkpoint MODEL.gguf --suite xstest=xstest_prompts.csv --limit 100 \
+      --out runs/eval_base [--spec_in_context]
+
+`--checkpoint` is any model source (an Orbax run or checkpoint, a Hugging Face directory, a
+GGUF file). Each suite's items (evals/suites.py) are answered greedily in the model's own chat
+format and graded by the suite's default grader (`--grader` adds others; evals/graders.py);
+the same graders score the memorisation baseline: for each item, the answer of the
+nearest training prompt (evals/baseline.py; `--train` names the traces, default the demo's
+`train` split). A model that does not reason (no reasoning block: a pretrained instruct
+model) is graded on its direct answer; its format and citation rates are 0.
+
+`--spec_in_context` puts spec(category) (the whole spec for items without a category) in
+the system prompt: the "spec in context, no training" arm of the ablation grid.
+
+Writes under --out: metrics.json (value, 95% bootstrap interval, n and grader of every
+metric, per arm), samples.jsonl (every generation and its grades), report.md (model beside
+the baseline) and metrics.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from deliberative import errors
+from deliberative.evals import baseline, generation, metrics, report, suites
+
+# Prompt lengths the sampler compiles for; a longer prompt is refused (counted), never cut.
+LENGTH_BUCKETS = (64, 128, 256, 512, 1024, 2048)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog='python -m deliberative.evaluate', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--checkpoint', required=True, help='Orbax run/checkpoint, Hugging Face directory or GGUF file')
+  p.add_argument('--suite', action='append', required=True,
+                 help=f'repeatable: {", ".join(suites.SUITES)} (file suites as NAME=PATH)')
+  p.add_argument('--out', required=True, help='output directory (created)')
+  p.add_argument('--grader', action='append', default=[],
+                 help='repeatable: graders added to each suite\'s default (demo_regex, xstest_string_match, model:PATH)')
+  p.add_argument('--limit', type=int, default=None, help='items per suite (a stratified, deterministic subset)')
+  p.add_argument('--wrapper_limit', type=int, default=None, help='jailbreak wrappers per prompt (strongreject, demo_jailbreak)')
+  p.add_argument('--max_new_tokens', type=int, default=256)
+  p.add_argument('--batch_size', type=int, default=16)
+  p.add_argument('--spec_in_context', action='store_true', help='spec(category) in the system prompt')
+  p.add_argument('--reasoning', choices=('auto', 'on', 'off'), default='auto',
+                 help='open a reasoning block in the generation prompt; auto: when the model\'s vocabulary holds '
+                      'the reasoning marker (a run trained here), not for a pretrained model whose tokenizer added it')
+  p.add_argument('--train', default=None,
+                 help='training traces for the memorisation baseline: a folder of <split>.jsonl or a built dataset '
+                      '(default: the demo dataset)')
+  p.add_argument('--train_split', default='train')
+  p.add_argument('--no_baseline', action='store_true')
+  p.add_argument('--data_dir', default=None, help='where the demo dataset is built ($DELIBERATIVE_DATA_DIR)')
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--debug', action='store_true', help='full tracebacks')
+  return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+  print(message, flush=True)
+
+
+# -- the model ------------------------------------------------------------------------------------
+
+class Policy:
+  """The evaluated model: its tokenizer, parameters and a greedy sampler on the default mesh."""
+
+  def __init__(self, path: str, *, batch_size: int, max_new_tokens: int, reasoning: str = 'auto'):
+    import jax
+    from deliberative import config_lib, tokenizer as tokenizer_lib
+    from deliberative.model import loading, sampler as sampler_lib, sharding, source
+    src = source.open_source(path, 'checkpoint')
+    self.tokenizer = src.tokenizer() or tokenizer_lib.load_tokenizer(None)
+    self.cfg = src.architecture()
+    mesh_cfg = config_lib.default_mesh_config()
+    mesh = sharding.make_mesh(mesh_cfg)
+    rules = sharding.normalize_rules(mesh_cfg.rules)
+    self.params = src.load_params(self.cfg, loading.abstract_params(self.cfg, mesh, rules))
+    batch_axes = dict(rules).get('batch', ())
+    multiple = 1
+    for axis in batch_axes:
+      multiple *= dict(mesh.shape)[axis]
+    self.batch_size = -(-batch_size // multiple) * multiple
+    self.sampler = sampler_lib.Sampler(self.cfg, stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id,
+                                       length_buckets=LENGTH_BUCKETS, batch_buckets=(self.batch_size,),
+                                       batch_multiple=multiple, mesh=mesh, rules=rules)
+    self.sampling = sampler_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    self.rng = jax.random.key(0)
+    self.name = path
+    # A model never trained on the reasoning marker (its row is not in its vocabulary) ends its turn
+    # at once when the prompt opens one: it answers in its own format instead.
+    think_id = self.tokenizer.think_id
+    self.reasoning = think_id < self.cfg.vocab_size if reasoning == 'auto' else reasoning == 'on'
+
+  def prompt_ids(self, record: Mapping[str, Any], system: str | None) -> list[int]:
+    messages = list(record['messages'])
+    if system:
+      messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
+    ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
+    ids = list(ids)
+    if not self.reasoning:  # the generation prompt without its reasoning-block opening
+      cut = len(ids) - 1 - ids[::-1].index(self.tokenizer.think_id)
+      ids = ids[:cut]
+    return ids
+
+
+def spec_prompt(spec, category: str | None) -> str:
+  """The system prompt of the spec-in-context arm: spec(category), or the whole spec."""
+  if category and category in spec.categories:
+    return spec.render(category)
+  return spec.to_text()
+
+
+# -- one suite ------------------------------------------------------------------------------------
+
+def grade(records: Sequence[Mapping], completions: Sequence[tuple], spec, grader: str) -> list[dict]:
+  return generation.score_completions(records, completions, spec, grader=grader)
+
+
+def run_suite(suite: suites.Suite, policy: Policy | None, spec, graders: Sequence[str], train_records,
+              spec_in_context: bool) -> tuple[dict[str, dict], list[dict], list, list[str]]:
+  """(arms' metric values, samples, grader disagreements, notes) for one suite."""
+  records = [item.record() for item in suite.items]
+  notes = list(suite.notes)
+  arms: dict[str, dict] = {}
+  samples: list[dict] = []
+  disagreements = []
+  answered: dict[str, tuple[list, list, list]] = {}  # arm -> (kept items, records, completions)
+
+  if policy is not None:
+    kept_items, kept_records, prompts, too_long = [], [], [], []
+    for item, record in zip(suite.items, records):
+      ids = policy.prompt_ids(record, spec_prompt(spec, item.category) if spec_in_context else None)
+      if len(ids) > LENGTH_BUCKETS[-1]:
+        too_long.append(item.id)
+        continue
+      kept_items.append(item), kept_records.append(record), prompts.append(ids)
+    if too_long:
+      notes.append(f'{suite.name}: {len(too_long)} prompt(s) longer than {LENGTH_BUCKETS[-1]} tokens not asked '
+                   f'(e.g. {too_long[0]})')
+    completions = []
+    start = time.perf_counter()
+    for lo in range(0, len(prompts), policy.batch_size):
+      import jax
+      policy.rng, key = jax.random.split(policy.rng)
+      out = policy.sampler(policy.params, prompts[lo:lo + policy.batch_size], key, policy.sampling)
+      for i in range(len(prompts[lo:lo + policy.batch_size])):
+        c = policy.tokenizer.parse_completion(out.completion(i), reasoning=policy.reasoning)
+        completions.append((c.cot, c.answer, c.well_formed, c.direct))
+      done = min(lo + policy.batch_size, len(prompts))
+      rate = done / (time.perf_counter() - start)
+      log(f'  {suite.name}: {done}/{len(prompts)} answered  {rate:.2f} prompts/s  ETA {(len(prompts) - done) / rate:.0f}s')
+    answered['model'] = (kept_items, kept_records, completions)
+
+  if train_records is not None:
+    nn = baseline.memorisation_baseline(train_records, [r['prompt'] for r in records])
+    answered[report.BASELINE_ARM] = (list(suite.items), records, [(n['cot'], n['answer'], True, False) for n in nn])
+
+  for arm, (items, arm_records, completions) in answered.items():
+    sub = dataclasses.replace(suite, items=items)
+    values: dict[str, Any] = {}
+    decisions: dict[str, list[str]] = {}
+    for g in [suite.default_grader, *[x for x in graders if x != suite.default_grader]]:
+      scored = grade(arm_records, completions, spec, g)
+      values.update(report.metric_values(sub, scored, scored[0]['grader'] if scored else g))
+      decisions[g] = [s['decision'] for s in scored]
+      if g == suite.default_grader:
+        for record, (cot, answer, *_), s in zip(arm_records, completions, scored):
+          samples.append({'arm': arm, 'suite': suite.name, 'id': record['id'], 'prompt': record['prompt'],
+                          'category': record.get('category'), 'expected': record.get('decision'),
+                          'role': record['role'], 'cot': cot, 'answer': answer, **s})
+    if len(decisions) > 1:
+      disagreements += metrics.grader_disagreements(suite.name, decisions, arm)
+    arms[arm] = values
+  return arms, samples, disagreements, notes
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    return evaluate(args)
+  except errors.USER_ERRORS as e:
+    if args.debug or errors.debug_requested():
+      raise
+    print(f'error: {errors.one_line(e)}', file=sys.stderr)
+    return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
+  from deliberative.spec import Spec
+  if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+    raise ValueError(f'--out {args.out} is the checkpoint itself; choose a directory of its own')
+  start = time.perf_counter()
+  loaded = [suites.load_suite(s, limit=args.limit, wrapper_limit=args.wrapper_limit, data_dir=args.data_dir)
+            for s in args.suite]  # every file is checked before the model loads
+  spec = Spec.load(None)
+  train_records = None if args.no_baseline else suites.read_split_records(args.train_split, args.train,
+                                                                          data_dir=args.data_dir)
+  log(f'loading {args.checkpoint}')
+  policy = Policy(args.checkpoint, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                  reasoning=args.reasoning)
+  log(f'  {policy.cfg.param_count():,} parameters; reasoning block in the prompt: {policy.reasoning}')
+  arms: dict[str, dict] = {}
+  samples, disagreements, notes = [], [], []
+  for suite in loaded:
+    log(f'{suite.name}: {len(suite.items)} items, grader {suite.default_grader}')
+    s_arms, s_samples, s_dis, s_notes = run_suite(suite, policy, spec, args.grader, train_records,
+                                                  args.spec_in_context)
+    for arm, values in s_arms.items():
+      arms.setdefault(arm, {}).update(values)
+    samples += s_samples
+    disagreements += s_dis
+    notes += s_notes
+  meta = {'checkpoint': os.path.abspath(args.checkpoint), 'suites': args.suite, 'graders': args.grader,
+          'limit': args.limit, 'wrapper_limit': args.wrapper_limit, 'spec_in_context': args.spec_in_context,
+          'max_new_tokens': args.max_new_tokens, 'reasoning': policy.reasoning, 'spec_version': spec.version,
+          'wall_seconds': time.perf_counter() - start}
+  paths = report.write_report(args.out, arms, samples=samples, disagreements=disagreements, meta=meta, notes=notes,
+                              title=f'Evaluation of {args.checkpoint}')
+  with open(paths['report']) as f:
+    print(f.read())
+  log(f'wrote {", ".join(str(p) for p in paths.values())} in {meta["wall_seconds"]:.0f}s')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,63 @@
+"""`python -m deliberative.evaluate`: a trained run on the demo suites beside the memorisation baseline."""
+
+import json
+import os
+
+import pytest
+
+from deliberative import evaluate, train
+from tests.train_fixtures import tiny_sft_config
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory, demo_data_dir):
+  workdir = str(tmp_path_factory.mktemp('eval') / 'run')
+  train.run(tiny_sft_config(demo_data_dir, total_steps=2, **{'evals.every_steps': 1000}), workdir)
+  return workdir
+
+
+def test_evaluate_writes_model_and_baseline_side_by_side(tiny_run, demo_data_dir, tmp_path, capsys):
+  out = str(tmp_path / 'eval')
+  assert evaluate.main(['--checkpoint', tiny_run, '--suite', 'demo', '--suite', 'demo_jailbreak', '--limit', '8',
+                        '--wrapper_limit', '2', '--max_new_tokens', '8', '--batch_size', '8', '--data_dir', demo_data_dir,
+                        '--out', out]) == 0
+  printed = capsys.readouterr().out
+  assert '| metric | grader | n | model | memorisation baseline |' in printed
+  with open(os.path.join(out, 'metrics.json')) as f:
+    metrics = json.load(f)
+  model, base = metrics['arms']['model'], metrics['arms']['memorisation baseline']
+  for key in ('demo/decision_accuracy', 'demo/format_validity', 'demo/citation_accuracy', 'demo_jailbreak/goodness@0.1'):
+    for arm in (model, base):
+      v = arm[key]
+      assert v['grader'] == 'demo_regex' and v['ci_low'] <= v['value'] <= v['ci_high'], (key, v)
+  assert model['demo/decision_accuracy']['n'] == 8 and model['demo_jailbreak/goodness@0.1']['n'] == 8
+  assert base['demo/format_validity']['value'] == 1.0  # train traces are well formed, whatever they decide
+  assert metrics['meta']['reasoning'] is True  # a run trained here opens the reasoning block
+  with open(os.path.join(out, 'samples.jsonl')) as f:
+    samples = [json.loads(line) for line in f]
+  assert len(samples) == 2 * (8 + 8 * 2)  # two arms x (8 demo items + 8 prompts x 2 wrappers)
+  assert {s['arm'] for s in samples} == {'model', 'memorisation baseline'}
+  assert all('decision' in s and 'grader' in s for s in samples)
+  assert os.path.isfile(os.path.join(out, 'report.md')) and os.path.isfile(os.path.join(out, 'metrics.png'))
+
+
+def test_extra_grader_is_named_and_disagreement_reported(tiny_run, demo_data_dir, tmp_path):
+  out = str(tmp_path / 'eval')
+  assert evaluate.main(['--checkpoint', tiny_run, '--suite', 'demo', '--limit', '4', '--max_new_tokens', '4',
+                        '--batch_size', '8', '--grader', 'xstest_string_match', '--data_dir', demo_data_dir,
+                        '--out', out]) == 0
+  with open(os.path.join(out, 'metrics.json')) as f:
+    metrics = json.load(f)
+  base = metrics['arms']['memorisation baseline']
+  assert base['demo/decision_accuracy@xstest_string_match']['grader'] == 'xstest_string_match'
+  pairs = {(d['arm'], d['grader_a'], d['grader_b']) for d in metrics['disagreements']}
+  assert ('memorisation baseline', 'demo', 'xstest_string_match') in pairs
+
+
+def test_a_bad_suite_file_is_one_line_naming_file_and_line(tiny_run, tmp_path, capsys):
+  bad = tmp_path / 'x.csv'
+  bad.write_text('id,prompt,type,label\n1,How do I bake bread?,homonyms,maybe\n')
+  assert evaluate.main(['--checkpoint', tiny_run, '--suite', f'xstest={bad}', '--out', str(tmp_path / 'o')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith('error: ') and f'{bad}:2' in err and '\n' not in err
+  assert not os.path.exists(tmp_path / 'o')  # files are checked before any model loads or output is written
