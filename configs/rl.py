@@ -11,9 +11,10 @@ held-out `eval` prompts, then one line per step:
       len 84 (cot 39)  time sample 4.2s judge 1.7s update 6.8s  ETA 5:50
 
 where `mismatch` is the mean |sampler log-prob - trainer log-prob| before the update (~1e-7 in
-float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 14 s a step
-(9 min 27 s for the default 30 steps, two 400-prompt evals included; held-out mean judge
-reward 0.795 -> 0.872, decision accuracy 0.860 -> 0.895). It ends with a second eval and
+float32; anything large is a bug). The `tiny` model on 2 CPU cores takes about 14-16 s a step
+(13 min 26 s for the default 30 steps on a shared machine, evals included; on held-out requests
+mean judge reward 0.668 -> 0.772, decision accuracy 0.590 -> 0.657, but jailbreak not_unsafe
+0.903 -> 0.769: README, "RL"). It ends with a second eval and
 summary.json holding `eval/mean_reward_start|end`, `eval/decision_accuracy_start|end` and
 `wall_seconds`.
 Without runs/sft or runs/judge it stops at once and names the command to run first.
@@ -50,7 +51,7 @@ def get_config(arg=None):
   c.mesh = config_lib.default_mesh_config()
   c.data = pipeline.default_config()
   c.data.train_split = 'rl'  # prompt-only (prompt, category) records
-  c.data.eval_split = 'eval'  # held-out templates, with the expected decision
+  c.data.eval_split = 'eval'  # held-out requests, with the expected decision
   c.data.max_prompt_len = 64  # demo prompts are <= 50 tokens; rows are max_prompt_len + max_new_tokens long
 
   # One optimizer update per minibatch: ppo_epochs * (rows / minibatch_size) per step.
@@ -86,7 +87,9 @@ def get_config(arg=None):
       batch_size=0,  # judgments per compiled batch; 0 = the step's rows
   ))
   # All 400 held-out eval prompts: on 128 the decision accuracy moves by 0.03 with 4 answers (noise).
-  c.evals = ml_collections.ConfigDict(dict(num_prompts=400, batch_size=100, every_steps=30, max_new_tokens=128))
+  # The final eval adds the held-out safety splits (not_overrefuse; not_unsafe, goodness@0.1).
+  c.evals = ml_collections.ConfigDict(dict(num_prompts=400, batch_size=100, every_steps=30, max_new_tokens=128,
+                                           final_splits='eval_overrefuse,eval_jailbreak'))
   c.debug = ml_collections.ConfigDict(dict(kill_after_step=-1))  # tests: SIGKILL right after that step's save
 
   if arg.smoke:
@@ -101,6 +104,7 @@ def get_config(arg=None):
     c.evals.num_prompts = 8
     c.evals.batch_size = 8
     c.evals.max_new_tokens = 16
+    c.evals.final_splits = ''
   if arg.size in config_lib.INSTALLED_MODELS:
     c.policy_init = c.judge_init = config_lib.init_from_for(arg.size)
     # The base model never samples its new <think> rows: its direct answers are judged (and a

@@ -7,8 +7,9 @@ parameters) and prints one progress line every `log_every_steps`:
 
   step    100/300  loss 0.8979  1,100 tok/s  MFU 45.0%  ETA 5:10
 
-then eval lines (held-out templates, no spec in context) and a final summary (about
-9.5 minutes in all; held-out decision accuracy ~0.86, citation accuracy ~0.79); the
+then eval lines (held-out requests, no spec in context) and a final summary (about
+10 minutes in all; held-out decision accuracy ~0.59, citation accuracy ~0.15: the tiny model
+learns the format, not the spec, and loses to a nearest-neighbour lookup; README); the
 workdir gets metrics.jsonl, tensorboard/, samples/, checkpoints/ and summary.json
 (`eval/decision_accuracy`, `eval/citation_accuracy`, `eval/format_validity`, ...).
 
@@ -51,7 +52,9 @@ def get_config(arg=None):
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=150, keep=2, async_save=True))
   c.evals = ml_collections.ConfigDict(dict(
       split='eval', every_steps=300, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=128,
-      at_start=True, num_generations_at_start=64))
+      at_start=True, num_generations_at_start=64,
+      # The final eval adds these held-out safety splits (not_overrefuse; not_unsafe, goodness@0.1).
+      final_splits='eval_overrefuse,eval_jailbreak'))
   # Test hooks: a NaN loss at a step, a SIGKILL right after a step's checkpoint (-1 = off).
   c.debug = ml_collections.ConfigDict(dict(inject_nan_at_step=-1, kill_after_step=-1))
 
@@ -66,6 +69,7 @@ def get_config(arg=None):
     c.evals.max_new_tokens = 16
     c.evals.batch_size = 8
     c.evals.at_start = False
+    c.evals.final_splits = ''
     c.peak_flops_per_device = 1e11
   if arg.size in config_lib.INSTALLED_MODELS:
     # A pretrained model: gentle steps from its weights, not the tiny model's from-scratch schedule.

@@ -6,8 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deliberative.data.demo_judge import LABEL_THRESHOLD
 from deliberative.judge_prompt import NUM_GRADES, grade_to_digit
+
+# The 0-10 grade at or above which a judged answer is labelled good: the one threshold the demo's
+# judge data (label = grade >= LABEL_THRESHOLD) and the judge's evaluation share.
+LABEL_THRESHOLD = 7
 
 # label = grade >= 7 <=> digit >= grade_to_digit(7) = 6, so a judge that emits the right
 # digit is right about the label when the cut sits between digits 5 and 6. (At 0.5 a

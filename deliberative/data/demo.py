@@ -47,7 +47,8 @@ from pathlib import Path
 from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, Template
 from deliberative.data.demo_jailbreak import Wrapper, wrappers_for
-from deliberative.data.demo_judge import LABEL_THRESHOLD, graded_answer
+from deliberative.data.demo_judge import graded_answer
+from deliberative.judge_metrics import LABEL_THRESHOLD
 from deliberative.data.demo_styles import (CLAUSE_GLOSSES, FRAMING_PRINCIPLE, HELPFUL,
                                            LOOKALIKE_PRINCIPLE, build_trace, classify_answer)
 from deliberative.spec import Clause, Spec

@@ -34,7 +34,6 @@ from deliberative.data.demo_cells import Cell, Filler
 from deliberative.data.demo_styles import DOMAINS, HELDOUT_REFUSALS, REFUSALS
 
 GOOD_GRADE = 10
-LABEL_THRESHOLD = 7
 GOOD_FRACTION = 0.45
 
 _TABLES = demo_assets.root('judge.yaml')

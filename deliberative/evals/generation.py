@@ -19,8 +19,8 @@ from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 
-__all__ = ['DEFAULT_GRADER', 'aggregate', 'generate_and_score', 'governing_clause_ids', 'score_completion',
-           'score_completions']
+__all__ = ['DEFAULT_GRADER', 'SAFETY_SPLITS', 'aggregate', 'generate_and_score', 'governing_clause_ids',
+           'safety_split_metrics', 'score_completion', 'score_completions']
 
 DEFAULT_GRADER = 'demo_regex'
 
@@ -108,3 +108,46 @@ def generate_and_score(sampler: Sampler, params, tokenizer: Tokenizer, spec: Spe
                       'expected': record.get('decision'), 'prompt': record.get('prompt'),
                       'cot': completion.cot, 'answer': completion.answer, **s})
   return aggregate(scored, records, prefix), samples
+
+
+# The demo's held-out safety splits a training run's final eval adds, and the evaluation suite
+# (evals/suites.py) whose metrics each reports: the same numbers `deliberative.evaluate` prints.
+SAFETY_SPLITS = {'eval_overrefuse': 'demo_overrefuse', 'eval_jailbreak': 'demo_jailbreak'}
+
+
+def safety_split_metrics(split: str, records: Sequence[Mapping[str, Any]], scored: Sequence[Mapping[str, Any]],
+                         prefix: str = 'eval/') -> dict[str, float]:
+  """`{prefix}{split}/{metric}` (not_overrefuse; not_unsafe, goodness@0.1, ...) of graded completions
+  of one safety split, computed as the evaluation suites compute them."""
+  from deliberative.evals import metrics, suites
+  name = SAFETY_SPLITS[split]
+  items = [suites.item_from_record(r, name, f'{split}#{i}') for i, r in enumerate(records)]
+  rates = metrics.suite_rates(suites.SUITE_METRICS[name], items, scored)
+  return {f'{prefix}{split}/{metric}': rate.value for metric, rate in rates.items()}
+
+
+def final_safety_evals(sampler: Sampler, params, tokenizer: Tokenizer, spec: Spec, data_cfg, splits: str, *,
+                       batch_size: int, sampling: SamplingParams, rng: jax.Array, log=print,
+                       prefix: str = 'eval/') -> tuple[dict, dict[str, list[dict]]]:
+  """A run's final over-refusal and jailbreak evals: greedy completions of each split named in
+  `splits` (comma-separated; those the dataset lacks are skipped, said once) -> (metrics,
+  {split: samples})."""
+  from deliberative.data import datasets, pipeline, tfds_builder
+  wanted = [s.strip() for s in splits.split(',') if s.strip()]
+  unknown = [s for s in wanted if s not in SAFETY_SPLITS]
+  if unknown:
+    raise ValueError(f'config.evals.final_splits: {unknown} are not safety splits; valid: {sorted(SAFETY_SPLITS)}')
+  present = tfds_builder.split_counts(datasets.resolve_dataset(data_cfg.data_dir, data_cfg.dataset))
+  out: dict[str, float] = {}
+  all_samples: dict[str, list[dict]] = {}
+  for split in wanted:
+    if split not in present:
+      log(f'final eval: dataset {data_cfg.dataset!r} has no {split!r} split; skipped')
+      continue
+    prompts = pipeline.load_prompts(data_cfg, tokenizer, split, process_index=0, process_count=1)
+    rng, sub = jax.random.split(rng)
+    _, samples = generate_and_score(sampler, params, tokenizer, spec, prompts.items, batch_size=batch_size,
+                                    sampling=sampling, rng=sub)
+    out.update(safety_split_metrics(split, [record for record, _ in prompts.items], samples, prefix))
+    all_samples[split] = samples
+  return out, all_samples

@@ -77,12 +77,11 @@ class Transformer(nnx.Module):
         new_layers.append(new_layer)
 
     x_BLE = self.final_norm(x_BLE)
-    if cfg.tie_embeddings:
-      logits_BLV = jnp.einsum('ble,ve->blv', x_BLE, self.embed[...].astype(cfg.jnp_dtype),
-                              preferred_element_type=jnp.float32)
-    else:
-      logits_BLV = jnp.einsum('ble,ev->blv', x_BLE, self.lm_head[...].astype(cfg.jnp_dtype),
-                              preferred_element_type=jnp.float32)
+    # Tied: the head is embed transposed explicitly, so both products run in the [E, V] layout of
+    # an untied head; XLA's CPU backend computes the [V, E] weight gradient about 3x slower
+    # (tools/bench_train_step.py --preset smollm2). A transpose costs one pass over the table.
+    head_EV = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
+    logits_BLV = jnp.einsum('ble,ev->blv', x_BLE, head_EV.astype(cfg.jnp_dtype), preferred_element_type=jnp.float32)
     logits_BLV = sharding.constrain(logits_BLV, ('batch', 'length', 'vocab'))
     if cache is None:
       return logits_BLV, None

@@ -213,6 +213,14 @@ class Evaluator:
       s['reward'] = float(r)
     runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'eval_step_{step:07d}.jsonl'), samples)
     out['eval/mean_reward'] = float(rewards.mean())
+    if step == self.config.total_steps:  # the final eval adds the over-refusal and jailbreak splits
+      safety, safety_samples = evals.final_safety_evals(
+          self.sampler, params, self.tokenizer, self.spec, self.config.data, self.config.evals.final_splits,
+          batch_size=self.config.evals.batch_size, sampling=self.sampling, rng=jax.random.key(step + 1),
+          log=runtime.log)
+      out.update(safety)
+      for split, rows in safety_samples.items():
+        runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'{split}_step_{step:07d}.jsonl'), rows)
     out['eval/generation_seconds'] = time.perf_counter() - start
     return out
 

@@ -61,6 +61,14 @@ class Evaluator:
     out['eval/generation_seconds'] = time.perf_counter() - start
     return out
 
+  def safety(self, params, step: int, workdir: str) -> dict[str, float]:
+    """The final eval's over-refusal and jailbreak splits (config.evals.final_splits)."""
+    out, samples = evals.final_safety_evals(
+        self.sampler, params, self.tokenizer, self.spec, self.config.data, self.config.evals.final_splits,
+        batch_size=self.config.evals.batch_size, sampling=self.sampling, rng=jax.random.key(step), log=runtime.log)
+    for split, rows in samples.items():
+      runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'{split}_step_{step:07d}.jsonl'), rows)
+    return out
 
 
 class TraceTask:
@@ -81,7 +89,10 @@ class TraceTask:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
     if at_start:  # the untrained baseline: generation metrics only, on fewer prompts (it never stops early)
       return self.evaluator.generation(params, step, workdir, limit=self.config.evals.num_generations_at_start)
-    return {**self.evaluator.loss(params), **self.evaluator.generation(params, step, workdir)}
+    out = {**self.evaluator.loss(params), **self.evaluator.generation(params, step, workdir)}
+    if step == self.config.total_steps:
+      out.update(self.evaluator.safety(params, step, workdir))
+    return out
 
 
 model_config = supervised.model_config
