@@ -123,7 +123,7 @@ def train_cmd(args, name: str, workdir: str, *extra: str) -> list[str]:
   return cmd + list(args.train_arg) + list(extra)
 
 
-def eval_cmd(args, checkpoint: str, out: str, spec_in_context: bool = False) -> list[str]:
+def eval_cmd(args, checkpoint: str, out: str, spec_in_context: bool = False, reasoning: str = 'auto') -> list[str]:
   cmd = [sys.executable, '-m', 'deliberative.evaluate', '--checkpoint', checkpoint]
   for s in args.suite:
     cmd += ['--suite', s]
@@ -140,6 +140,8 @@ def eval_cmd(args, checkpoint: str, out: str, spec_in_context: bool = False) -> 
     cmd += ['--data_dir', args.data_dir]
   if spec_in_context:
     cmd.append('--spec_in_context')
+  if reasoning != 'auto':
+    cmd.append(f'--reasoning={reasoning}')
   return cmd
 
 
@@ -178,8 +180,10 @@ def plan(args) -> list[Step]:
   for arm in ARMS:
     if arm in arms:
       out = os.path.join(wd(arm), 'eval')
-      steps.append(Step(arm, 'eval', eval_cmd(args, checkpoints[arm], out, spec_in_context=arm == 'spec'),
-                        os.path.join(out, 'metrics.json')))
+      # RL from a pretrained model that never learnt the reasoning format: grade its direct answers.
+      reasoning = 'off' if arm == 'rl' and args.size != 'tiny' else 'auto'
+      steps.append(Step(arm, 'eval', eval_cmd(args, checkpoints[arm], out, spec_in_context=arm == 'spec',
+                                              reasoning=reasoning), os.path.join(out, 'metrics.json')))
   return steps
 
 
