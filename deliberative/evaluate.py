@@ -150,8 +150,8 @@ def run_suite(suite: suites.Suite, policy: Policy | None, spec, graders: Sequenc
                    f'(e.g. {too_long[0]})')
     completions = []
     start = time.perf_counter()
+    import jax
     for lo in range(0, len(prompts), policy.batch_size):
-      import jax
       policy.rng, key = jax.random.split(policy.rng)
       out = policy.sampler(policy.params, prompts[lo:lo + policy.batch_size], key, policy.sampling)
       for i in range(len(prompts[lo:lo + policy.batch_size])):

@@ -313,9 +313,7 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
   md = report.render_report(columns, title=title, disagreements=disagreements, notes=notes,
                             plots=[str(paths['plot']), *extra])
   paths['report'] = Path(root) / 'report.md'
-  tmp = paths['report'].with_name('.tmp-report.md')
-  tmp.write_text(md, encoding='utf-8')
-  os.replace(tmp, paths['report'])  # a reader never sees half a report
+  report.write_text_atomic(paths['report'], md)
   return paths
 
 

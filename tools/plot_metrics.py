@@ -14,11 +14,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from deliberative.evals import report  # noqa: E402
 from deliberative.trainers.metrics import read_metrics  # noqa: E402
 
 DEFAULT_KEYS = {
@@ -98,18 +98,7 @@ def plot(workdirs: list[str], keys: list[str], out: str, smoothing: float = 0.8)
   if len(workdirs) > 1:
     axes.flat[0].legend(fontsize=8)
   fig.tight_layout()
-  directory = os.path.dirname(os.path.abspath(out))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.png')
-  os.close(fd)
-  try:
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out)
-  finally:
-    plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return out
+  return str(report.save_png(fig, out))
 
 
 def main(argv=None) -> int:

@@ -98,7 +98,9 @@ def write_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, Any]])
   return Path(path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to `path` through a temporary file, so a reader never sees half of it."""
+  path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-')
   try:
@@ -185,7 +187,9 @@ def render_report(arms: Mapping[str, Mapping[str, MetricValue]], *, title: str =
 
 # ---- plots
 
-def _save_png(fig, path: Path) -> Path:
+def save_png(fig, path: str | os.PathLike) -> Path:
+  """Saves a matplotlib figure atomically (temporary file, then rename) and closes it."""
+  path = Path(path)
   import matplotlib.pyplot as plt
 
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +239,7 @@ def plot_metric_bars(path: str | os.PathLike, arms: Mapping[str, Mapping[str, Me
   ax.grid(axis='y', alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save_png(fig, Path(path))
+  return save_png(fig, Path(path))
 
 
 def pareto_points(arms: Mapping[str, Mapping[str, MetricValue]], x_key: str, y_key: str
@@ -263,7 +267,7 @@ def plot_pareto(path: str | os.PathLike, points: Mapping[str, tuple[MetricValue 
   ax.set_title(title or f'{y_label} vs {x_label} (top right is best)', fontsize=10)
   ax.legend(fontsize=8, loc='lower left')
   fig.tight_layout()
-  return _save_png(fig, Path(path))
+  return save_png(fig, Path(path))
 
 
 def write_report(out_dir: str | os.PathLike, arms: Mapping[str, Mapping[str, MetricValue]], *,
@@ -281,6 +285,6 @@ def write_report(out_dir: str | os.PathLike, arms: Mapping[str, Mapping[str, Met
     paths['plot'] = plot_metric_bars(out / 'metrics.png', arms)
     plots.append(str(paths['plot']))
   paths['report'] = out / 'report.md'
-  _write_text_atomic(paths['report'], render_report(arms, title=title, disagreements=disagreements, notes=notes,
+  write_text_atomic(paths['report'], render_report(arms, title=title, disagreements=disagreements, notes=notes,
                                                     plots=plots))
   return paths
