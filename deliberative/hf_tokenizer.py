@@ -275,6 +275,31 @@ def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
   (out / "tokenizer.model").write_bytes(tokenizer.model_proto)
 
 
+def _reasoning_prelude(tokenizer) -> str:
+  """Jinja run before a model's own template: an assistant message with `reasoning_content`
+  (the field reasoning servers and deliberative.serve return; `cot` also accepted) becomes the
+  trace layout in its content, `<think>\\n{cot}\\n</think>\\n\\n{answer}` (chat_format), so the
+  model's template, which knows nothing of reasoning, renders our trace ids. `messages` is
+  rebound at the template's top level; list concatenation keeps it sandbox-safe."""
+  from deliberative import chat_format
+  opening = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
+  closing = json.dumps(chat_format.THINK_CLOSE + tokenizer.think_end_token + chat_format.ANSWER_OPEN)
+  return (
+      "{#- deliberative: assistant reasoning_content -> the trace layout in content -#}\n"
+      "{%- set ns = namespace(messages=[]) -%}\n"
+      "{%- for m in messages -%}\n"
+      "  {%- set cot = m['reasoning_content'] if m['reasoning_content'] is defined and m['reasoning_content'] "
+      "is not none else (m['cot'] if m['cot'] is defined else none) -%}\n"
+      "  {%- if m['role'] == 'assistant' and cot is not none -%}\n"
+      "    {%- set ns.messages = ns.messages + [{'role': 'assistant', 'content': " + opening
+      + " + cot + " + closing + " + m['content']}] -%}\n"
+      "  {%- else -%}\n"
+      "    {%- set ns.messages = ns.messages + [m] -%}\n"
+      "  {%- endif -%}\n"
+      "{%- endfor -%}\n"
+      "{%- set messages = ns.messages -%}\n")
+
+
 def write_json_tokenizer(tokenizer, out: Path) -> None:
   """A real model's tokenizer as trained: tokenizer.json with its added reasoning markers
   (special tokens, so `decode(..., skip_special_tokens=True)` drops them), and
@@ -292,9 +317,11 @@ def write_json_tokenizer(tokenizer, out: Path) -> None:
   config.update({
     "tokenizer_class": "PreTrainedTokenizerFast",
     MODEL_TEMPLATE_KEY: template,
-    # Appended after the model's template: its generation prompt ends the assistant header, and
-    # a trained model then writes its reasoning between the markers.
-    "chat_template": template + "{%- if add_generation_prompt -%}{{- " + reasoning + " -}}{%- endif -%}",
+    # Around the model's template: traces in, the reasoning marker after the generation prompt
+    # (its generation prompt ends the assistant header; a trained model then writes its
+    # reasoning between the markers).
+    "chat_template": (_reasoning_prelude(tokenizer) + template
+                      + "{%- if add_generation_prompt -%}{{- " + reasoning + " -}}{%- endif -%}"),
     "clean_up_tokenization_spaces": False,  # the ids are exact; HF's clean-up would alter decoded text
   })
   config.pop("added_tokens_decoder", None)  # tokenizer.json holds the added tokens, the new ones too

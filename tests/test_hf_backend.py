@@ -364,3 +364,24 @@ def test_sft_loss_mask_and_cot_truncation_work_unchanged(dirs):
   assert tok.answer_id in cut.ids.tolist() and cut.ids[-1] == tok.end_id
   parsed = tok.parse_completion(cut.ids[cut.ids.tolist().index(tok.think_id) + 1:].tolist())
   assert parsed.well_formed and parsed.answer == record["answer"]
+
+
+def test_exported_template_renders_traces_given_as_reasoning_content(pair, tmp_path):
+  """write_json_tokenizer's template: an assistant message with `reasoning_content` (what
+  deliberative.serve and reasoning servers return) renders exactly our trace ids, and the
+  generation prompt still ends in the opened reasoning block."""
+  from deliberative.hf_tokenizer import write_json_tokenizer
+  name, ours, _ = pair
+  write_json_tokenizer(ours, tmp_path)
+  exported = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  for k, messages in enumerate(_conversations(12)):
+    cot, answer = f"IB.{k} may apply.\nSo I decline.", ["Sure: here.", "No.", "Here you go\n\nstep 1"][k % 3]
+    trace, _ = ours.render_chat(messages, cot=cot, answer=answer)
+    theirs = _ids(exported.apply_chat_template(
+        messages + [{"role": "assistant", "content": answer, "reasoning_content": cot}]))
+    # The model's template may write text after its end-of-turn token (ChatML's newline); the
+    # trace stops at that token.
+    assert theirs[:len(trace)] == trace, (name, messages)
+    assert ours.decode(theirs[len(trace):]).strip() == "", (name, theirs[len(trace):])
+    prompt, _ = ours.render_chat(messages, add_generation_prompt=True)
+    assert _ids(exported.apply_chat_template(messages, add_generation_prompt=True)) == prompt
