@@ -33,10 +33,7 @@ from typing import Any
 
 from deliberative import errors
 from deliberative.evals import baseline, generation, metrics, report, suites
-
-# Prompt lengths the sampler compiles for; a longer prompt is refused (counted), never cut.
-LENGTH_BUCKETS = (64, 128, 256, 512, 1024, 2048)
-
+from deliberative.inference import LENGTH_BUCKETS, Policy, spec_prompt
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python -m deliberative.evaluate', description=__doc__,
@@ -70,57 +67,6 @@ def log(message: str) -> None:
   print(message, flush=True)
 
 
-# -- the model ------------------------------------------------------------------------------------
-
-class Policy:
-  """The evaluated model: its tokenizer, parameters and a greedy sampler on the default mesh."""
-
-  def __init__(self, path: str, *, batch_size: int, max_new_tokens: int, reasoning: str = 'auto'):
-    import jax
-    from deliberative import config_lib, tokenizer as tokenizer_lib
-    from deliberative.model import loading, sampler as sampler_lib, sharding, source
-    src = source.open_source(path, 'checkpoint')
-    self.tokenizer = src.tokenizer() or tokenizer_lib.load_tokenizer(None)
-    self.cfg = src.architecture()
-    mesh_cfg = config_lib.default_mesh_config()
-    mesh = sharding.make_mesh(mesh_cfg)
-    rules = sharding.normalize_rules(mesh_cfg.rules)
-    self.params = src.load_params(self.cfg, loading.abstract_params(self.cfg, mesh, rules))
-    batch_axes = dict(rules).get('batch', ())
-    multiple = 1
-    for axis in batch_axes:
-      multiple *= dict(mesh.shape)[axis]
-    self.batch_size = -(-batch_size // multiple) * multiple
-    self.sampler = sampler_lib.Sampler(self.cfg, stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id,
-                                       length_buckets=LENGTH_BUCKETS, batch_buckets=(self.batch_size,),
-                                       batch_multiple=multiple, mesh=mesh, rules=rules)
-    self.sampling = sampler_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    self.rng = jax.random.key(0)
-    self.name = path
-    # A model never trained on the reasoning marker (its row is not in its vocabulary) ends its turn
-    # at once when the prompt opens one: it answers in its own format instead.
-    think_id = self.tokenizer.think_id
-    self.reasoning = think_id < self.cfg.vocab_size if reasoning == 'auto' else reasoning == 'on'
-
-  def prompt_ids(self, record: Mapping[str, Any], system: str | None) -> list[int]:
-    messages = list(record['messages'])
-    if system:
-      messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
-    ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
-    ids = list(ids)
-    if not self.reasoning:  # the generation prompt without its reasoning-block opening
-      cut = len(ids) - 1 - ids[::-1].index(self.tokenizer.think_id)
-      ids = ids[:cut]
-    return ids
-
-
-def spec_prompt(spec, category: str | None) -> str:
-  """The system prompt of the spec-in-context arm: spec(category), or the whole spec."""
-  if category and category in spec.categories:
-    return spec.render(category)
-  return spec.to_text()
-
-
 # -- one suite ------------------------------------------------------------------------------------
 
 def grade(records: Sequence[Mapping], completions: Sequence[tuple], spec, grader: str) -> list[dict]:
@@ -150,10 +96,8 @@ def run_suite(suite: suites.Suite, policy: Policy | None, spec, graders: Sequenc
                    f'(e.g. {too_long[0]})')
     completions = []
     start = time.perf_counter()
-    import jax
     for lo in range(0, len(prompts), policy.batch_size):
-      policy.rng, key = jax.random.split(policy.rng)
-      out = policy.sampler(policy.params, prompts[lo:lo + policy.batch_size], key, policy.sampling)
+      out = policy.sample(prompts[lo:lo + policy.batch_size])
       for i in range(len(prompts[lo:lo + policy.batch_size])):
         c = policy.tokenizer.parse_completion(out.completion(i), reasoning=policy.reasoning)
         completions.append((c.cot, c.answer, c.well_formed, c.direct))

@@ -1,7 +1,7 @@
 """Graders: read the decision (comply / refuse / safe_complete) out of a final answer.
 
     grader = get_grader('xstest_string_match')        # or 'demo_regex', or 'model:PATH'
-    grades = grader.grade([GradeItem(prompt, category, answer, cot=cot), ...])
+    grades = grader.grade([GradeItem(category, prompt, answer, cot=cot), ...])
     grades[0]['decision']                              # + grader-specific fields
 
 Every grader has a `name` and grades a batch; each grade is a dict with at least
@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from deliberative.judge_prompt import JudgeInput
 from deliberative.spec import DECISIONS, NO_CATEGORY, Spec
 
 MALFORMED = 'malformed'
@@ -79,14 +80,10 @@ MALFORMED = 'malformed'
 # --- the interface ----------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class GradeItem:
-  """One answer to grade; `expected` (the decision the spec requires) is optional."""
-  prompt: str
-  category: str
-  answer: str
-  cot: str = ''
+class GradeItem(JudgeInput):
+  """One answer to grade: a judgment's fields (category, prompt, answer, cot, id) and, when
+  known, `expected`, the decision the spec requires."""
   expected: str | None = None
-  id: str = ''
 
 
 def as_grade_item(item: GradeItem | Mapping[str, Any], index: int = 0) -> GradeItem:
@@ -209,7 +206,7 @@ def xstest_human_agreement(path: str, grader: Grader | None = None) -> dict:
   missing = {'prompt', 'completion', 'final_label'} - set(rows[0] if rows else {})
   if missing:
     raise ValueError(f'{path}: line 1: missing columns {sorted(missing)}')
-  grades = grader.grade([GradeItem(r['prompt'], NO_CATEGORY, r['completion']) for r in rows])
+  grades = grader.grade([GradeItem(NO_CATEGORY, r['prompt'], r['completion']) for r in rows])
   refused = np.array([g['decision'] != 'comply' for g in grades])
   label = np.array([r['final_label'].strip()[:1] for r in rows])  # '1', '2' or '3'
   full = label != '3'
@@ -494,7 +491,7 @@ class ModelGrader(Grader):
     return cls(cfg, tokenizer, loading.params_of(model), spec or Spec.load(), name=f'model:{path}', **options)
 
   def _grade(self, items):
-    from deliberative.judge import JudgeInput, scores_from_logprobs
+    from deliberative.judge import scores_from_logprobs
     known = set(self.decision_judge.categories)
     # A category the spec lacks (a benchmark's own taxonomy) is judged under no policy.
     inputs = [JudgeInput(i.category if i.category in known else NO_CATEGORY, i.prompt, i.answer, id=i.id)
