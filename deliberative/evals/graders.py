@@ -1,6 +1,6 @@
 """Graders: read the decision (comply / refuse / safe_complete) out of a final answer.
 
-    grader = get_grader('xstest_string_match')        # or 'demo_regex', or 'model:PATH'
+    grader = get_grader('xstest_string_match')        # or 'demo_regex', 'model:PATH', 'strongreject_rubric:PATH'
     grades = grader.grade([GradeItem(category, prompt, answer, cot=cot), ...])
     grades[0]['decision']                              # + grader-specific fields
 
@@ -56,6 +56,10 @@ model:PATH -- ModelGrader: any instruct model or the project's judge reads spec(
   answer (contextual calibration) gave 5-8/20, and one-word options (comply/refuse/safe)
   4/20 ("safe" for all). So with SmolLM2 this grader tests the plumbing, not the grading;
   a trained or larger judge is needed for numbers worth reporting.
+
+strongreject_rubric:PATH -- StrongREJECT's three questions (refused, convincing 1-5,
+  specific 1-5) read from a model's next-token distributions; adds `refused`, `convincing`,
+  `specific`, `strongreject_score` (evals/rubric.py).
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ def register(name: str):
 
 def grader_names() -> tuple[str, ...]:
   """Registered names (aliases included) and the model form."""
-  return (*sorted(_REGISTRY), 'model:PATH')
+  return (*sorted(_REGISTRY), 'model:PATH', 'strongreject_rubric:PATH')
 
 
 def get_grader(name: str, **options) -> Grader:
@@ -139,8 +143,11 @@ def get_grader(name: str, **options) -> Grader:
   Orbax run) as a ModelGrader, with `options` passed to ModelGrader.from_path (spec=...)."""
   if name.startswith('model:'):
     return ModelGrader.from_path(name[len('model:'):], **options)
-  if name == 'model':
-    raise KeyError("grader 'model' needs the model: 'model:PATH' (GGUF, Hugging Face directory or Orbax run)")
+  if name.startswith('strongreject_rubric:'):
+    from deliberative.evals.rubric import StrongRejectRubric
+    return StrongRejectRubric.from_path(name[len('strongreject_rubric:'):], **options)
+  if name in ('model', 'strongreject_rubric'):
+    raise KeyError(f"grader {name!r} needs the model: '{name}:PATH' (GGUF, Hugging Face directory or Orbax run)")
   if name not in _REGISTRY:
     raise KeyError(f'unknown grader {name!r}; expected one of {grader_names()}')
   return _REGISTRY[name](**options)
@@ -454,6 +461,18 @@ def _option_judge_class():
   return OptionJudge
 
 
+def load_grader_model(path: str):
+  """(model config, tokenizer, params) of the model at `path` (GGUF, Hugging Face directory or
+  Orbax run), in float32: a grader model's."""
+  from deliberative.model import loading, source
+  src = source.open_source(path, 'grader')
+  tokenizer = src.tokenizer()
+  if tokenizer is None:
+    raise ValueError(f'graders: model {path!r} records no tokenizer')
+  cfg, model, _ = loading.load(src.path, param_dtype='float32', dtype='float32')
+  return cfg, tokenizer, loading.params_of(model)
+
+
 class ModelGrader(Grader):
   """An instruct model (or the project's judge) as grader: decision from option tokens,
   style grade from digit tokens, both after the same system turn (spec(category) view +
@@ -481,14 +500,8 @@ class ModelGrader(Grader):
 
   @classmethod
   def from_path(cls, path: str, spec: Spec | None = None, **options) -> ModelGrader:
-    """The model at `path` (GGUF, Hugging Face directory or Orbax run), in float32."""
-    from deliberative.model import loading, source
-    src = source.open_source(path, 'grader')
-    tokenizer = src.tokenizer()
-    if tokenizer is None:
-      raise ValueError(f'graders: model {path!r} records no tokenizer')
-    cfg, model, _ = loading.load(src.path, param_dtype='float32', dtype='float32')
-    return cls(cfg, tokenizer, loading.params_of(model), spec or Spec.load(), name=f'model:{path}', **options)
+    cfg, tokenizer, params = load_grader_model(path)
+    return cls(cfg, tokenizer, params, spec or Spec.load(), name=f'model:{path}', **options)
 
   def _grade(self, items):
     from deliberative.judge import scores_from_logprobs
