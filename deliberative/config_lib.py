@@ -73,7 +73,8 @@ def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
   if preset not in MODEL_PRESETS:
     raise ValueError(f'unknown model preset {preset!r}; known: {sorted(MODEL_PRESETS)}')
   fields = dict(head_dim=None, rope_theta=10_000.0, rope_scaling=None, norm_eps=1e-5, qkv_bias=False,
-                tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none')
+                tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none',
+                attention='xla', loss_chunk=0)
   fields.update(MODEL_PRESETS[preset])
   fields.update(overrides)
   # Placeholders let `--config.model.head_dim=64` override a None default under lock_config.

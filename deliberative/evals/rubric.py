@@ -20,10 +20,13 @@ All three reads share one system turn (the rubric below, with the spec view the 
 layout requires), so one spec-prefix KV cache serves the three. The rubric wording is this
 project's, after the paper's three questions; it is not the published prompt verbatim.
 
-How good a grader this is depends entirely on the model: SmolLM2-135M-Instruct zero-shot is
-a poor reader of any rubric (see the `model:PATH` grader's measurement in graders.py); the
-tests check the plumbing and the formula, and the measured agreement on hand-written answers
-is reported, not asserted.
+How good a grader this is depends entirely on the model. Measured with SmolLM2-135M-Instruct
+zero-shot on 12 hand-written answers to one lock-picking request (4 refusals, 4 specific
+step-by-step answers, 4 vague ones): P(refused) 0.98-0.99 for all 12, convincing 2.1-2.4 and
+specific 2.2-2.5 with no ordering by kind, so every score was 0: it reads "refused" into
+everything, and calls the four harmful answers safe. A 135M model cannot grade this rubric;
+the tests check the plumbing and the formula, and a capable model (PATH to a larger GGUF or
+Hugging Face directory) is what makes the number mean something.
 """
 
 from __future__ import annotations

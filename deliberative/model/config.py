@@ -9,6 +9,9 @@ import jax.numpy as jnp
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
+# 'xla': the einsum path (the CPU default and the reference in tests); 'dot_product':
+# jax.nn.dot_product_attention, which picks cuDNN's fused kernel on GPUs where it applies.
+ATTENTION_IMPLS = ('xla', 'dot_product')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,10 @@ class ModelConfig:
   param_dtype: str = 'float32'
   dtype: str = 'float32'  # compute dtype; logits and softmax stay float32
   remat: str = 'none'
+  attention: str = 'xla'  # one of ATTENTION_IMPLS
+  # Training losses take logits this many positions at a time (recomputed in the backward pass),
+  # never [batch, length, vocab] at once; 0 = the whole sequence in one piece.
+  loss_chunk: int = 0
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -46,6 +53,10 @@ class ModelConfig:
       raise ValueError(f'model: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; set head_dim')
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f'model.remat={self.remat!r}: expected one of {REMAT_POLICIES}')
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f'model.attention={self.attention!r}: expected one of {ATTENTION_IMPLS}')
+    if self.loss_chunk < 0:
+      raise ValueError(f'model.loss_chunk={self.loss_chunk}: expected 0 (off) or a positive length')
     for field in ('param_dtype', 'dtype'):
       if getattr(self, field) not in _DTYPES:
         raise ValueError(f'model.{field}={getattr(self, field)!r}: expected one of {sorted(_DTYPES)}')

@@ -114,6 +114,11 @@ class Attention(nnx.Module):
     mask_BLS = causal_LS[None] & same_segment_BLS
 
     B = keys_BSKD.shape[0]
+    if cfg.attention == 'dot_product':
+      out_BLHD = jax.nn.dot_product_attention(q_BLHD, keys_BSKD.astype(q_BLHD.dtype), values_BSKD.astype(q_BLHD.dtype),
+                                              mask=mask_BLS[:, None], scale=1 / math.sqrt(cfg.head_dim_))
+      out_BLE = jnp.einsum('blhd,hde->ble', out_BLHD.astype(cfg.jnp_dtype), self.o[...].astype(cfg.jnp_dtype))
+      return sharding.constrain(out_BLE, ('batch', 'length', 'embed')), new_cache
     groups = cfg.n_heads // cfg.n_kv_heads
     q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
     scores_BKGLS = jnp.einsum('blkgd,bskd->bkgls', q_BLKGD, keys_BSKD.astype(q_BLKGD.dtype),

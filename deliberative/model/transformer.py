@@ -51,6 +51,25 @@ class Transformer(nnx.Module):
     positions default to 0..L-1 (after cache['index'] when decoding); segment_ids default
     to all ones; 0 marks padding, which attends to nothing and is attended by nothing.
     """
+    x_BLE, new_cache = self.hidden(tokens_BL, positions_BL, segment_ids_BL, cache)
+    return self.logits(x_BLE), new_cache
+
+  def head(self):
+    """The output projection [E, V] in the compute dtype. Tied: embed transposed explicitly, so
+    both products run in the [E, V] layout of an untied head; XLA's CPU backend computes the
+    [V, E] weight gradient about 3x slower (tools/bench_train_step.py --preset smollm2). A
+    transpose costs one pass over the table."""
+    head_EV = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+    return head_EV.astype(self.cfg.jnp_dtype)
+
+  def logits(self, x_BLE):
+    """float32 logits of final hidden states (any leading shape [B, L])."""
+    logits_BLV = jnp.einsum('ble,ev->blv', x_BLE, self.head(), preferred_element_type=jnp.float32)
+    return sharding.constrain(logits_BLV, ('batch', 'length', 'vocab'))
+
+  def hidden(self, tokens_BL, positions_BL=None, segment_ids_BL=None, cache=None):
+    """(final normed hidden states [B, L, E], updated cache or None): everything before the
+    head, so a loss can take the logits a chunk at a time (model/losses.py)."""
     cfg = self.cfg
     B, L = tokens_BL.shape
     offset = 0 if cache is None else cache['index']
@@ -77,15 +96,9 @@ class Transformer(nnx.Module):
         new_layers.append(new_layer)
 
     x_BLE = self.final_norm(x_BLE)
-    # Tied: the head is embed transposed explicitly, so both products run in the [E, V] layout of
-    # an untied head; XLA's CPU backend computes the [V, E] weight gradient about 3x slower
-    # (tools/bench_train_step.py --preset smollm2). A transpose costs one pass over the table.
-    head_EV = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
-    logits_BLV = jnp.einsum('ble,ev->blv', x_BLE, head_EV.astype(cfg.jnp_dtype), preferred_element_type=jnp.float32)
-    logits_BLV = sharding.constrain(logits_BLV, ('batch', 'length', 'vocab'))
     if cache is None:
-      return logits_BLV, None
-    return logits_BLV, {'layers': new_layers, 'segment_ids': cache_seg_BS, 'index': offset + L}
+      return x_BLE, None
+    return x_BLE, {'layers': new_layers, 'segment_ids': cache_seg_BS, 'index': offset + L}
 
 
 def build(cfg: ModelConfig, seed: int = 0):

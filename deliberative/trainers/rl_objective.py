@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from deliberative.model import losses
 from deliberative.trainers import state as state_lib
 
 # Fields of a rollout batch as it goes to the device (all [rows, ...], sharded over rows).
@@ -38,15 +39,13 @@ class Objective:
   kl_coef: float
 
 
-def completion_logp(logits_BLV, completion_BT, temperature: float):
-  """(logp_BT, entropy_BT) of the completion tokens under softmax(logits / temperature)."""
-  T = completion_BT.shape[1]
-  L = logits_BLV.shape[1]
-  logits_BTV = logits_BLV[:, L - T - 1:L - 1].astype(jnp.float32) / temperature
-  logp_BTV = jax.nn.log_softmax(logits_BTV, axis=-1)
-  logp_BT = jnp.take_along_axis(logp_BTV, completion_BT[..., None], axis=-1)[..., 0]
-  entropy_BT = -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
-  return logp_BT, entropy_BT
+def completion_logp(model, batch, temperature: float):
+  """(logp_BT, entropy_BT) of the completion tokens under softmax(logits / temperature); the
+  logits are taken model.cfg.loss_chunk positions at a time (model/losses.py)."""
+  x_BLE, _ = model.hidden(batch['tokens_BL'], batch['positions_BL'], batch['segment_ids_BL'])
+  T = batch['completion_BT'].shape[1]
+  L = x_BLE.shape[1]
+  return losses.token_logp(model, x_BLE[:, L - T - 1:L - 1], batch['completion_BT'], temperature)
 
 
 def k3_kl(logp_BT, logp_ref_BT):
@@ -74,15 +73,10 @@ def ppo_terms(logp_BT, batch, obj: Objective):
   return loss, sums
 
 
-def loss_from_logits(logits_BLV, batch, obj: Objective):
-  """The per-minibatch loss as a function of the full-sequence logits (what the tests probe)."""
-  logp_BT, _ = completion_logp(logits_BLV, batch['completion_BT'], obj.temperature)
+def minibatch_loss(model, batch, obj: Objective):
+  """The per-minibatch loss of the policy `model` (what the tests probe)."""
+  logp_BT, _ = completion_logp(model, batch, obj.temperature)
   return ppo_terms(logp_BT, batch, obj)
-
-
-def _forward(setup: state_lib.Setup, params, batch):
-  logits_BLV, _ = setup.bind(params)(batch['tokens_BL'], batch['positions_BL'], batch['segment_ids_BL'])
-  return logits_BLV
 
 
 def _row_sharding(setup: state_lib.Setup, ndim: int, leading: int = 0) -> NamedSharding:
@@ -110,8 +104,8 @@ def make_score_step(setup: state_lib.Setup, obj: Objective, n_minibatches: int):
   """
   def score(params, ref_params, batch):
     def one(mb):
-      logp_BT, entropy_BT = completion_logp(_forward(setup, params, mb), mb['completion_BT'], obj.temperature)
-      logp_ref_BT, _ = completion_logp(_forward(setup, ref_params, mb), mb['completion_BT'], obj.temperature)
+      logp_BT, entropy_BT = completion_logp(setup.bind(params), mb, obj.temperature)
+      logp_ref_BT, _ = completion_logp(setup.bind(ref_params), mb, obj.temperature)
       return logp_BT, entropy_BT, logp_ref_BT
     split = _split_minibatches(setup, {k: batch[k] for k in ROLLOUT_FIELDS}, n_minibatches)
     logp_NMT, entropy_NMT, logp_ref_NMT = jax.lax.map(one, split)
@@ -138,7 +132,7 @@ def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_
     key, *epoch_keys = jax.random.split(key, ppo_epochs + 1)
     R = batch['tokens_BL'].shape[0]
     grad_fn = jax.value_and_grad(
-        lambda p, mb: loss_from_logits(_forward(setup, p, mb), mb, obj), has_aux=True)
+        lambda p, mb: minibatch_loss(setup.bind(p), mb, obj), has_aux=True)
 
     def minibatch(carry, mb):
       params, opt_state = carry

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from deliberative.data import datasets
-from deliberative.model import source
+from deliberative.model import losses, source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
@@ -33,11 +33,9 @@ BATCH_FIELDS = ('tokens', 'targets', 'weights', 'segment_ids', 'positions')
 def token_loss(setup: state_lib.Setup, params, batch) -> tuple[jax.Array, dict]:
   """Summed weighted NLL over a (micro)batch, plus the sums needed to normalise across microbatches."""
   model = setup.bind(params)
-  logits_BLV, _ = model(batch['tokens'], batch['positions'], batch['segment_ids'])
-  nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, batch['targets'])
-  w_BL = batch['weights']
-  correct_BL = (jnp.argmax(logits_BLV, axis=-1) == batch['targets']) * w_BL
-  return jnp.sum(nll_BL * w_BL), {'weight': jnp.sum(w_BL), 'correct': jnp.sum(correct_BL)}
+  x_BLE, _ = model.hidden(batch['tokens'], batch['positions'], batch['segment_ids'])
+  nll, correct = losses.token_nll(model, x_BLE, batch['targets'], batch['weights'])
+  return nll, {'weight': jnp.sum(batch['weights']), 'correct': correct}
 
 
 def make_train_step(setup: state_lib.Setup, accum_steps: int, nan_at_step: int = -1):

@@ -1,0 +1,88 @@
+"""Token losses from final hidden states, the vocabulary's logits taken a chunk at a time.
+
+    x_BLE, _ = model.hidden(tokens, positions, segment_ids)
+    nll_sum, correct_sum = token_nll(model, x_BLE, targets_BL, weights_BL)
+    logp_BT = token_logp(model, x_BTE, targets_BT, temperature)
+
+With `model.cfg.loss_chunk = C > 0` the sequence is cut into pieces of C positions; each
+piece's [B, C, V] float32 logits are made, reduced and dropped, and the backward pass makes
+them again (jax.checkpoint) instead of keeping them. Peak memory holds one piece's logits, not
+[B, L, V]: for Llama-3's 128,256-entry vocabulary at 4,096 positions that is 2 GiB per row
+otherwise. C = 0 (the default on CPU) takes the whole sequence at once, the plain path. Both
+paths give the same loss and gradients up to float rounding (tests/test_losses.py).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from deliberative.model import sharding
+
+
+def _chunks(x, chunk: int, fill=0):
+  """[B, L, ...] -> [n, B, C, ...], L padded with `fill` up to a multiple of C."""
+  B, L = x.shape[:2]
+  n = -(-L // chunk)
+  pad = n * chunk - L
+  if pad:
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
+  return jnp.moveaxis(x.reshape((B, n, chunk) + x.shape[2:]), 1, 0)
+
+
+def _piece_logits(head_EV, x_BCE):
+  logits_BCV = jnp.einsum('bce,ev->bcv', x_BCE, head_EV, preferred_element_type=jnp.float32)
+  return sharding.constrain(logits_BCV, ('batch', 'length', 'vocab'))
+
+
+def _nll_and_correct(logits_BCV, targets_BC):
+  lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
+  target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
+  return lse_BC - target_BC, jnp.argmax(logits_BCV, axis=-1) == targets_BC
+
+
+def token_nll(model, x_BLE, targets_BL, weights_BL) -> tuple[jax.Array, jax.Array]:
+  """(sum of weighted NLL, sum of weights where the argmax is the target) over [B, L]."""
+  chunk = model.cfg.loss_chunk
+  head_EV = model.head()
+  if not chunk or chunk >= x_BLE.shape[1]:
+    nll_BL, correct_BL = _nll_and_correct(model.logits(x_BLE), targets_BL)
+    return jnp.sum(nll_BL * weights_BL), jnp.sum(correct_BL * weights_BL)
+
+  @jax.checkpoint
+  def piece(head_EV, x_BCE, targets_BC, weights_BC):
+    nll_BC, correct_BC = _nll_and_correct(_piece_logits(head_EV, x_BCE), targets_BC)
+    return jnp.sum(nll_BC * weights_BC), jnp.sum(correct_BC * weights_BC)
+
+  def body(carry, xs):
+    nll, correct = piece(head_EV, *xs)
+    return (carry[0] + nll, carry[1] + correct), None
+
+  zero = jnp.zeros((), jnp.float32)
+  xs = (_chunks(x_BLE, chunk), _chunks(targets_BL, chunk), _chunks(weights_BL.astype(jnp.float32), chunk))
+  (nll, correct), _ = jax.lax.scan(body, (zero, zero), xs)
+  return nll, correct
+
+
+def token_logp(model, x_BTE, targets_BT, temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """(log p(target), entropy) per position under softmax(logits / temperature), [B, T] each,
+  the logits taken `model.cfg.loss_chunk` positions at a time."""
+  chunk = model.cfg.loss_chunk
+  head_EV = model.head()
+
+  def logp_entropy(logits_BCV, targets_BC):
+    logp_BCV = jax.nn.log_softmax(logits_BCV / temperature, axis=-1)
+    logp_BC = jnp.take_along_axis(logp_BCV, targets_BC[..., None], axis=-1)[..., 0]
+    return logp_BC, -jnp.sum(jnp.exp(logp_BCV) * logp_BCV, axis=-1)
+
+  if not chunk or chunk >= x_BTE.shape[1]:
+    return logp_entropy(model.logits(x_BTE), targets_BT)
+
+  @jax.checkpoint
+  def piece(head_EV, x_BCE, targets_BC):
+    return logp_entropy(_piece_logits(head_EV, x_BCE), targets_BC)
+
+  T = x_BTE.shape[1]
+  logp_nBC, entropy_nBC = jax.lax.map(lambda xs: piece(head_EV, *xs), (_chunks(x_BTE, chunk), _chunks(targets_BT, chunk)))
+  unchunk = lambda a: jnp.moveaxis(a, 0, 1).reshape(a.shape[1], -1)[:, :T]
+  return unchunk(logp_nBC), unchunk(entropy_nBC)
