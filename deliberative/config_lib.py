@@ -68,6 +68,11 @@ def init_from_for(preset: str) -> str:
   return installed_model(preset) if preset in INSTALLED_MODELS else ''
 
 
+# The pod presets' 128-152k vocabularies: training losses take the logits 1,024 positions at a
+# time (model/losses.py) instead of materialising [batch, length, vocab] float32 at once.
+LARGE_VOCAB, LARGE_VOCAB_LOSS_CHUNK = 100_000, 1024
+
+
 def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
   """The `model` config section for a preset; every ModelConfig field is present."""
   if preset not in MODEL_PRESETS:
@@ -76,6 +81,8 @@ def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
                 tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none',
                 attention='xla', loss_chunk=0)
   fields.update(MODEL_PRESETS[preset])
+  if fields['vocab_size'] >= LARGE_VOCAB:
+    fields['loss_chunk'] = LARGE_VOCAB_LOSS_CHUNK
   fields.update(overrides)
   # Placeholders let `--config.model.head_dim=64` override a None default under lock_config.
   cfg = ml_collections.ConfigDict(fields)
