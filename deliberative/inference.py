@@ -1,0 +1,91 @@
+"""A model loaded for inference: any model source, its tokenizer and a sampler on the default mesh.
+
+    policy = Policy('runs/sft', batch_size=16, max_new_tokens=256)
+    ids = policy.prompt_ids({'messages': [{'role': 'user', 'content': 'hi'}]})
+    out = policy.sample([ids])                      # SampleOutput; policy.rng advances
+    policy.tokenizer.parse_completion(out.completion(0), reasoning=policy.reasoning)
+
+Shared by `deliberative.evaluate`, `deliberative.serve` and `deliberative.generate`: the path
+is an Orbax run or checkpoint, a Hugging Face directory or a GGUF file (model/source.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Prompt lengths the sampler compiles for; a longer prompt is refused (counted), never cut.
+LENGTH_BUCKETS = (64, 128, 256, 512, 1024, 2048)
+
+
+class Policy:
+  """A model's tokenizer, parameters and sampler on the default mesh.
+
+  `batch_size` is rounded up to the mesh's batch multiple; `batch_buckets` (default: that one
+  size) are the batch shapes the sampler compiles for, a server's choice when requests arrive
+  in varying numbers. `reasoning`: 'auto' opens a reasoning block in the generation prompt when
+  the model's vocabulary holds the marker (a run trained here), not for a pretrained model whose
+  tokenizer added it; 'on' / 'off' force it.
+  """
+
+  def __init__(self, path: str, *, batch_size: int = 16, max_new_tokens: int = 256, reasoning: str = 'auto',
+               batch_buckets: Sequence[int] | None = None, length_buckets: Sequence[int] = LENGTH_BUCKETS,
+               field: str = 'checkpoint', seed: int = 0):
+    import jax
+    from deliberative import config_lib, tokenizer as tokenizer_lib
+    from deliberative.model import loading, sampler as sampler_lib, sharding, source
+    self.source = source.open_source(path, field)
+    self.tokenizer = self.source.tokenizer() or tokenizer_lib.load_tokenizer(None)
+    self.cfg = self.source.architecture()
+    mesh_cfg = config_lib.default_mesh_config()
+    self.mesh = sharding.make_mesh(mesh_cfg)
+    self.rules = sharding.normalize_rules(mesh_cfg.rules)
+    self.params = self.source.load_params(self.cfg, loading.abstract_params(self.cfg, self.mesh, self.rules))
+    multiple = 1
+    for axis in dict(self.rules).get('batch', ()):
+      multiple *= dict(self.mesh.shape)[axis]
+    self.batch_multiple = multiple
+    self.batch_size = -(-batch_size // multiple) * multiple
+    buckets = tuple(batch_buckets) if batch_buckets else (self.batch_size,)
+    self.length_buckets = tuple(sorted(length_buckets))
+    self.sampler = sampler_lib.Sampler(self.cfg, stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id,
+                                       length_buckets=self.length_buckets, batch_buckets=buckets,
+                                       batch_multiple=multiple, mesh=self.mesh, rules=self.rules)
+    self.sampling = sampler_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    self.rng = jax.random.key(seed)
+    self.name = path
+    # A model never trained on the reasoning marker (its row is not in its vocabulary) ends its turn
+    # at once when the prompt opens one: it answers in its own format instead.
+    think_id = self.tokenizer.think_id
+    self.reasoning = think_id < self.cfg.vocab_size if reasoning == 'auto' else reasoning == 'on'
+
+  @property
+  def max_prompt_len(self) -> int:
+    return self.length_buckets[-1]
+
+  def prompt_ids(self, record: Mapping[str, Any], system: str | None = None) -> list[int]:
+    """The generation prompt of `record['messages']`; `system` replaces any system message."""
+    messages = list(record['messages'])
+    if system:
+      messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
+    ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
+    ids = list(ids)
+    if not self.reasoning:  # the generation prompt without its reasoning-block opening
+      cut = len(ids) - 1 - ids[::-1].index(self.tokenizer.think_id)
+      ids = ids[:cut]
+    return ids
+
+  def sample(self, prompts: Sequence[Sequence[int]], sampling=None, rng=None):
+    """One sampler call (at most the largest batch bucket of prompts); `rng` defaults to the
+    policy's own stream, which advances."""
+    import jax
+    if rng is None:
+      self.rng, rng = jax.random.split(self.rng)
+    return self.sampler(self.params, prompts, rng, sampling or self.sampling)
+
+
+def spec_prompt(spec, category: str | None) -> str:
+  """The system prompt of the spec-in-context arm: spec(category), or the whole spec."""
+  if category and category in spec.categories:
+    return spec.render(category)
+  return spec.to_text()
