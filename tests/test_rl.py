@@ -11,7 +11,7 @@ import pytest
 
 from deliberative import checkpoints, train
 from deliberative.data.pipeline import PromptBatch
-from deliberative.model import loading
+from deliberative.model import loading, losses
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
@@ -82,7 +82,7 @@ def _hand_batch(P=3, T=3):
   completion_BT = jnp.asarray([[1, 2, 3], [4, 5, 6]], jnp.int32)
   mask_BT = jnp.asarray([[1, 1, 1], [1, 1, 0]], jnp.float32)  # row 1 stopped after 2 tokens
   obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.1)
-  logp_BT, _ = rl_objective.completion_logp(logits_BLV, completion_BT, obj.temperature)
+  logp_BT, _ = losses.logp_and_entropy(logits_BLV[:, P - 1:P + T - 1], completion_BT, obj.temperature)
   batch = {'completion_BT': completion_BT, 'mask_BT': mask_BT, 'logp_old_BT': logp_BT,
            'logp_ref_BT': logp_BT - 0.3, 'advantages_B': jnp.asarray([1.0, -1.0])}
   return logits_BLV, batch, obj

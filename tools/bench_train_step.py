@@ -1,7 +1,7 @@
 """Train-step throughput: our jit'd SFT step vs a `transformers` (PyTorch) peer, same shapes, same run.
 
   python tools/bench_train_step.py [--preset tiny|small|smollm2] [--batch 8] [--seq_len 256] [--steps 5]
-       [--remat none|full]
+       [--remat none|full] [--attention xla|dot_product] [--loss_chunk N]
 
 `--preset smollm2` is SmolLM2-135M's shape (30 layers, vocab 49,152, tied embeddings), random
 weights: the step's cost does not depend on their values.
@@ -88,12 +88,15 @@ def main(argv=None) -> int:
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--remat', default=None, help="ours: the model's remat policy (default: the preset's)")
+  parser.add_argument('--attention', default=None, choices=('xla', 'dot_product'), help='ours: model.attention')
+  parser.add_argument('--loss_chunk', type=int, default=None, help='ours: model.loss_chunk (0 = whole sequence)')
   args = parser.parse_args(argv)
-  overrides = {'remat': args.remat} if args.remat else {}
+  overrides = {k: getattr(args, k) for k in ('remat', 'attention', 'loss_chunk') if getattr(args, k) is not None}
   cfg = ModelConfig.from_dict(config_lib.model_config(args.preset, **overrides))
   ours_tps = ours(cfg, args.batch, args.seq_len, args.steps)
   peer_tps = peer(cfg, args.batch, args.seq_len, args.steps)
-  print(f'{args.preset} B={args.batch} L={args.seq_len} remat={cfg.remat} on {jax.devices()[0].platform} '
+  print(f'{args.preset} B={args.batch} L={args.seq_len} remat={cfg.remat} attention={cfg.attention} '
+        f'loss_chunk={cfg.loss_chunk} on {jax.devices()[0].platform} '
         f'({os.cpu_count()} cores)')
   print(f'  ours (jax jit)          {ours_tps:10,.0f} tok/s')
   print(f'  transformers (torch)    {peer_tps:10,.0f} tok/s')

@@ -41,6 +41,13 @@ def _nll_and_correct(logits_BCV, targets_BC):
   return lse_BC - target_BC, jnp.argmax(logits_BCV, axis=-1) == targets_BC
 
 
+def logp_and_entropy(logits_BTV, targets_BT, temperature: float = 1.0):
+  """(log p(target), entropy) per position under softmax(logits / temperature)."""
+  logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32) / temperature, axis=-1)
+  logp_BT = jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
+  return logp_BT, -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+
+
 def token_nll(model, x_BLE, targets_BL, weights_BL) -> tuple[jax.Array, jax.Array]:
   """(sum of weighted NLL, sum of weights where the argmax is the target) over [B, L]."""
   chunk = model.cfg.loss_chunk
@@ -69,18 +76,12 @@ def token_logp(model, x_BTE, targets_BT, temperature: float = 1.0) -> tuple[jax.
   the logits taken `model.cfg.loss_chunk` positions at a time."""
   chunk = model.cfg.loss_chunk
   head_EV = model.head()
-
-  def logp_entropy(logits_BCV, targets_BC):
-    logp_BCV = jax.nn.log_softmax(logits_BCV / temperature, axis=-1)
-    logp_BC = jnp.take_along_axis(logp_BCV, targets_BC[..., None], axis=-1)[..., 0]
-    return logp_BC, -jnp.sum(jnp.exp(logp_BCV) * logp_BCV, axis=-1)
-
   if not chunk or chunk >= x_BTE.shape[1]:
-    return logp_entropy(model.logits(x_BTE), targets_BT)
+    return logp_and_entropy(model.logits(x_BTE), targets_BT, temperature)
 
   @jax.checkpoint
   def piece(head_EV, x_BCE, targets_BC):
-    return logp_entropy(_piece_logits(head_EV, x_BCE), targets_BC)
+    return logp_and_entropy(_piece_logits(head_EV, x_BCE), targets_BC, temperature)
 
   T = x_BTE.shape[1]
   logp_nBC, entropy_nBC = jax.lax.map(lambda xs: piece(head_EV, *xs), (_chunks(x_BTE, chunk), _chunks(targets_BT, chunk)))

@@ -74,8 +74,16 @@ def ppo_terms(logp_BT, batch, obj: Objective):
 
 
 def minibatch_loss(model, batch, obj: Objective):
-  """The per-minibatch loss of the policy `model` (what the tests probe)."""
+  """The per-minibatch loss of the policy `model`."""
   logp_BT, _ = completion_logp(model, batch, obj.temperature)
+  return ppo_terms(logp_BT, batch, obj)
+
+
+def loss_from_logits(logits_BLV, batch, obj: Objective):
+  """minibatch_loss as a function of full-sequence logits (what the tests probe by hand)."""
+  T = batch['completion_BT'].shape[1]
+  L = logits_BLV.shape[1]
+  logp_BT, _ = losses.logp_and_entropy(logits_BLV[:, L - T - 1:L - 1], batch['completion_BT'], obj.temperature)
   return ppo_terms(logp_BT, batch, obj)
 
 
