@@ -31,16 +31,39 @@ class Policy:
   def __init__(self, path: str, *, batch_size: int = 16, max_new_tokens: int = 256, reasoning: str = 'auto',
                batch_buckets: Sequence[int] | None = None, length_buckets: Sequence[int] = LENGTH_BUCKETS,
                field: str = 'checkpoint', seed: int = 0):
-    import jax
-    from deliberative import config_lib, tokenizer as tokenizer_lib
-    from deliberative.model import loading, sampler as sampler_lib, sharding, source
+    from deliberative import tokenizer as tokenizer_lib
+    from deliberative.model import source
     self.source = source.open_source(path, field)
-    self.tokenizer = self.source.tokenizer() or tokenizer_lib.load_tokenizer(None)
-    self.cfg = self.source.architecture()
+    cfg = self.source.architecture()
+    self._build(path, self.source.tokenizer() or tokenizer_lib.load_tokenizer(None), cfg,
+                lambda abstract: self.source.load_params(cfg, abstract), batch_size=batch_size,
+                max_new_tokens=max_new_tokens, reasoning=reasoning, batch_buckets=batch_buckets,
+                length_buckets=length_buckets, seed=seed)
+
+  @classmethod
+  def random(cls, size: str, *, seed: int = 0, max_seq_len: int = 2048, **options) -> Policy:
+    """A random-init `size` preset (config_lib) with the packaged tokenizer: the plumbing of smoke
+    runs and benchmarks, where no trained model is needed. `options` as for a path."""
+    from deliberative import config_lib, tokenizer as tokenizer_lib
+    from deliberative.model.config import ModelConfig
+    policy = cls.__new__(cls)
+    policy.source = None
+    cfg = ModelConfig.from_dict(config_lib.model_config(size, max_seq_len=max_seq_len))
+    policy._build(f'random-init:{size}', tokenizer_lib.load_tokenizer(None), cfg,
+                  lambda abstract: random_params(abstract, seed), seed=seed, **options)
+    return policy
+
+  def _build(self, name: str, tokenizer, cfg, load_params, *, batch_size: int = 16, max_new_tokens: int = 256,
+             reasoning: str = 'auto', batch_buckets: Sequence[int] | None = None,
+             length_buckets: Sequence[int] = LENGTH_BUCKETS, seed: int = 0) -> None:
+    import jax
+    from deliberative import config_lib
+    from deliberative.model import loading, sampler as sampler_lib, sharding
+    self.name, self.tokenizer, self.cfg = name, tokenizer, cfg
     mesh_cfg = config_lib.default_mesh_config()
     self.mesh = sharding.make_mesh(mesh_cfg)
     self.rules = sharding.normalize_rules(mesh_cfg.rules)
-    self.params = self.source.load_params(self.cfg, loading.abstract_params(self.cfg, self.mesh, self.rules))
+    self.params = load_params(loading.abstract_params(self.cfg, self.mesh, self.rules))
     multiple = 1
     for axis in dict(self.rules).get('batch', ()):
       multiple *= dict(self.mesh.shape)[axis]
@@ -53,7 +76,6 @@ class Policy:
                                        batch_multiple=multiple, mesh=self.mesh, rules=self.rules)
     self.sampling = sampler_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     self.rng = jax.random.key(seed)
-    self.name = path
     # A model never trained on the reasoning marker (its row is not in its vocabulary) ends its turn
     # at once when the prompt opens one: it answers in its own format instead.
     think_id = self.tokenizer.think_id
@@ -89,3 +111,21 @@ def spec_prompt(spec, category: str | None) -> str:
   if category and category in spec.categories:
     return spec.render(category)
   return spec.to_text()
+
+
+def random_params(abstract, seed: int) -> dict:
+  """Weights drawn on the host (normal, std 0.02; norm scales 1), placed with `abstract`'s
+  shardings. The model's own init compiles for ~20 s on 2 busy cores; a smoke model needs no
+  more than a fixed, seeded draw."""
+  import jax
+  import numpy as np
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if 'scale' in jax.tree_util.keystr(path):
+      value = np.ones(leaf.shape, leaf.dtype)
+    else:
+      value = (rng.standard_normal(leaf.shape) * 0.02).astype(leaf.dtype)
+    return jax.device_put(value, leaf.sharding) if getattr(leaf, 'sharding', None) is not None else value
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)

@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deliberative import errors
+from deliberative import cli, errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config.name>).')
@@ -55,45 +55,6 @@ def run(config, workdir: str | None = None, allow_config_change=()) -> dict:
   return trainer.train(config, workdir)
 
 
-def _fail(e: BaseException, argv) -> None:
-  """One line for a user's error (the traceback only when asked), exit status 1."""
-  if errors.debug_requested(argv):
-    raise e
-  print(f'error: {errors.one_line(e)}', file=sys.stderr)
-  print(f'(--debug or {errors.DEBUG_ENV}=1 prints the traceback)', file=sys.stderr)
-  sys.exit(1)
-
-
-def _parse_flags(argv):
-  """absl's parser, with config errors reported as the flag they came from rather than a traceback:
-  a typo in an override (ml_collections raises AttributeError/KeyError) or in the ":arg" part."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, *errors.USER_ERRORS) as e:
-    if errors.debug_requested(argv):
-      raise
-    print(f'error: {_flag_error(e, argv)}', file=sys.stderr)
-    print('Pass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
-    sys.exit(2)
-
-
-def _flag_error(e: BaseException, argv) -> str:
-  text = str(e.args[0]) if e.args else str(e)
-  if 'Traceback (most recent call last)' in text:  # a config file's get_config raised: its last line says why
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f'{text.split(":")[0]}: {lines[-1]}'
-  if not isinstance(e, (AttributeError, KeyError)):
-    return errors.one_line(e)
-  # ml_collections: "'total_step'\nDid you mean ..." as a repr inside the message
-  text = text.replace('\\n', '\n').replace("\\'", "'").strip('\'"')
-  missing, _, hint = text.partition('\n')
-  missing = missing.strip('\'"')
-  culprits = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and
-              a.split('=')[0].split('.')[-1] == missing]
-  where = ', '.join(culprits) or '--config override'
-  return f'{where}: the config has no field {missing!r}. {" ".join(hint.split())}'.strip()
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -111,8 +72,8 @@ def main(argv):
                                    process_id=_PROCESS_ID.value)
     run(_CONFIG.value, _WORKDIR.value, _ALLOW_CHANGE.value)
   except errors.USER_ERRORS as e:
-    _fail(e, sys.argv)
+    cli.fail(e, sys.argv)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

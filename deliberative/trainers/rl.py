@@ -127,10 +127,11 @@ def _recorded_judge_format(src: str) -> tuple[dict | None, dict]:
   return model.meta.get('judge_format'), model.meta
 
 
-def judge_format(config, spec_version: str | None = None, log=runtime.log) -> dict[str, Any]:
+def judge_format(config, spec_version: str | None = None, log=runtime.log, *, sees_cot: bool = False) -> dict[str, Any]:
   """How to prompt the judge: what `judge_init` was trained with (configs/judge.py records it in the
   checkpoint meta; tools/export_hf.py writes it next to the weights), with any non-empty
-  `config.judge.{rubric,spec_view,max_len}` taking precedence."""
+  `config.judge.{rubric,spec_view,max_len}` taking precedence. `sees_cot`: the caller shows the
+  judge the CoT as well (stage 1 may; the RL judge never does)."""
   src = config.judge_init
   recorded, meta = _recorded_judge_format(src)
   given = {k: config.judge[k] for k in _FORMAT_FIELDS if config.judge[k]}
@@ -148,9 +149,11 @@ def judge_format(config, spec_version: str | None = None, log=runtime.log) -> di
   if spec_version and trained_on and trained_on != spec_version:
     log(f'warning: judge_init was trained against spec {trained_on}; this run grades against spec {spec_version}')
   fmt = dict(recorded or UNRECORDED_JUDGE_FORMAT)
-  if fmt.get('answer_and_cot'):
+  if fmt.get('answer_and_cot') and not sees_cot:
     raise ValueError(f'config.judge_init={src!r} was trained on answer+CoT inputs (judge.answer_and_cot=True), but '
                      'the RL judge sees the final answer only; train it with --config.judge.answer_and_cot=False')
+  if recorded is not None and sees_cot and not fmt.get('answer_and_cot'):
+    log('warning: judge_init was trained on final answers alone; it is shown the CoT as well')
   overridden = [k for k, v in given.items() if v != fmt[k]]
   for key in overridden:
     if recorded:

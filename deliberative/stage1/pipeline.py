@@ -1,0 +1,322 @@
+"""The stage-1 loop: prompts -> K completions (spec in the system prompt) -> k grades each ->
+min-of-k -> best above threshold -> spec stripped -> trace records, shard by shard (shards.py).
+
+A prompt's fate is one of: kept, none_passed (every completion malformed or below threshold),
+too_long (the model cannot take it; listed by id), endpoint_error (a request outlasted its
+retries; listed by id with the error). Above `max_error_fraction` of the prompts done so far in
+endpoint errors, the run stops (the failing shard is not marked done, so a rerun retries it).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from deliberative import errors
+from deliberative.data import datasets, schema, tfds_builder
+from deliberative.evals import graders as graders_lib
+from deliberative.judge_prompt import JudgeInput
+from deliberative.spec import Spec
+from deliberative.stage1 import backends, prompt as prompt_lib, select as select_lib, shards
+from deliberative.stage1.endpoint import Endpoint, EndpointError
+
+
+def log(msg: str) -> None:
+  print(msg, flush=True)
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+  """A prompt's own seed: its completions and grades do not depend on batching, order or restarts."""
+  return int.from_bytes(hashlib.sha256(f'{seed}\0{prompt_id}'.encode()).digest()[:4], 'little') & 0x3FFFFFFF
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+def load_prompt_records(cfg) -> list[dict[str, Any]]:
+  """config.prompts: a JSONL file/dir (`jsonl`), else a built dataset's split (the demo's train split by
+  default); only the messages and category of each record are used."""
+  if cfg.jsonl:
+    records = schema.read_jsonl(cfg.jsonl)
+    where = cfg.jsonl
+  else:
+    from deliberative.data import pipeline as data_pipeline
+    version_dir = datasets.resolve_dataset(cfg.data_dir or None, cfg.dataset)
+    ds, where = data_pipeline.dataset_records(version_dir, cfg.split)
+    records = [ds[i] for i in range(len(ds))]
+  if cfg.categories:
+    wanted = [c.strip() for c in cfg.categories.split(',') if c.strip()]
+    unknown = [c for c in wanted if c not in schema.CATEGORIES]
+    if unknown:
+      raise ValueError(f'config.prompts.categories: unknown {unknown}; valid: {", ".join(schema.CATEGORIES)}')
+    records = [r for r in records if r['category'] in wanted]
+  if cfg.num_prompts:
+    records = records[:cfg.num_prompts]
+  seen: dict[str, int] = {}
+  for i, r in enumerate(records):
+    if r['id'] in seen:
+      raise ValueError(f'{where}: prompt id {r["id"]!r} appears twice (records {seen[r["id"]]} and {i}); ids key '
+                       'the resumable shards and the per-prompt seeds, so they must be unique')
+    seen[r['id']] = i
+  if not records:
+    raise ValueError(f'{where}: no prompts (config.prompts: categories={cfg.categories!r}, num_prompts={cfg.num_prompts})')
+  return records
+
+
+# --- backends -----------------------------------------------------------------------------------
+
+def judge_format(judge_cfg, spec_version: str) -> dict[str, Any]:
+  """The own judge's prompt format: trainers/rl.judge_format (what the checkpoint recorded, else the
+  paper's prompt) with the config's non-empty fields winning; a random-init judge records none."""
+  import ml_collections
+  from deliberative.trainers import rl
+  given = {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len') if judge_cfg[k]}
+  if not judge_cfg.checkpoint:
+    return {**rl.UNRECORDED_JUDGE_FORMAT, **given}
+  shim = ml_collections.ConfigDict({'judge_init': judge_cfg.checkpoint,
+                                    'judge': {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len')}})
+  return rl.judge_format(shim, spec_version, log=log, sees_cot=bool(judge_cfg.answer_and_cot))
+
+
+def make_backends(config, spec: Spec):
+  """(G_base, G_RM) as the config says; an own model named by both is loaded once."""
+  lock = threading.Lock()
+  K = config.select.num_completions
+  policies: dict[tuple, Any] = {}
+
+  def policy_for(section, field: str, max_new_tokens: int, max_prompt_len: int):
+    key = (section.checkpoint, section.random_size)
+    if key not in policies:
+      policies[key] = backends.load_policy(
+          section.checkpoint, random_size=section.random_size, batch_size=K, max_new_tokens=max_new_tokens,
+          reasoning=section.reasoning, max_prompt_len=max_prompt_len, field=field, seed=config.seed)
+    return policies[key]
+
+  b = config.base
+  if b.backend == 'own':
+    from deliberative.model.sampler import SamplingParams
+    policy = policy_for(b, 'base.checkpoint', b.max_new_tokens, b.max_prompt_len)
+    think_tags = b.think_tags == 'on' or (b.think_tags == 'auto' and not policy.reasoning)
+    sampling = SamplingParams(temperature=b.temperature, top_k=b.top_k, top_p=b.top_p, max_new_tokens=b.max_new_tokens)
+    base = backends.OwnBase(policy, sampling, think_tags=think_tags, require_cot=config.select.require_cot, lock=lock)
+  elif b.backend == 'endpoint':
+    think_tags = b.think_tags != 'off'
+    base = backends.EndpointBase(Endpoint(b.endpoint, 'base'), temperature=b.temperature, top_p=b.top_p,
+                                 max_new_tokens=b.max_new_tokens, require_cot=config.select.require_cot)
+  else:
+    raise ValueError(f'config.base.backend={b.backend!r}: expected own or endpoint')
+
+  j = config.judge
+  if j.backend == 'own':
+    from deliberative.judge import Judge
+    fmt = judge_format(j, spec.version)
+    jp = policy_for(j, 'judge.checkpoint', b.max_new_tokens, b.max_prompt_len)
+    judge_model = Judge(jp.cfg, jp.tokenizer, spec, rubric=fmt['rubric'], spec_view=fmt['spec_view'],
+                        answer_and_cot=j.answer_and_cot, max_len=fmt['max_len'], batch_buckets=(K,),
+                        batch_multiple=jp.batch_multiple, mesh=jp.mesh, rules=jp.rules)
+    judge = backends.OwnJudge(judge_model, jp.params, temperature=j.temperature, use_prefix_cache=j.use_prefix_cache,
+                              name=jp.name, lock=lock)
+  elif j.backend == 'endpoint':
+    judge = backends.EndpointJudge(Endpoint(j.endpoint, 'judge'), spec, spec_view=j.spec_view or 'full',
+                                   rubric=j.rubric or 'default', answer_and_cot=j.answer_and_cot,
+                                   temperature=j.temperature, max_new_tokens=j.max_new_tokens)
+  else:
+    raise ValueError(f'config.judge.backend={j.backend!r}: expected own or endpoint')
+  return base, judge, think_tags
+
+
+# --- one prompt ---------------------------------------------------------------------------------
+
+class Stage1:
+  """Everything one prompt needs; `run_prompt` is safe to call from several threads."""
+
+  def __init__(self, config, spec: Spec, base, judge, grader, think_tags: bool, digest: str):
+    self.config, self.spec, self.base, self.judge, self.grader = config, spec, base, judge, grader
+    self.think_tags, self.digest = think_tags, digest
+
+  def run_prompt(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(outcome, kept trace record or None)."""
+    pid, category, text = record['id'], record['category'], record['prompt']
+    out: dict[str, Any] = {'id': pid, 'category': category, 'completions': 0, 'malformed': 0,
+                           'below_threshold': 0, 'passed': 0, 'judge_unparsed': 0, 'judge_truncated': 0}
+    system = prompt_lib.system_prompt(self.spec, category, self.think_tags)
+    try:
+      prepared = self.base.prepare(record, system)
+      self.judge.check(category, text, pid)
+    except backends.TooLong as e:
+      return {**out, 'outcome': 'too_long', 'error': errors.one_line(e)}, None
+    seed = prompt_seed(self.config.seed, pid)
+    sel = self.config.select
+    try:
+      candidates = self.base.complete(prepared, sel.num_completions, seed)
+      reasons: dict[str, int] = {}
+      for c in candidates:
+        if c.malformed:
+          reasons[c.malformed] = reasons.get(c.malformed, 0) + 1
+      well = [i for i, c in enumerate(candidates) if not c.malformed]
+      grades = self.grader.grade([graders_lib.GradeItem(prompt=text, category=category, answer=candidates[i].answer,
+                                                        cot=candidates[i].cot, id=f'{pid}#{i}') for i in well])
+      judged, decisions = [], []
+      for i, g in zip(well, grades):
+        if g['decision'] == graders_lib.MALFORMED:  # empty, degenerate, off-topic: no decision to train on
+          reason = f'grader:{g.get("outcome", "malformed")}'
+          reasons[reason] = reasons.get(reason, 0) + 1
+        else:
+          judged.append(i)
+          decisions.append(g['decision'])
+      items = [JudgeInput(category, text, candidates[i].answer, candidates[i].cot, f'{pid}#{i}') for i in judged]
+      if items:
+        grades_NK, unparsed, truncated = self.judge.grades(items, sel.num_grades, seed + 1)
+      else:
+        grades_NK, unparsed, truncated = np.zeros((0, sel.num_grades), np.int32), 0, 0
+    except EndpointError as e:
+      return {**out, 'outcome': 'endpoint_error', 'error': errors.one_line(e)}, None
+    chosen = select_lib.select(grades_NK, sel.threshold)
+    per_decision: dict[str, dict[str, int]] = {}
+    for j, decision in enumerate(decisions):
+      d = per_decision.setdefault(decision, {'judged': 0, 'below_threshold': 0, 'passed': 0, 'kept': 0})
+      d['judged'] += 1
+      d['passed' if chosen.passed[j] else 'below_threshold'] += 1
+      d['kept'] += int(j == chosen.best)
+    out.update(completions=len(candidates), malformed=sum(reasons.values()), below_threshold=chosen.below_threshold,
+               passed=int(chosen.passed.sum()), judge_unparsed=int(unparsed), judge_truncated=int(truncated),
+               malformed_reasons=reasons, decisions=per_decision)
+    if self.config.output.keep_candidates:  # the audit trail: every completion, why it was dropped or kept
+      rows = []
+      for i, c in enumerate(candidates):
+        row = {'cot': c.cot, 'answer': c.answer, 'malformed': c.malformed}
+        if i in judged:
+          j = judged.index(i)
+          row.update(decision=decisions[j], grades=[int(g) for g in grades_NK[j]], kept=j == chosen.best)
+        rows.append(row)
+      out['candidates'] = rows
+    if chosen.best is None:
+      return {**out, 'outcome': 'none_passed'}, None
+    best = candidates[judged[chosen.best]]
+    trace = {'id': pid, 'messages': backends.non_system(record['messages']), 'category': category,
+             'decision': decisions[chosen.best], 'cot': best.cot, 'answer': best.answer,
+             'score': select_lib.score_of(int(chosen.scores[chosen.best])),
+             'grades': [int(g) for g in grades_NK[chosen.best]], 'spec_version': self.spec.version,
+             'source': f'{self.base.name}+{self.digest}', 'judge': self.judge.name}
+    trace = schema.validate_record(trace, f'generate: prompt {pid!r}')
+    return {**out, 'outcome': 'kept'}, trace
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def plan_shards(records: Sequence[Mapping[str, Any]], per_shard: int) -> list[list[str]]:
+  ids = [r['id'] for r in records]
+  return [ids[i:i + per_shard] for i in range(0, len(ids), per_shard)]
+
+
+def _eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}' if seconds >= 3600 else \
+      f'{seconds // 60}:{seconds % 60:02d}'
+
+
+def done_outcomes(workdir: str, manifest: shards.Manifest) -> list[dict[str, Any]]:
+  out = []
+  for index in sorted(manifest.done):
+    out.extend(shards.read_jsonl(shards.shard_path(workdir, index, '.outcomes')))
+  return out
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Generates (or continues) the run in `workdir`; returns summary.json's content."""
+  t_start = time.perf_counter()
+  spec = Spec.load(config.spec or None)
+  if config.select.num_completions < 1 or config.select.num_grades < 1:
+    raise ValueError('config.select.num_completions and config.select.num_grades must be >= 1')
+  if config.shards.prompts_per_shard < 1:
+    raise ValueError('config.shards.prompts_per_shard must be >= 1')
+  select_lib.select(np.zeros((0, 1)), config.select.threshold)  # checks the threshold before any work
+  grader = graders_lib.get_grader(config.grader)
+  records = load_prompt_records(config.prompts)
+  by_id = {r['id']: r for r in records}
+  digest = shards.config_hash(config)
+  os.makedirs(workdir, exist_ok=True)
+  manifest = shards.Manifest.open(workdir, config, spec.version, plan_shards(records, config.shards.prompts_per_shard))
+  todo = [i for i in range(len(manifest.shards)) if i not in manifest.done]
+  log(f'generate: {len(records)} prompts in {len(manifest.shards)} shards ({len(manifest.done)} done); '
+      f'workdir {os.path.abspath(workdir)}; config hash {digest}; spec {spec.version}')
+  outcomes = done_outcomes(workdir, manifest)
+  if todo:
+    base, judge, think_tags = make_backends(config, spec)
+    log(f'G_base {config.base.backend}: {base.name}; G_RM {config.judge.backend}: {judge.name}; '
+        f'K={config.select.num_completions} k={config.select.num_grades} threshold={config.select.threshold}')
+    stage = Stage1(config, spec, base, judge, grader, think_tags, digest)
+    workers = max(base.concurrency, judge.concurrency)
+    pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 else None
+    started, done_before = time.perf_counter(), len(outcomes)
+    try:
+      for index in todo:
+        shard_records = [by_id[pid] for pid in manifest.shards[index]]
+        results = list(pool.map(stage.run_prompt, shard_records)) if pool else [stage.run_prompt(r) for r in shard_records]
+        shard_outcomes = [o for o, _ in results]
+        failed = outcomes + shard_outcomes
+        errors_so_far = [o for o in failed if o['outcome'] == 'endpoint_error']
+        if errors_so_far and len(errors_so_far) > config.max_error_fraction * len(failed):
+          _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
+          listed = '; '.join(f'{o["id"]}: {o["error"]}' for o in errors_so_far[:10])
+          raise errors.RunError(
+              f'{len(errors_so_far)} of {len(failed)} prompts failed at the endpoint after retries, more than '
+              f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked done (a rerun '
+              f'retries it). Failed prompt ids: {listed}' + (' ...' if len(errors_so_far) > 10 else ''))
+        shards.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None])
+        shards.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes)
+        manifest.mark_done(index)
+        outcomes.extend(shard_outcomes)
+        done_now = len(outcomes) - done_before
+        rate = done_now / max(time.perf_counter() - started, 1e-9)
+        kept = sum(o['outcome'] == 'kept' for o in outcomes)
+        log(f'prompts {len(outcomes):>6}/{len(records)}  kept {kept}  shard {index + 1}/{len(manifest.shards)}  '
+            f'{rate:.2f} prompts/s  ETA {_eta((len(records) - len(outcomes)) / rate if rate else 0)}')
+        if config.debug.kill_after_shard == index:  # tests: die as a preempted host would, mid-run
+          os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+      if pool:
+        pool.shutdown(wait=True)
+  summary = _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
+  summary.update(_write_traces(config, workdir, manifest, summary))
+  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  return summary
+
+
+def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[str, Any]:
+  summary = shards.summarise(outcomes, total)
+  summary['wall_seconds'] = round(seconds, 2)
+  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  return summary
+
+
+def _write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapping[str, Any]) -> dict[str, Any]:
+  """WORKDIR/traces/train.jsonl (every kept record, in shard order) and its TFDS build."""
+  records = []
+  for index in sorted(manifest.done):
+    records.extend(shards.read_jsonl(shards.shard_path(workdir, index)))
+  if len(records) != summary['kept']:
+    raise AssertionError(f'{len(records)} records in the shards, summary counts {summary["kept"]} kept')
+  traces = os.path.join(workdir, 'traces', 'train.jsonl')
+  shards.write_jsonl(traces, records)
+  out: dict[str, Any] = {'traces': os.path.abspath(traces)}
+  if not records:
+    log('no record was kept: no dataset built (see summary.json: malformed_reasons, below_threshold)')
+    return out
+  if not config.output.build_dataset:
+    return out
+  data_dir = os.path.join(workdir, 'data')
+  version_dir = tfds_builder.build_dataset(os.path.dirname(traces), data_dir, config.output.dataset_name,
+                                           overwrite=True, echo=lambda line: None)
+  out['dataset'] = os.path.abspath(str(version_dir))
+  out['sft_command'] = (f'python -m deliberative.train --config {config.output.sft_config} '
+                        f'--config.data.dataset={out["dataset"]} --config.evals.split=train '
+                        "--config.evals.final_splits=''")
+  return out
