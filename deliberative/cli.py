@@ -51,3 +51,15 @@ def flag_error(e: BaseException, argv) -> str:
               a.split('=')[0].split('.')[-1] == missing]
   where = ', '.join(culprits) or '--config override'
   return f'{where}: the config has no field {missing!r}. {" ".join(hint.split())}'.strip()
+
+
+def run_guarded(command, args, status: int = 2) -> int:
+  """`command(args)` for an argparse entry point (evaluate, serve): a user's error is one line and
+  exit `status`; `args.debug` or DELIBERATIVE_DEBUG=1 re-raises it with its traceback."""
+  try:
+    return command(args)
+  except errors.USER_ERRORS as e:
+    if getattr(args, 'debug', False) or errors.debug_requested():
+      raise
+    print(f'error: {errors.one_line(e)}', file=sys.stderr)
+    return status

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import errors
+from deliberative import cli
 from deliberative.evals import baseline, generation, metrics, report, suites
 from deliberative.inference import LENGTH_BUCKETS, Policy, spec_prompt
 
@@ -132,14 +132,7 @@ def run_suite(suite: suites.Suite, policy: Policy | None, spec, graders: Sequenc
 # -- main -----------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = parse_args(argv)
-  try:
-    return evaluate(args)
-  except errors.USER_ERRORS as e:
-    if args.debug or errors.debug_requested():
-      raise
-    print(f'error: {errors.one_line(e)}', file=sys.stderr)
-    return 2
+  return cli.run_guarded(evaluate, parse_args(argv))
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from deliberative import errors
+from deliberative import cli
 from deliberative.serving.httpd import ChatServer
 
 
@@ -141,14 +141,7 @@ def serve_in_thread(policy, **kwargs) -> Iterator[ChatServer]:
 # -- main -----------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = parse_args(argv)
-  try:
-    return serve(args)
-  except errors.USER_ERRORS as e:
-    if args.debug or errors.debug_requested():
-      raise
-    print(f'error: {errors.one_line(e)}', file=sys.stderr)
-    return 2
+  return cli.run_guarded(serve, parse_args(argv))
 
 
 def serve(args: argparse.Namespace) -> int:
