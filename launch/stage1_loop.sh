@@ -5,6 +5,10 @@
 #
 #   bash launch/stage1_loop.sh [ROOT=runs/stage1_loop] [N_PROMPTS=24] [SFT_STEPS=20]
 #
+# The SFT step keeps 135M parameters' activations and logits small (remat, chunked loss): without
+# them a step of 8 x 512 tokens took 15 GB and was OOM-killed on the 24 GB machine beside other jobs.
+# Run again, the script reuses the finished stage-1 workdir (resumable) and trains again.
+#
 # On a pod the same commands take a large reasoning model: serve it (or vLLM) on the host, point
 # --config.base.endpoint.base_url at it, and give --config.judge.checkpoint a capable judge.
 set -euo pipefail
@@ -41,7 +45,8 @@ kill $SERVER; wait $SERVER 2>/dev/null || true
 DATASET="$ROOT/generate/data/stage1_traces/1.0.0"
 "$PY" -m deliberative.train --config configs/sft.py:size=smollm2 --workdir "$ROOT/sft" \
   --config.data.dataset="$DATASET" --config.evals.split=train --config.evals.final_splits='' \
-  --config.total_steps="$SFT_STEPS" --config.data.seq_len=512 --config.batch_size=8 \
+  --config.total_steps="$SFT_STEPS" --config.data.seq_len=512 --config.batch_size=4 \
+  --config.model.remat=full --config.model.loss_chunk=128 \
   --config.checkpoint.every_steps="$SFT_STEPS" --config.evals.every_steps="$SFT_STEPS" \
   --config.evals.num_generations=8 --config.evals.num_generations_at_start=8 --config.evals.max_new_tokens=64 \
   | tee "$ROOT/sft.log"
