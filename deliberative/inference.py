@@ -64,10 +64,7 @@ class Policy:
     self.mesh = sharding.make_mesh(mesh_cfg)
     self.rules = sharding.normalize_rules(mesh_cfg.rules)
     self.params = load_params(loading.abstract_params(self.cfg, self.mesh, self.rules))
-    multiple = 1
-    for axis in dict(self.rules).get('batch', ()):
-      multiple *= dict(self.mesh.shape)[axis]
-    self.batch_multiple = multiple
+    self.batch_multiple = multiple = sharding.batch_multiple(self.mesh, self.rules)
     self.batch_size = -(-batch_size // multiple) * multiple
     buckets = tuple(batch_buckets) if batch_buckets else (self.batch_size,)
     self.length_buckets = tuple(sorted(length_buckets))

@@ -269,6 +269,7 @@ def pareto_keys(columns: dict) -> tuple[str, str] | None:
 
 def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') -> dict:
   """ROOT/report.md, ROOT/metrics.json, ROOT/metrics.png and ROOT/pareto.png from each arm's eval."""
+  from deliberative import atomic
   from deliberative.evals import report
   root = os.path.abspath(root)
   columns, disagreements, notes, metas = read_arms(root, arms)
@@ -313,7 +314,7 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
   md = report.render_report(columns, title=title, disagreements=disagreements, notes=notes,
                             plots=[str(paths['plot']), *extra])
   paths['report'] = Path(root) / 'report.md'
-  report.write_text_atomic(paths['report'], md)
+  atomic.write_text(paths['report'], md)
   return paths
 
 

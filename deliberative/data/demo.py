@@ -40,10 +40,10 @@ import argparse
 import json
 import os
 import random
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from deliberative import atomic
 from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, Template
 from deliberative.data.demo_jailbreak import Wrapper, wrappers_for
@@ -242,17 +242,6 @@ def generate(seed: int = 0, sizes: Mapping[str, int] | None = None,
     return out
 
 
-def _write_atomic(path: Path, lines: Sequence[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_jsonl(out_dir: str | os.PathLike, seed: int = 0,
                 sizes: Mapping[str, int] | None = None) -> dict[str, Path]:
     """Writes `<out_dir>/<split>.jsonl` for every split (each atomically) and a
@@ -264,10 +253,10 @@ def write_jsonl(out_dir: str | os.PathLike, seed: int = 0,
     paths = {}
     for split, records in splits.items():
         paths[split] = out_dir / f'{split}.jsonl'
-        _write_atomic(paths[split], [json.dumps(r, ensure_ascii=False) + '\n' for r in records])
+        atomic.write_text(paths[split], ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records))
     manifest = {'seed': seed, 'sizes': {**DEFAULT_SIZES, **(sizes or {})},
                 'spec_version': spec.version, 'counts': {s: len(r) for s, r in splits.items()}}
-    _write_atomic(out_dir / 'manifest.json', [json.dumps(manifest, indent=2) + '\n'])
+    atomic.write_text(out_dir / 'manifest.json', json.dumps(manifest, indent=2) + '\n')
     return paths
 
 

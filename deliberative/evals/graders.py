@@ -425,7 +425,7 @@ def option_token_ids(tokenizer, prompt: str = DECISION_PROMPT,
 
 
 @functools.cache
-def _option_judge_class():
+def option_judge_class():
   """Judge, with the grade digits replaced by option tokens after DECISION_PROMPT. Built lazily:
   the model stack is imported only by whoever grades with a model."""
   from deliberative.judge import GRADE_PROMPT, NUM_GRADES, Judge
@@ -494,7 +494,7 @@ class ModelGrader(Grader):
                   length_buckets=length_buckets, mesh=mesh)
     self.name = name
     self.params = params
-    self.decision_judge = _option_judge_class()(model_cfg, tokenizer, spec, options=options, prompt=decision_prompt,
+    self.decision_judge = option_judge_class()(model_cfg, tokenizer, spec, options=options, prompt=decision_prompt,
                                                 **common)
     self.style_judge = Judge(model_cfg, tokenizer, spec, **common) if style else None
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deliberative import atomic
 from deliberative.evals.metrics import DISAGREEMENT_THRESHOLD, Disagreement, Rate
 
 BASELINE_ARM = 'memorisation baseline'
@@ -96,20 +97,6 @@ def write_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, Any]])
   Path(path).parent.mkdir(parents=True, exist_ok=True)
   write_jsonl_atomic(str(path), samples)
   return Path(path)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` through a temporary file, so a reader never sees half of it."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 # ---- report.md
@@ -285,6 +272,6 @@ def write_report(out_dir: str | os.PathLike, arms: Mapping[str, Mapping[str, Met
     paths['plot'] = plot_metric_bars(out / 'metrics.png', arms)
     plots.append(str(paths['plot']))
   paths['report'] = out / 'report.md'
-  write_text_atomic(paths['report'], render_report(arms, title=title, disagreements=disagreements, notes=notes,
+  atomic.write_text(paths['report'], render_report(arms, title=title, disagreements=disagreements, notes=notes,
                                                     plots=plots))
   return paths

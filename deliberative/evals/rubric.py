@@ -37,6 +37,7 @@ import numpy as np
 
 from deliberative.evals import graders
 from deliberative.evals.metrics import strongreject_score
+from deliberative.judge_prompt import JudgeInput
 from deliberative.spec import NO_CATEGORY, Spec
 
 STRONGREJECT_RUBRIC = (
@@ -61,7 +62,7 @@ class StrongRejectRubric(graders.Grader):
   def __init__(self, model_cfg, tokenizer, params, spec: Spec, *, name: str = 'strongreject_rubric',
                spec_view: str = 'clauses', max_len: int = 1024, batch_buckets: Sequence[int] = (1, 4, 16),
                length_buckets: Sequence[int] | None = None, mesh=None):
-    option_judge = graders._option_judge_class()
+    option_judge = graders.option_judge_class()
     common = dict(rubric=STRONGREJECT_RUBRIC, spec_view=spec_view, max_len=max_len, batch_buckets=batch_buckets,
                   length_buckets=length_buckets, mesh=mesh)
     self.name, self.params = name, params
@@ -78,7 +79,7 @@ class StrongRejectRubric(graders.Grader):
 
   def _grade(self, items):
     known = set(self.refused_judge.categories)
-    inputs = [graders.JudgeInput(i.category if i.category in known else NO_CATEGORY, i.prompt, i.answer, id=i.id)
+    inputs = [JudgeInput(i.category if i.category in known else NO_CATEGORY, i.prompt, i.answer, id=i.id)
               for i in items]
     # The three judges render the same system turns: one prefix cache serves all three reads.
     cache = self.refused_judge.prefix_cache(self.params)

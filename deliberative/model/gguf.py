@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from deliberative import atomic
 from deliberative.model import hf, loading
 from deliberative.model.config import ModelConfig, RopeScaling
 from deliberative.model.layers import rope_inv_freq
@@ -384,13 +385,6 @@ def generation_config(f: GGUFFile) -> dict[str, Any]:
   return {k: v for k, v in out.items() if v is not None}
 
 
-def _write_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as out:
-    out.write(text)
-  os.replace(tmp, path)
-
-
 def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any], model_max_length: int) -> None:
   """tokenizer.json, tokenizer_config.json and special_tokens_map.json (from `build_tokenizer`) into `out_dir`."""
   special = {k: info[k] for k in _SPECIAL_IDS if k in info}
@@ -403,9 +397,9 @@ def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any],
   if 'chat_template' in info:
     config['chat_template'] = info['chat_template']
   dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False) + '\n'  # noqa: E731
-  _write_atomic(os.path.join(out_dir, 'tokenizer.json'), tok.to_str(pretty=True) + '\n')
-  _write_atomic(os.path.join(out_dir, 'tokenizer_config.json'), dump(config))
-  _write_atomic(os.path.join(out_dir, 'special_tokens_map.json'), dump(special))
+  atomic.write_text(os.path.join(out_dir, 'tokenizer.json'), tok.to_str(pretty=True) + '\n')
+  atomic.write_text(os.path.join(out_dir, 'tokenizer_config.json'), dump(config))
+  atomic.write_text(os.path.join(out_dir, 'special_tokens_map.json'), dump(special))
 
 
 def write_hf_dir(path: str, out_dir: str, *, dtype: str = 'float32', overwrite: bool = False,

@@ -65,6 +65,12 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
 
 
+def batch_multiple(mesh: Mesh, rules) -> int:
+  """How many ways the rules' batch axes split rows on `mesh`: every batch must be a multiple."""
+  sizes = dict(mesh.shape)
+  return math.prod(sizes[a] for a in dict(normalize_rules(rules)).get('batch', ()))
+
+
 def normalize_rules(rules) -> Rules:
   """Accepts a tuple of pairs or a mapping (a ConfigDict); validates names."""
   items = rules.items() if hasattr(rules, 'items') else rules

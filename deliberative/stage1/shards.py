@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from deliberative import errors
+from deliberative import atomic, errors
 
 MANIFEST = 'manifest.json'
 SUMMARY = 'summary.json'
@@ -29,27 +28,12 @@ UNHASHED = ('debug.', 'max_error_fraction', 'output.', '.concurrency', '.timeout
 OUTCOMES = ('kept', 'none_passed', 'too_long', 'endpoint_error')
 
 
-def write_atomic(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def write_json(path: str, obj: Any) -> None:
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
+  atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
 
 
 def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
-  write_atomic(path, ''.join(json.dumps(r, ensure_ascii=False, sort_keys=True) + '\n' for r in rows))
+  atomic.write_text(path, ''.join(json.dumps(r, ensure_ascii=False, sort_keys=True) + '\n' for r in rows))
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

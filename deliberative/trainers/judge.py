@@ -16,6 +16,7 @@ import numpy as np
 from deliberative import judge as judge_lib
 from deliberative import judge_metrics, judge_prompt
 from deliberative.data import datasets, pipeline, tokenized
+from deliberative.model import sharding
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 from deliberative.trainers import runtime
@@ -63,7 +64,7 @@ class JudgeTask:
     self.judge = judge_lib.Judge(setup.model_cfg, tokenizer, spec, rubric=config.judge.rubric,
                                  spec_view=config.judge.spec_view, answer_and_cot=config.judge.answer_and_cot,
                                  max_len=config.data.seq_len,
-                                 batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh,
+                                 batch_multiple=sharding.batch_multiple(mesh, setup.rules), mesh=mesh,
                                  rules=setup.rules)
     self.eval_records = _records(config, config.judge.eval_split)[:config.evals.num_examples]
 

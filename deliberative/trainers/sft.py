@@ -15,6 +15,7 @@ import jax
 
 from deliberative import evals
 from deliberative.data import pipeline
+from deliberative.model import sharding
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
@@ -33,7 +34,7 @@ class Evaluator:
     self.eval_step = supervised.make_eval_step(setup)
     mesh = setup.mesh
     self.sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                           batch_multiple=mesh.shape['data'] * mesh.shape['fsdp'], mesh=mesh,
+                           batch_multiple=sharding.batch_multiple(mesh, setup.rules), mesh=mesh,
                            rules=setup.rules)
     # Every process feeds the same prompts: the sampler's inputs are replicated, not per-host shards.
     prompts = pipeline.load_prompts(config.data, tokenizer, config.evals.split, process_index=0, process_count=1)
