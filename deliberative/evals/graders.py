@@ -461,6 +461,14 @@ def option_judge_class():
   return OptionJudge
 
 
+def answer_inputs(items: Sequence[GradeItem], categories) -> list[JudgeInput]:
+  """What a model grader reads of each item: the final answer under its category, or under no
+  policy when the spec lacks the category (a benchmark's own taxonomy)."""
+  known = set(categories)
+  return [JudgeInput(i.category if i.category in known else NO_CATEGORY, i.prompt, i.answer, id=i.id)
+          for i in items]
+
+
 def load_grader_model(path: str):
   """(model config, tokenizer, params) of the model at `path` (GGUF, Hugging Face directory or
   Orbax run), in float32: a grader model's."""
@@ -505,10 +513,7 @@ class ModelGrader(Grader):
 
   def _grade(self, items):
     from deliberative.judge import scores_from_logprobs
-    known = set(self.decision_judge.categories)
-    # A category the spec lacks (a benchmark's own taxonomy) is judged under no policy.
-    inputs = [JudgeInput(i.category if i.category in known else NO_CATEGORY, i.prompt, i.answer, id=i.id)
-              for i in items]
+    inputs = answer_inputs(items, self.decision_judge.categories)
     cache = self.decision_judge.prefix_cache(self.params)
     probs = self.decision_judge.option_probs(self.params, inputs, prefix_cache=cache)
     out = [{'decision': DECISIONS[int(p.argmax())],
