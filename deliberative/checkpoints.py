@@ -13,7 +13,9 @@ from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from deliberative.model import layout
 from deliberative.model.config import ModelConfig
 
 
@@ -63,12 +65,21 @@ def model_config_from_meta(meta: Mapping) -> ModelConfig:
   return ModelConfig.from_dict(meta['model'])
 
 
+def saved_params_tree(directory: str, step: int) -> dict:
+  """The tree of a step's `params` item (array metadata leaves), read without reading arrays."""
+  return ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / 'params').tree
+
+
 def restore_params(directory: str, abstract_params: Mapping, step: int | None = None) -> dict:
-  """Restores `params` into the shardings carried by `abstract_params` (ShapeDtypeStruct leaves)."""
+  """Restores `params` into the layout and shardings of `abstract_params` (ShapeDtypeStruct leaves).
+
+  A checkpoint saved with the other `model.scan_layers` setting is read in its own layout and
+  converted (model/layout.py), so runs, exports and evaluations load either."""
   step = _require_step(directory, step)
+  abstract_saved = layout.saved_layout_of(abstract_params, saved_params_tree(directory, step))
   with manager(directory, async_save=False, create=False) as mngr:
-    out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
-  return out['params']
+    out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_saved)))
+  return layout.relayout(out['params'], abstract_params)
 
 
 def abstract_of(tree) -> Any:

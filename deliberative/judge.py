@@ -276,8 +276,10 @@ class Judge:
     return np.asarray(logprobs_BG)[:n]
 
   # --- compiled ---------------------------------------------------------------------------
-  def _grade_logprobs_at(self, logits_BLV, last_B):
-    logits_BV = jnp.take_along_axis(logits_BLV, last_B[:, None, None], axis=1)[:, 0]
+  def _grade_logprobs_at(self, model: Transformer, x_BLE, last_B):
+    # The head runs on each row's last position only: [B, L, vocab] logits never exist.
+    x_B1E = jnp.take_along_axis(x_BLE, last_B[:, None, None], axis=1)
+    logits_BV = model.logits(x_B1E)[:, 0]
     logprobs_BG = jax.nn.log_softmax(logits_BV[:, jnp.asarray(self.grade_ids)].astype(jnp.float32), axis=-1)
     if self.mesh is not None:  # replicated: with several processes, each reads every judgment's score
       logprobs_BG = jax.lax.with_sharding_constraint(
@@ -309,8 +311,8 @@ class Judge:
 
     cache = {'layers': [{'k': rows_with_room(layer['k']), 'v': rows_with_room(layer['v'])} for layer in prefix_layers],
              'segment_ids': rows_with_room(prefix_segments_CP), 'index': jnp.asarray(P, jnp.int32)}
-    logits_BSV, _ = model(tokens_BS, positions_BS, segments_BS, cache=cache)
-    return self._grade_logprobs_at(logits_BSV, last_B)
+    x_BSE, _ = model.hidden(tokens_BS, positions_BS, segments_BS, cache=cache)
+    return self._grade_logprobs_at(model, x_BSE, last_B)
 
   @functools.partial(jax.jit, static_argnums=0)
   def _full_logprobs(self, params, tokens_BL, positions_BL, segments_BL, last_B):
@@ -318,5 +320,5 @@ class Judge:
     model: Transformer = nnx.merge(self.graphdef, params)
     tokens_BL, positions_BL, segments_BL, last_B = sharding.shard_rows(
         self.mesh, self.rules, tokens_BL, positions_BL, segments_BL, last_B)
-    logits_BLV, _ = model(tokens_BL, positions_BL, segments_BL)
-    return self._grade_logprobs_at(logits_BLV, last_B)
+    x_BLE, _ = model.hidden(tokens_BL, positions_BL, segments_BL)
+    return self._grade_logprobs_at(model, x_BLE, last_B)

@@ -34,14 +34,16 @@ flags.DEFINE_bool('debug', False, f'Print tracebacks for user errors too (or set
 flags.mark_flags_as_required(['config'])
 
 
-def run(config, workdir: str | None = None, allow_config_change=()) -> dict:
-  """Programmatic entry: what `main` does, for tests and notebooks."""
+def run(config, workdir: str | None = None, allow_config_change=(), devices=None) -> dict:
+  """Programmatic entry: what `main` does, for tests and notebooks. `devices`: the mesh's (default
+  all of them; a subset runs the same config on fewer, e.g. one, in the same process)."""
   import jax
   from deliberative import config_lib
   from deliberative.trainers import resume, runtime
 
   workdir = workdir or os.path.join('runs', config.name)
-  config_lib.validate(config, jax.device_count())
+  devices = list(devices) if devices is not None else jax.devices()
+  config_lib.validate(config, len(devices))
   try:
     trainer = importlib.import_module(f'deliberative.trainers.{config.trainer}')
   except ModuleNotFoundError as e:
@@ -50,9 +52,9 @@ def run(config, workdir: str | None = None, allow_config_change=()) -> dict:
   resumed_step = resume.check_resume(config, workdir, trainer.model_config, allow_config_change)
   os.makedirs(workdir, exist_ok=True)
   resume.write_config(config, workdir, resumed_step)
-  runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {jax.device_count()} '
-              f'{jax.devices()[0].platform} device(s), {jax.process_count()} process(es)')
-  return trainer.train(config, workdir)
+  runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {len(devices)} '
+              f'{devices[0].platform} device(s), {jax.process_count()} process(es)')
+  return trainer.train(config, workdir, devices)
 
 
 def main(argv):

@@ -45,6 +45,10 @@ class ModelConfig:
   # Training losses take logits this many positions at a time (recomputed in the backward pass),
   # never [batch, length, vocab] at once; 0 = the whole sequence in one piece.
   loss_chunk: int = 0
+  # One Block with every parameter stacked on a leading [n_layers] axis, run by jax.lax.scan:
+  # compile time and program size stop growing with depth. The weights mean the same either
+  # way; model/layout.py converts checkpoints and HF/GGUF tensors between the two layouts.
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:

@@ -16,7 +16,6 @@ import os
 from typing import Any, Mapping
 
 import gguf
-import jax
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -254,7 +253,7 @@ def load_params(f: GGUFFile, cfg: ModelConfig, abstract_params: Mapping) -> dict
   """Dequantized parameters shaped (and sharded) like `abstract_params`, one tensor at a time."""
   names = check_tensors(f, cfg)
   specs = hf._tensor_specs(cfg)
-  out = jax.tree.map(lambda x: None, abstract_params)
+  out = hf.ParamTree(abstract_params)
   for name in f.tensors:  # file order: the memory map is read front to back
     if name not in names:
       continue
@@ -262,8 +261,8 @@ def load_params(f: GGUFFile, cfg: ModelConfig, abstract_params: Mapping) -> dict
     if f.architecture == 'llama' and name.endswith(('.attn_q.weight', '.attn_k.weight')):
       value = _undo_rope_permute(value, cfg.n_heads if '.attn_q.' in name else cfg.n_kv_heads)
     our_path, _, to_ours, _ = specs[names[name]]
-    hf._set(out, our_path, hf.place(to_ours(value), hf._get(abstract_params, our_path)))
-  return out
+    out.put(our_path, to_ours(value))
+  return out.tree
 
 
 def tensor_types(f: GGUFFile) -> dict[str, int]:

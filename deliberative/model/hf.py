@@ -1,7 +1,9 @@
 """Hugging Face interop: LlamaForCausalLM / Qwen2ForCausalLM directories <-> our parameters.
 
 Tensors move one at a time (memory-mapped on read, one shard buffered on write), so a
-conversion never holds a second full copy of the model in host memory.
+conversion never holds a second full copy of the model in host memory. The exception is a
+stacked target (model.scan_layers): a parameter's layers are gathered into one host buffer
+before it is placed, so reading a layer-ordered file holds up to the blocks once on the host.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from deliberative.model import safetensors_io
+from deliberative.model import layout, safetensors_io
 from deliberative.model.config import ModelConfig, RopeScaling
 
 SUPPORTED_ARCHITECTURES = ('LlamaForCausalLM', 'Qwen2ForCausalLM')
@@ -90,7 +92,10 @@ def architecture(cfg: ModelConfig) -> str:
 
 
 def _tensor_specs(cfg: ModelConfig) -> dict[str, tuple[tuple, tuple, Callable, Callable]]:
-  """HF name -> (our path, our shape, hf->ours, ours->hf). Both directions are pure reshapes/transposes."""
+  """HF name -> (our path, our shape, hf->ours, ours->hf). Both directions are pure reshapes/transposes.
+
+  Paths and shapes are per layer (('blocks', i, ...)) in either layout; `ParamTree` and
+  `layer_tensor` map them onto stacked blocks."""
   e, h, k, d, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_, cfg.ffn_dim, cfg.vocab_size
   same = lambda x: x
   specs = {
@@ -157,13 +162,48 @@ def place(value, target) -> jax.Array:
   return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
+class ParamTree:
+  """Host tensors, given by their per-layer path (`_tensor_specs`), placed into a tree shaped
+  (and sharded) like `abstract`. For stacked blocks (model.scan_layers) each parameter's layers
+  fill one host buffer, placed once, with its sharding, when the last layer arrives."""
+
+  def __init__(self, abstract: Mapping):
+    self.abstract = abstract
+    self.tree = jax.tree.map(lambda x: None, abstract)
+    self.stacked = layout.has_blocks(abstract) and layout.is_stacked(abstract)
+    self._pending: dict[tuple, tuple[np.ndarray, set[int]]] = {}
+
+  def put(self, our_path: tuple, value) -> None:
+    path, layer = layout.layer_path(our_path) if self.stacked else (our_path, None)
+    target = _get(self.abstract, path)
+    if layer is None:
+      _set(self.tree, path, place(value, target))
+      return
+    buffer, filled = self._pending.pop(path, None) or (np.empty(target.shape, target.dtype), set())
+    buffer[layer] = value
+    filled.add(layer)
+    if len(filled) == target.shape[0]:
+      _set(self.tree, path, place(buffer, target))
+    else:
+      self._pending[path] = (buffer, filled)
+
+
+def layer_tensor(params: Mapping, our_path: tuple):
+  """The array at a per-layer path, in either layout (a stacked parameter is sliced on device)."""
+  if layout.has_blocks(params) and layout.is_stacked(params):
+    path, layer = layout.layer_path(our_path)
+    if layer is not None:
+      return _get(params, path)[layer]
+  return _get(params, our_path)
+
+
 def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict:
   """Reads a HF directory into a pure-dict parameter tree shaped (and sharded) like `abstract_params`.
 
   `abstract_params` holds jax.ShapeDtypeStruct leaves, with `.sharding` set for sharded loads.
   """
   specs = _tensor_specs(cfg)
-  out = jax.tree.map(lambda x: None, abstract_params)
+  out = ParamTree(abstract_params)
   seen: set[str] = set()
   extra: list[str] = []
   for path in _safetensors_files(hf_dir):
@@ -180,7 +220,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict
       if tuple(tensor.shape) != expected_hf:
         raise HFFormatError(f'{path}: tensor {name} has shape {list(tensor.shape)}, expected {list(expected_hf)} '
                             f'for this config.json')
-      _set(out, our_path, place(to_ours(tensor), _get(abstract_params, our_path)))
+      out.put(our_path, to_ours(tensor))
       seen.add(name)
   if extra:
     raise HFFormatError(f'{hf_dir}: unexpected tensor(s) for {architecture(cfg)}: {extra[:10]}'
@@ -189,7 +229,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict
   if missing:
     raise HFFormatError(f'{hf_dir}: missing tensor(s) (expected shape): {missing[:10]}'
                         + (f' and {len(missing) - 10} more' if len(missing) > 10 else ''))
-  return out
+  return out.tree
 
 
 def _hf_shape(spec) -> tuple[int, ...]:
@@ -285,7 +325,7 @@ def export(params: Mapping, cfg: ModelConfig, out_dir: str, *, dtype: str | None
 
     weight_map: dict[str, int] = {}
     for name, (our_path, _, _, to_hf) in _tensor_specs(cfg).items():
-      tensor = np.ascontiguousarray(to_hf(_host_array(_get(params, our_path))).astype(np_dtype))
+      tensor = np.ascontiguousarray(to_hf(_host_array(layer_tensor(params, our_path))).astype(np_dtype))
       if not write:
         continue
       if shard_bytes and shard_bytes + tensor.nbytes > max_shard_bytes:

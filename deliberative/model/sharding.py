@@ -1,6 +1,6 @@
 """Meshes and logical-axis sharding.
 
-Model code names axes logically (`batch, length, embed, heads, kv_heads, kv, mlp, vocab`);
+Model code names axes logically (`batch, length, embed, heads, kv_heads, kv, mlp, vocab, layers`);
 a short rule table (config `mesh.rules`) maps each logical name to mesh axes
 (`data, fsdp, tensor`). Activation constraints are resolved against the mesh and rules
 made current by `use_mesh`, so the same model code runs sharded or on one device.
@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
-LOGICAL_AXES = ('batch', 'length', 'embed', 'heads', 'kv_heads', 'kv', 'mlp', 'vocab')
+LOGICAL_AXES = ('batch', 'length', 'embed', 'heads', 'kv_heads', 'kv', 'mlp', 'vocab', 'layers')
 
 # Data parallel over data*fsdp, parameters sharded over fsdp (ZeRO-3 style) and tensor.
 DEFAULT_RULES = (
@@ -32,6 +32,9 @@ DEFAULT_RULES = (
     ('kv', None),
     ('mlp', 'tensor'),
     ('vocab', 'tensor'),
+    # The stacked blocks' depth axis (model.scan_layers): replicated, so the scan's slice of a
+    # layer is sharded exactly like an unrolled layer's parameter.
+    ('layers', None),
 )
 
 Rules = tuple[tuple[str, Any], ...]
@@ -56,13 +59,15 @@ def mesh_shape(mesh_cfg: Mapping[str, int], n_devices: int) -> tuple[int, ...]:
 
 
 def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """`devices`: default all of them; a subset (tests), or a TPU topology's (AOT compilation)."""
   devices = list(devices) if devices is not None else jax.devices()
   shape = mesh_shape(mesh_cfg, len(devices))
   # Auto axis types: JAX 0.10 defaults to Explicit, which rejects mixed-sharding matmuls.
   auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-  if len(devices) == len(jax.devices()):
-    return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
-  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+  try:  # jax.make_mesh orders devices by the physical topology (TPU ICI rings)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+  except (ValueError, NotImplementedError):  # a subset it cannot lay out: the given order
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
 
 
 def batch_multiple(mesh: Mesh, rules) -> int:

@@ -39,7 +39,8 @@ class Transformer(nnx.Module):
     e, v, pd = cfg.d_model, cfg.vocab_size, cfg.jnp_param_dtype
     embed = jax.random.normal(rngs.params(), (v, e), jnp.float32) / jnp.sqrt(e)
     self.embed = nnx.Param(embed.astype(pd), logical_axes=('vocab', 'embed'))
-    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+    blocks = [Block(cfg, rngs) for _ in range(cfg.n_layers)]
+    self.blocks = stacked_block(blocks) if cfg.scan_layers else nnx.List(blocks)
     self.final_norm = RMSNorm(e, cfg.norm_eps, pd)
     if not cfg.tie_embeddings:
       head = jax.random.truncated_normal(rngs.params(), -2.0, 2.0, (e, v), jnp.float32) / jnp.sqrt(e)
@@ -85,20 +86,69 @@ class Transformer(nnx.Module):
     cache_seg_BS = None
     if cache is not None:
       cache_seg_BS = jax.lax.dynamic_update_slice_in_dim(cache['segment_ids'], segment_ids_BL, offset, axis=1)
-    new_layers = []
-    for i, block in enumerate(self.blocks):
-      layer_cache = None if cache is None else cache['layers'][i]
-      if cache is None and cfg.remat != 'none':
-        run = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
-        x_BLE, _ = run(block, x_BLE, positions_BL, segment_ids_BL, inv_freq)
-      else:
-        x_BLE, new_layer = block(x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache, offset, cache_seg_BS)
-        new_layers.append(new_layer)
+    if cfg.scan_layers:
+      x_BLE, new_layers = self._scanned(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS)
+    else:
+      x_BLE, new_layers = self._unrolled(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS)
 
     x_BLE = self.final_norm(x_BLE)
     if cache is None:
       return x_BLE, None
     return x_BLE, {'layers': new_layers, 'segment_ids': cache_seg_BS, 'index': offset + L}
+
+  def _unrolled(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS):
+    cfg = self.cfg
+    new_layers = []
+    for i, block in enumerate(self.blocks):
+      if cache is None and cfg.remat != 'none':
+        run = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
+        x_BLE, _ = run(block, x_BLE, positions_BL, segment_ids_BL, inv_freq)
+      else:
+        layer_cache = None if cache is None else cache['layers'][i]
+        x_BLE, new_layer = block(x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache, offset, cache_seg_BS)
+        new_layers.append(new_layer)
+    return x_BLE, new_layers
+
+  def _scanned(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS):
+    """The stacked block, one layer's slice at a time: a lax.scan without a cache (training);
+    with one, a Python loop, so the cache stays the per-layer list prefill and decode share."""
+    graphdef, params = nnx.split(self.blocks)
+    params = jax.tree.map(lambda v: v.get_value(), params, is_leaf=_is_var)  # plain arrays: scan slices them
+
+    def layer(x_BLE, layer_params, layer_cache=None):
+      return nnx.merge(graphdef, layer_params)(x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache, offset,
+                                               cache_seg_BS)
+
+    if cache is not None:
+      new_layers = []
+      for i, layer_cache in enumerate(cache['layers']):
+        x_BLE, new_layer = layer(x_BLE, jax.tree.map(lambda p: p[i], params), layer_cache)
+        new_layers.append(new_layer)
+      return x_BLE, new_layers
+
+    def body(x_BLE, layer_params):
+      return layer(x_BLE, layer_params)[0], None
+    if self.cfg.remat != 'none':  # per layer, as the unrolled path: the scan saves only each layer's input
+      body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.cfg.remat], prevent_cse=False)
+    x_BLE, _ = jax.lax.scan(body, x_BLE, params)
+    return x_BLE, []
+
+
+def _is_var(x) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+def stacked_block(blocks: list[Block]) -> Block:
+  """One Block whose every parameter stacks the given blocks' on a leading 'layers' axis.
+
+  Built from the unrolled blocks (same RNG draws, in the same order), so a seed gives the same
+  weights in either layout; under `jax.eval_shape`/`create_sharded` nothing is materialised."""
+  graphdef = nnx.graphdef(blocks[0])
+  states = [nnx.state(b) for b in blocks]
+
+  def stack(*vs):
+    return vs[0].replace(jnp.stack([v.get_value() for v in vs]), logical_axes=('layers', *vs[0].logical_axes))
+  return nnx.merge(graphdef, jax.tree.map(stack, *states, is_leaf=_is_var))
 
 
 def build(cfg: ModelConfig, seed: int = 0):

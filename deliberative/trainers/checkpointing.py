@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 
 from deliberative import checkpoints
 from deliberative.errors import CheckpointError, debug_requested, one_line
+from deliberative.model import layout
 
 JSON_ITEMS = ('data', 'meta')
 DAMAGED_DIR = 'checkpoints_damaged'
@@ -145,13 +146,24 @@ class Checkpointer:
     for item in JSON_ITEMS:  # Orbax's own error for an emptied JSON item names no file
       read_json_item(self.directory, step, item)
     abstract_train = {'step': abstract_state['step'], 'rng': abstract_state['rng']}
+    # Saved with the other model.scan_layers: params and the optimizer's params-shaped moments are
+    # read in their saved layout, then converted (per layer they mean the same either way).
+    abstract_model = {k: abstract_state[k] for k in ('params', 'opt_state')}
+    abstract_saved = self._saved_layout(abstract_model, step)
     out = self._mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_state['params']),
-        opt_state=ocp.args.StandardRestore(abstract_state['opt_state']),
+        params=ocp.args.StandardRestore(abstract_saved['params']),
+        opt_state=ocp.args.StandardRestore(abstract_saved['opt_state']),
         train=ocp.args.StandardRestore(abstract_train), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-    state = {'params': out['params'], 'opt_state': out['opt_state'], 'step': out['train']['step'],
-             'rng': out['train']['rng']}
+    model_state = layout.relayout({'params': out['params'], 'opt_state': out['opt_state']}, abstract_model)
+    state = {**model_state, 'step': out['train']['step'], 'rng': out['train']['rng']}
     return state, dict(out['data']), dict(out['meta'])
+
+  def _saved_layout(self, abstract_model: Mapping[str, Any], step: int) -> Mapping[str, Any]:
+    try:
+      saved = checkpoints.saved_params_tree(self.directory, step)
+    except Exception:  # noqa: BLE001 - unreadable metadata: the restore itself reports the damage
+      return abstract_model
+    return layout.saved_layout_of(abstract_model, saved)
 
   def restore_newest_readable(self, abstract_state: Mapping[str, Any],
                               log: Callable[[str], None]) -> tuple[dict, dict, int] | None:

@@ -1,10 +1,10 @@
 """Training the demo judge (a reward model) by SFT on graded (category, prompt, answer) records.
 
 Each record becomes one judge prompt (spec view + rubric, the request, the quoted final
-answer, `<|grade|>`) whose only loss-bearing target is the grade digit. The supervised loop
-of `supervised.py` does the rest; evaluation scores held-out records with `Judge` (the
-spec-prefix KV cache on) and reports agreement with the labels: accuracy and ROC AUC,
-overall and per category.
+answer, `<|grade|>`) whose only loss-bearing target is the grade digit. The supervised job
+of `supervised.py` (run by loop.py) does the rest; evaluation scores held-out records with
+`Judge` (the spec-prefix KV cache on) and reports agreement with the labels: accuracy and
+ROC AUC, overall and per category.
 """
 
 from __future__ import annotations
@@ -93,5 +93,5 @@ class JudgeTask:
 model_config = supervised.model_config
 
 
-def train(config, workdir: str) -> dict:
-  return supervised.run(config, workdir, lambda setup, tok, spec: JudgeTask(config, setup, tok, spec))
+def train(config, workdir: str, devices=None) -> dict:
+  return supervised.run(config, workdir, lambda setup, tok, spec: JudgeTask(config, setup, tok, spec), devices)

@@ -31,11 +31,12 @@ from deliberative.trainers.checkpointing import read_json_item
 # `spec`, `tokenizer` and (for SFT) `init_from` are paths: what they hold is compared by content
 # (spec version, tokenizer hash, architecture), and a resumed run never reads init_from's weights.
 HARMLESS = ('name', 'spec', 'tokenizer', 'init_from', 'log_every_steps', 'peak_flops_per_device', 'evals.', 'checkpoint.', 'debug.', 'mesh.',
-            'model.remat', 'data.data_dir', 'data.eval_split', 'data.max_overlong_fraction',
+            'model.remat', 'model.scan_layers', 'data.data_dir', 'data.eval_split', 'data.max_overlong_fraction',
             'judge.eval_split', 'judge.use_prefix_cache', 'judge.batch_size', 'total_steps')
 _NOTES = {'total_steps': 'the learning-rate schedule follows the new total from here on'}
-# Architecture fields that only say how the computation is arranged, not what it computes.
-_LAYOUT_MODEL_FIELDS = ('remat',)
+# Architecture fields that only say how the computation is arranged, not what it computes
+# (a checkpoint saved with either scan_layers restores into the other: trainers/checkpointing.py).
+_LAYOUT_MODEL_FIELDS = ('remat', 'scan_layers')
 
 
 def run_meta(config, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer, **extra) -> dict[str, Any]:

@@ -14,13 +14,13 @@ Policy (with its optimizer), reference and judge live on one device mesh. Shapes
 after the first step an RL step compiles nothing (`perf/compiles` in metrics.jsonl counts
 XLA compilations per step). Greedy evaluation on held-out `eval` prompts runs before the
 first and after the last update; checkpoints hold params, optimizer, step, RNG and the
-prompt position; SIGTERM saves and exits 0.
+prompt position; SIGTERM saves and exits 0 (the run plumbing is loop.py's; this module is the
+RL job: rollout, judging, advantages, the objective and its metrics).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -30,17 +30,15 @@ import jax
 import numpy as np
 
 from deliberative import evals
-from deliberative.data import datasets, pipeline
+from deliberative.data import pipeline
 from deliberative.judge import JUDGE_FORMAT_FILE, Judge, suffix_overhead
-from deliberative.model import loading, sharding, source
+from deliberative.model import loading, source
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
 from deliberative.tokenizer import Completion, Tokenizer
-from deliberative.trainers import metrics as metrics_lib
-from deliberative.trainers import resume, rl_objective, rl_rollout, runtime
+from deliberative.trainers import loop, rl_objective, rl_rollout, runtime
 from deliberative.trainers import state as state_lib
-from deliberative.trainers.checkpointing import Checkpointer
 
 # Every process reads the whole split: a step's rows are sampled and judged once, replicated, and each
 # process then places only its own shards of them on the mesh (_global_array).
@@ -228,22 +226,7 @@ class Evaluator:
     return out
 
 
-def _logged_eval(workdir: str, step: int) -> dict[str, float]:
-  """The eval this workdir already logged at `step` (a resumed run reuses it rather than redo it)."""
-  rows = [m for m in metrics_lib.read_metrics(workdir) if m['step'] == step and 'eval/mean_reward' in m]
-  return rows[-1] if rows else {}
-
-
-def _all_processes_agree(flag: bool) -> bool:
-  """Process 0's answer everywhere: an eval is a collective program, so every process must make the
-  same run-or-skip choice even if their views of the workdir differ (a stale or unshared disk)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
-
-
-# -- the loop ------------------------------------------------------------------------------------
+# -- the job -------------------------------------------------------------------------------------
 
 def model_config(config, tokenizer=None) -> ModelConfig:
   """The policy's architecture: policy_init's, with the run fields of `config.model`, its vocabulary
@@ -259,148 +242,126 @@ def judge_tokenizer(config, policy_tokenizer: Tokenizer) -> Tokenizer:
   return source.open_source(config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
 
 
-def train(config, workdir: str) -> dict[str, Any]:
-  t_start = time.perf_counter()
+class RLJob:
+  """Rollout -> judge -> advantages -> PPO update, one RL step at a time; see loop.Job."""
+  fetch_late = False  # on-policy: the next rollout needs this step's params, so nothing overlaps anyway
+  eval_at_start = True
+  reuse_logged_evals = True
+
+  def __init__(self, config, workdir: str, start: loop.Start, *, tokenizer: Tokenizer, judge: Judge, judge_fn,
+               evaluator: Evaluator, ref_params, rows: int, n_minibatches: int, batch_multiple: int,
+               compiles: CompileCounter):
+    rl, setup = config.rl, start.setup
+    self.config, self.workdir, self.tokenizer, self.rows = config, workdir, tokenizer, rows
+    self.judge, self.judge_fn, self.evaluator, self.ref_params, self.compiles = (
+        judge, judge_fn, evaluator, ref_params, compiles)
+    self.data = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
+                                              batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
+                                              num_epochs=None, **_WHOLE_SPLIT)
+    if start.data_state is not None:
+      self.data.set_state(start.data_state)
+    self.meta = {'init_from': config.policy_init, 'judge_init': config.judge_init}
+    self.sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
+                           length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,),
+                           batch_multiple=batch_multiple, mesh=setup.mesh, rules=setup.rules)
+    self.sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
+                                   max_new_tokens=rl.max_new_tokens)
+    objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
+    self.score_step = rl_objective.make_score_step(setup, objective, n_minibatches)
+    self.update_step = rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches)
+    self.shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
+    self.sample_key = jax.random.key(config.seed)
+    self.step_seconds: list[float] = []
+    self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
+    os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+
+  def step(self, state, step: int):
+    rl, rows = self.config.rl, self.rows
+    compiles_before, t0 = self.compiles.count, time.perf_counter()
+    prompts = next(self.data)
+    prompt_ids, records, valid_R = rl_rollout.repeat_prompts(prompts, rl.group_size)
+    sample = self.sampler(state['params'], prompt_ids, jax.random.fold_in(self.sample_key, step), self.sampling)
+    t1 = time.perf_counter()
+    rewards = rl_rollout.score(self.tokenizer, records, [sample.completion(i) for i in range(rows)], self.judge_fn,
+                               format_penalty=rl.format_penalty, require_cot=rl.require_cot)
+    advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
+    t2 = time.perf_counter()
+    local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
+    batch = {k: _global_array(v, self.shardings[k]) for k, v in local.items()}
+    logp_ref_BT, score_metrics = self.score_step(state['params'], self.ref_params,
+                                                 {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
+    state, update_metrics = self.update_step(state, {**batch, 'logp_ref_BT': logp_ref_BT})
+    # On-policy RL cannot run ahead: the next rollout needs these params and the host needs
+    # its tokens, so fetching the metrics now costs no overlap (unlike SFT's late fetch).
+    host = {k: float(v) for k, v in jax.device_get({**score_metrics, **update_metrics}).items()}
+    t3 = time.perf_counter()
+    timing = {'time/sampling_seconds': t1 - t0, 'time/judging_seconds': t2 - t1,
+              'time/update_seconds': t3 - t2, 'time/step_seconds': t3 - t0}
+    for k in self.totals:
+      self.totals[k] += timing[k]
+    self.step_seconds.append(t3 - t0)
+    host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths, rl.group_size))
+    host.update(timing)
+    host['perf/compiles'] = self.compiles.count - compiles_before
+    host['rl/judge_truncated_total'] = self.judge.truncated
+    return state, host
+
+  def fetch(self, step: int, out: dict[str, float]) -> dict[str, float]:
+    return out
+
+  def report(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+    _report(step, self.config.total_steps, metrics, self.step_seconds)
+    return metrics
+
+  def evaluate(self, params, step: int, when: str) -> dict[str, float]:
+    return self.evaluator(params, step, self.workdir)
+
+  def summarize(self, summary: dict, when: str, metrics: dict[str, float]) -> None:
+    if when == loop.DURING:
+      return
+    suffix = '_start' if when == loop.START else '_end'
+    for key in ('eval/mean_reward', 'eval/decision_accuracy'):
+      summary[key + suffix] = metrics.get(key)
+
+  def final(self, last: dict[str, float]) -> dict[str, Any]:
+    n = max(len(self.step_seconds), 1)
+    return {**{k.replace('_seconds', '_seconds_per_step'): v / n for k, v in self.totals.items()},
+            'final_train_reward': last.get('rl/reward'), 'prompts': self.data.stats(),
+            'judge_truncated': self.judge.truncated}
+
+
+def train(config, workdir: str, devices=None) -> dict[str, Any]:
+  """`devices`: default all of them."""
   require_inputs(config)
   compiles = CompileCounter()
-  tokenizer = source.run_tokenizer(config)  # the tokenizer the policy was trained with
-  spec = Spec.load(config.spec or None)
+  run = loop.begin(config, workdir, devices)  # the tokenizer is the one the policy was trained with
+  tokenizer, spec = run.tokenizer, run.spec
   judge_fmt = judge_format(config, spec.version)  # before any loading: a judge we cannot prompt fails fast
-  if config.data.dataset == datasets.DEMO_DATASET:
-    datasets.ensure_demo_dataset(config.data.data_dir or None)
-  rl = config.rl
   policy_cfg = model_config(config, tokenizer)
   judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
   judge_tok = judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
 
-  mesh_sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
-  batch_axes = dict(sharding.normalize_rules(config.mesh.rules)).get('batch', ())
-  batch_multiple = math.prod(mesh_sizes[a] for a in batch_axes)  # rows must split over these
-  rows, n_minibatches = check_shapes(config, batch_multiple)
-  updates_per_step = rl.ppo_epochs * n_minibatches
+  rows, n_minibatches = check_shapes(config, run.batch_multiple)
   # The optimizer's schedule counts updates, several per RL step.
-  setup = state_lib.make_setup(config, policy_cfg, config.total_steps * updates_per_step)
-  checkpointer = Checkpointer(workdir, config.checkpoint)
-  state, data_state, how = state_lib.start(config, setup, checkpointer, config.policy_init, runtime.log)
-  start_step = int(jax.device_get(state['step']))
+  start = run.restore(policy_cfg, config.total_steps * config.rl.ppo_epochs * n_minibatches, config.policy_init)
+  setup, state = start.setup, start.state
   ref_params = state_lib.load_init_params(setup, config.policy_init)  # frozen: never donated or updated
   judge_params = state_lib.load_params(config.judge_init, judge_cfg, loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
-  runtime.log(f'start: {how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
+  runtime.log(f'start: {start.how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
   runtime.log('parameter bytes per device: '
               f'policy {runtime.bytes_per_device(state["params"]):,} (+ optimizer '
               f'{runtime.bytes_per_device(state["opt_state"]):,}), reference {runtime.bytes_per_device(ref_params):,}, '
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, judge_tok, spec, rows, batch_multiple, judge_fmt,
+  judge = make_judge(config, judge_cfg, judge_tok, spec, rows, run.batch_multiple, judge_fmt,
                      setup.mesh, setup.rules)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
-  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, batch_multiple, setup.mesh, setup.rules)
-  prompt_iter = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
-                                              batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
-                                              num_epochs=None, **_WHOLE_SPLIT)
-  if data_state is not None:
-    prompt_iter.set_state(data_state)
-  sampler = Sampler(policy_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,), batch_multiple=batch_multiple,
-                    mesh=setup.mesh, rules=setup.rules)
-  sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
-                            max_new_tokens=rl.max_new_tokens)
-  objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
-  score_step = rl_objective.make_score_step(setup, objective, n_minibatches)
-  update_step = rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches)
-  shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
-  sample_key = jax.random.key(config.seed)
-
-  writer = metrics_lib.MetricsWriter(workdir)
-  writer.resume_at(start_step, runtime.log)
-  meta = resume.run_meta(config, policy_cfg, spec, tokenizer, init_from=config.policy_init,
-                         judge_init=config.judge_init)
-  summary: dict[str, Any] = {'start': how, 'start_step': start_step, 'spec_version': spec.version,
-                             'parameters': policy_cfg.param_count()}
-  os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-
-  def evaluate(step: int, when: str) -> dict[str, float]:
-    ev = evaluator(state['params'], step, workdir)
-    writer.write(step, ev)
-    runtime.log(f'eval {when} (step {step}): ' + _fmt(ev))
-    return ev
-
-  first = _logged_eval(workdir, 0) if start_step > 0 else evaluate(0, 'before the first update')
-  for key in ('eval/mean_reward', 'eval/decision_accuracy'):
-    summary[f'{key}_start'] = first.get(key)
-
-  last_saved = checkpointer.latest_step()
-  step_seconds: list[float] = []
-  totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
-  host: dict[str, float] = {}
-  preempted = False
-  with runtime.Preemption() as preemption, checkpointer:
-    for step in range(start_step, config.total_steps):
-      checkpointer.check()  # a failed asynchronous save stops the run here, one step later at most
-      compiles_before, t0 = compiles.count, time.perf_counter()
-      prompts = next(prompt_iter)
-      prompt_ids, records, valid_R = rl_rollout.repeat_prompts(prompts, rl.group_size)
-      sample = sampler(state['params'], prompt_ids, jax.random.fold_in(sample_key, step), sampling)
-      t1 = time.perf_counter()
-      rewards = rl_rollout.score(tokenizer, records, [sample.completion(i) for i in range(rows)], judge_fn,
-                                 format_penalty=rl.format_penalty, require_cot=rl.require_cot)
-      advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
-      t2 = time.perf_counter()
-      local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
-      batch = {k: _global_array(v, shardings[k]) for k, v in local.items()}
-      logp_ref_BT, score_metrics = score_step(state['params'], ref_params,
-                                               {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
-      state, update_metrics = update_step(state, {**batch, 'logp_ref_BT': logp_ref_BT})
-      # On-policy RL cannot run ahead: the next rollout needs these params and the host needs
-      # its tokens, so fetching the metrics now costs no overlap (unlike SFT's late fetch).
-      host = {k: float(v) for k, v in jax.device_get({**score_metrics, **update_metrics}).items()}
-      t3 = time.perf_counter()
-      done = step + 1
-      timing = {'time/sampling_seconds': t1 - t0, 'time/judging_seconds': t2 - t1,
-                'time/update_seconds': t3 - t2, 'time/step_seconds': t3 - t0}
-      for k in totals:
-        totals[k] += timing[k]
-      step_seconds.append(t3 - t0)
-      host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths, rl.group_size))
-      host.update(timing)
-      host['perf/compiles'] = compiles.count - compiles_before
-      host['rl/judge_truncated_total'] = judge.truncated
-      runtime.check_finite(done, host, last_saved, checkpointer.directory)
-      writer.write(done, host)
-      _report(done, config.total_steps, host, step_seconds)
-
-      # One snapshot per step: a SIGTERM landing mid-step is handled whole at the next step,
-      # never as "exit" without "save".
-      preempted_now = preemption.requested
-      save_now = done % checkpointer.every_steps == 0 or done == config.total_steps or preempted_now
-      if save_now:
-        checkpointer.save(state, prompt_iter.get_state(), meta, wait=preempted_now)
-        last_saved = done
-      every = config.evals.every_steps
-      if every > 0 and done % every == 0 and done != config.total_steps:
-        evaluate(done, 'during training')
-      if runtime.stop_after_step(done, config, checkpointer, preempted_now):
-        preempted = True
-        break
-
-  final_step = int(jax.device_get(state['step']))
-  if not preempted and final_step == config.total_steps:
-    # A restart of a finished run (or of one preempted after its last save) evaluates only if it must.
-    logged = _logged_eval(workdir, final_step) if start_step == final_step else {}
-    last = logged if _all_processes_agree(bool(logged)) else evaluate(final_step, 'after the last update')
-    for key in ('eval/mean_reward', 'eval/decision_accuracy'):
-      summary[f'{key}_end'] = last.get(key)
-  writer.close()
-  n = max(len(step_seconds), 1)
-  summary.update({k.replace('_seconds', '_seconds_per_step'): v / n for k, v in totals.items()})
-  summary.update({'wall_seconds': time.perf_counter() - t_start, 'final_step': final_step, 'preempted': preempted,
-                  'final_train_reward': host.get('rl/reward'), 'prompts': prompt_iter.stats(),
-                  'judge_truncated': judge.truncated})
-  runtime.write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
-  runtime.log(f'done in {summary["wall_seconds"]:.0f}s: ' + _fmt({k: v for k, v in summary.items()
-                                                                  if k.startswith('eval/')}))
-  return summary
+  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, run.batch_multiple, setup.mesh, setup.rules)
+  job = RLJob(config, workdir, start, tokenizer=tokenizer, judge=judge, judge_fn=judge_fn, evaluator=evaluator,
+              ref_params=ref_params, rows=rows, n_minibatches=n_minibatches, batch_multiple=run.batch_multiple,
+              compiles=compiles)
+  return loop.train(run, start, job)
 
 
 def _report(step: int, total: int, m: dict[str, float], step_seconds: list[float]) -> None:
@@ -412,8 +373,3 @@ def _report(step: int, total: int, m: dict[str, float], step_seconds: list[float
       f'mismatch {m["rl/logp_mismatch"]:.1e}  len {m["rl/response_tokens"]:.0f} (cot {m["rl/cot_tokens"]:.0f})  '
       f'time sample {m["time/sampling_seconds"]:.1f}s judge {m["time/judging_seconds"]:.1f}s '
       f'update {m["time/update_seconds"]:.1f}s  ETA {int(eta) // 60}:{int(eta) % 60:02d}')
-
-
-def _fmt(metrics: dict) -> str:
-  return '  '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(metrics.items())
-                   if not k.endswith('seconds'))

@@ -99,5 +99,5 @@ class TraceTask:
 model_config = supervised.model_config
 
 
-def train(config, workdir: str) -> dict:
-  return supervised.run(config, workdir, lambda setup, tok, spec: TraceTask(config, setup, tok, spec))
+def train(config, workdir: str, devices=None) -> dict:
+  return supervised.run(config, workdir, lambda setup, tok, spec: TraceTask(config, setup, tok, spec), devices)

@@ -23,7 +23,7 @@ from deliberative.model.transformer import build
 from deliberative.trainers import optim
 
 # Fields of `config.model` that stay the run's choice when the architecture comes from init_from.
-RUN_FIELDS = ('param_dtype', 'dtype', 'remat', 'attention', 'loss_chunk')
+RUN_FIELDS = ('param_dtype', 'dtype', 'remat', 'attention', 'loss_chunk', 'scan_layers')
 
 
 @dataclasses.dataclass
@@ -54,8 +54,10 @@ def architecture(model_section, src: str, field: str = 'init_from') -> ModelConf
 
 def vocab_multiple(config) -> int:
   """How many ways the mesh splits the vocabulary: a grown vocabulary is padded to a multiple of it."""
-  sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
   axes = dict(sharding.normalize_rules(config.mesh.rules)).get('vocab', ())
+  sizes = {a: int(config.mesh[a]) for a in sharding.MESH_AXES}
+  if any(sizes[a] == -1 for a in axes):  # only then the device count matters (a run may use a subset)
+    sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, jax.device_count())))
   return math.prod(sizes[a] for a in axes)
 
 
@@ -76,8 +78,9 @@ def model_config_for(config, tokenizer=None, field: str = 'init_from') -> tuple[
   return cfg, src
 
 
-def make_setup(config, model_cfg: ModelConfig, total_steps: int) -> Setup:
-  mesh = sharding.make_mesh(config.mesh)
+def make_setup(config, model_cfg: ModelConfig, total_steps: int, mesh: Mesh | None = None) -> Setup:
+  """`mesh`: default, config.mesh over this process's devices (tools/aot_compile.py passes a TPU topology's)."""
+  mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
   rules = sharding.normalize_rules(config.mesh.rules)
   sharding.check_model_fits_mesh(model_cfg, mesh, rules)
   tx, lr = optim.make(config.optim, total_steps)
