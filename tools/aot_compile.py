@@ -39,13 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
-_TOPOLOGY = flags.DEFINE_string('topology', None, 'TPU slice, GENERATION:SHAPE, e.g. v5p:2x2x2, v5e:4x4, v6e:8x8.')
-_PROGRAMS = flags.DEFINE_list('programs', [], 'Subset to compile (default: all of the trainer\'s): '
-                              'train_step; update, score, sample, judge.')
-_JSON = flags.DEFINE_string('json', None, 'Also write the report as JSON here.')
-flags.mark_flags_as_required(['config', 'topology'])
 
+FLAGS = flags.FLAGS
 GIB = 1024 ** 3
 
 
@@ -315,23 +310,34 @@ def format_report(r: dict) -> str:
   return '\n'.join(lines)
 
 
+def define_flags() -> None:
+  """Only when run as a program: tests import this module beside deliberative.train's flags."""
+  config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
+  flags.DEFINE_string('topology', None, 'TPU slice, GENERATION:SHAPE, e.g. v5p:2x2x2, v5e:4x4, v6e:8x8.')
+  flags.DEFINE_list('programs', [], 'Subset to compile (default: all of the trainer\'s): '
+                    'train_step; update, score, sample, judge.')
+  flags.DEFINE_string('json', None, 'Also write the report as JSON here.')
+  flags.mark_flags_as_required(['config', 'topology'])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
   from deliberative import cli, errors
   try:
-    r = report(_CONFIG.value, _TOPOLOGY.value, _PROGRAMS.value)
+    r = report(FLAGS.config, FLAGS.topology, FLAGS.programs)
   except errors.USER_ERRORS as e:
     cli.fail(e, sys.argv)
   print(format_report(r), flush=True)
-  if _JSON.value:
+  if FLAGS.json:
     from deliberative.atomic import write_text
-    os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
-    write_text(_JSON.value, json.dumps(r, indent=1, default=str) + '\n')
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+    write_text(FLAGS.json, json.dumps(r, indent=1, default=str) + '\n')
   return 0
 
 
 if __name__ == '__main__':
   from deliberative import cli
+  define_flags()
   app.run(main, flags_parser=cli.parse_flags)

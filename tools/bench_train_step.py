@@ -8,8 +8,9 @@ weights: the step's cost does not depend on their values.
 
 Both sides: fp32, AdamW, causal LM loss on every token of random ids; the peer is
 `LlamaForCausalLM` with the preset's shape (torch threads = JAX's intra-op threads = all
-cores). Prints tokens/s for each and the ratio ours/peer. Needs requirements-test.txt
-(torch, transformers). Never run inside the timed test suite.
+cores). Prints tokens/s (at the median step time) for each and the ratio ours/peer. Needs
+requirements-test.txt (torch, transformers). Never run inside the timed test suite;
+tools/benchmark.py runs these same steps beside the decode and RL measurements.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from deliberative.trainers import state as state_lib  # noqa: E402
 from deliberative.trainers import supervised  # noqa: E402
 
 
-def ours(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+def ours_step_seconds(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> list[float]:
+  """Seconds of each of `steps` jit'd SFT steps after a compiling one (tools/benchmark.py shares it)."""
   config = ml_collections.ConfigDict({
       'mesh': config_lib.default_mesh_config(),
       'optim': dict(lr=1e-3, warmup_steps=1, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
@@ -48,22 +50,31 @@ def ours(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
   batch_arrays = runtime.put_batch(host, setup.batch_sharding())
   state, metrics = step_fn(state, batch_arrays)  # compile
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
+  seconds = []
   for _ in range(steps):
+    start = time.perf_counter()
     state, metrics = step_fn(state, batch_arrays)
-  jax.block_until_ready(metrics)
-  return batch * seq_len * steps / (time.perf_counter() - start)
+    jax.block_until_ready(metrics)  # per-step times, so a caller can take their median
+    seconds.append(time.perf_counter() - start)
+  return seconds
 
 
-def peer(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+def hf_llama(cfg: ModelConfig, max_positions: int):
+  """`transformers.LlamaForCausalLM` of `cfg`'s shape, fp32, random weights (seeded)."""
   import torch
   import transformers
   torch.manual_seed(0)
-  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+  return transformers.LlamaForCausalLM(transformers.LlamaConfig(
       vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
       num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-      head_dim=cfg.head_dim_, max_position_embeddings=max(seq_len, 128), tie_word_embeddings=cfg.tie_embeddings,
-      attn_implementation='sdpa'))
+      head_dim=cfg.head_dim_, max_position_embeddings=max(max_positions, 128), tie_word_embeddings=cfg.tie_embeddings,
+      rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps, attn_implementation='sdpa'))
+
+
+def peer_step_seconds(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> list[float]:
+  """Seconds of each of `steps` `transformers` AdamW steps after a warm-up one."""
+  import torch
+  model = hf_llama(cfg, seq_len)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
   ids = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1))
 
@@ -75,10 +86,25 @@ def peer(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
     opt.zero_grad(set_to_none=True)
 
   step()
-  start = time.perf_counter()
+  seconds = []
   for _ in range(steps):
+    start = time.perf_counter()
     step()
-  return batch * seq_len * steps / (time.perf_counter() - start)
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def tokens_per_second(batch: int, seq_len: int, seconds: list[float]) -> float:
+  """Throughput at the median step time: one slow step on a shared machine does not move it."""
+  return batch * seq_len / float(np.median(seconds))
+
+
+def ours(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+  return tokens_per_second(batch, seq_len, ours_step_seconds(cfg, batch, seq_len, steps))
+
+
+def peer(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> float:
+  return tokens_per_second(batch, seq_len, peer_step_seconds(cfg, batch, seq_len, steps))
 
 
 def main(argv=None) -> int:

@@ -242,6 +242,22 @@ def judge_tokenizer(config, policy_tokenizer: Tokenizer) -> Tokenizer:
   return source.open_source(config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
 
 
+def step_programs(config, setup: state_lib.Setup, tokenizer: Tokenizer, rows: int, n_minibatches: int,
+                  batch_multiple: int):
+  """An RL step's compiled pieces: (rollout sampler, its SamplingParams, score step, update step,
+  the update batch's shardings), one bucket each so a run compiles each once."""
+  rl = config.rl
+  sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
+                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,),
+                    batch_multiple=batch_multiple, mesh=setup.mesh, rules=setup.rules)
+  sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
+                            max_new_tokens=rl.max_new_tokens)
+  objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
+  return (sampler, sampling, rl_objective.make_score_step(setup, objective, n_minibatches),
+          rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches),
+          rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS))
+
+
 class RLJob:
   """Rollout -> judge -> advantages -> PPO update, one RL step at a time; see loop.Job."""
   fetch_late = False  # on-policy: the next rollout needs this step's params, so nothing overlaps anyway
@@ -261,15 +277,8 @@ class RLJob:
     if start.data_state is not None:
       self.data.set_state(start.data_state)
     self.meta = {'init_from': config.policy_init, 'judge_init': config.judge_init}
-    self.sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                           length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,),
-                           batch_multiple=batch_multiple, mesh=setup.mesh, rules=setup.rules)
-    self.sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
-                                   max_new_tokens=rl.max_new_tokens)
-    objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
-    self.score_step = rl_objective.make_score_step(setup, objective, n_minibatches)
-    self.update_step = rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches)
-    self.shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
+    (self.sampler, self.sampling, self.score_step, self.update_step,
+     self.shardings) = step_programs(config, setup, tokenizer, rows, n_minibatches, batch_multiple)
     self.sample_key = jax.random.key(config.seed)
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}

@@ -1,0 +1,58 @@
+"""tools/benchmark.py's pure helpers: the padding share, ratios and the table (no model is run)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+
+import benchmark  # noqa: E402
+
+
+def test_padding_fraction_counts_empty_slots():
+  # 2 rows of 4 + 4 slots: 3 + 4 and 1 + 2 real tokens -> 10 of 16 slots used.
+  assert benchmark.padding_fraction([3, 1], [4, 2], max_prompt_len=4, max_new_tokens=4) == pytest.approx(6 / 16)
+  assert benchmark.padding_fraction([4, 4], [4, 4], 4, 4) == 0.0
+  with pytest.raises(ValueError, match='prompt lengths'):
+    benchmark.padding_fraction([1, 2], [3], 4, 4)
+
+
+def test_ratio_is_none_without_both_measurements():
+  assert benchmark.ratio({'tokens_per_s': 30.0}, {'tokens_per_s': 20.0}, 'tokens_per_s') == 1.5
+  assert benchmark.ratio({'tokens_per_s': 30.0}, {'error': 'ImportError: x'}, 'tokens_per_s') is None
+  assert benchmark.ratio({'tokens_per_s': 30.0}, {'tokens_per_s': 0.0}, 'tokens_per_s') is None
+
+
+def _report():
+  return {
+      'meta': {'rounds': 2, 'cores': 2, 'peak_gflops': 50.0},
+      'train': [{'shape': 'tiny', 'batch': 16, 'seq_len': 256,
+                 'ours': {'tokens_per_s': 2000.0, 'mfu_percent': 10.0},
+                 'transformers': {'tokens_per_s': 1000.0, 'mfu_percent': 5.0}}],
+      'decode': [{'shape': 'tiny', 'batch': 1, 'ours': {'tokens_per_s': 300.0},
+                  'transformers': {'tokens_per_s': 100.0},
+                  'tunix': {'error': 'RuntimeError: no | pipes\nplease'}}],
+      'rl': {'rows': 32, 'max_prompt_len': 64, 'max_new_tokens': 128, 'note': 'n',
+             'seconds_median': {'sampling': 2.0, 'judging': 1.0, 'update': 1.0}, 'padding_fraction': 0.3},
+  }
+
+
+def test_markdown_table_has_ratios_targets_and_errors():
+  text = benchmark.markdown(_report())
+  lines = [line for line in text.splitlines() if line.startswith('| ')]
+  assert lines[0].startswith('| part | shape |')
+  assert all(line.count('|') == len(benchmark.HEADER) + 1 for line in lines)  # no cell breaks the table
+  assert '| train | tiny 16x256 | tokens/s | 2,000 | transformers | 1,000 | 2.00x | >= 1.0x | yes |' in lines
+  tunix = next(line for line in lines if '| tunix |' in line)
+  assert 'error: RuntimeError: no / pipes please' in tunix and '>= 1.5x' in tunix
+  assert '| decode | tiny batch 1 | tokens/s | 300 | transformers | 100 | 3.00x | — | — |' in lines
+  assert any('sampling s | 2.00 (50%)' in line for line in lines)
+  assert any('update padding | 30.0% |' in line and line.endswith('<= 25% | no |') for line in lines)
+
+
+def test_write_outputs(tmp_path):
+  benchmark.write_outputs(str(tmp_path / 'out'), _report())
+  assert json.loads((tmp_path / 'out' / 'benchmark.json').read_text())['rl']['rows'] == 32
+  assert (tmp_path / 'out' / 'benchmark.md').read_text() == benchmark.markdown(_report())
