@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from deliberative.model import sharding
+from deliberative.model import layout, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build, init_cache
 
@@ -78,7 +78,10 @@ class Sampler:
     self.length_buckets = tuple(sorted(length_buckets))
     # Batch buckets must split evenly over the mesh's batch axes (batch_multiple).
     self.batch_buckets = tuple(sorted({-(-b // batch_multiple) * batch_multiple for b in batch_buckets}))
-    self.graphdef = nnx.graphdef(nnx.eval_shape(build(cfg)))
+    # Decoding runs layer by layer (a KV cache per layer): stacked (scanned) weights are unstacked
+    # once per call, outside the decode loop, instead of a slice per layer at every token (2x
+    # slower at SmolLM2's shape, tools/benchmark.py).
+    self.graphdef = nnx.graphdef(nnx.eval_shape(build(dataclasses.replace(cfg, scan_layers=False))))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
     # Replicated outputs: every process can read all samples (multi-host meshes).
     out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -112,6 +115,8 @@ class Sampler:
 
   def _generate_impl(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
     self.compiles += 1
+    if self.cfg.scan_layers:
+      params = layout.unstack_layers(params, self.cfg.n_layers)
     model: Transformer = nnx.merge(self.graphdef, params)
     tokens_BP, positions_BP, segments_BP, prompt_lens_B = sharding.shard_rows(
         self.mesh, self.rules, tokens_BP, positions_BP, segments_BP, prompt_lens_B)
