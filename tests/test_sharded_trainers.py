@@ -54,18 +54,23 @@ def _metric(workdir: str, key: str) -> dict[int, float]:
   return {m['step']: m[key] for m in read_metrics(workdir) if key in m}
 
 
-def test_sft_on_a_2x2x2_mesh_matches_one_device(tmp_path, demo_data_dir, saved_shardings):
-  def config(mesh):
-    return tiny_sft_config(demo_data_dir, total_steps=3, **mesh, **{
-        **{f'model.{k}': v for k, v in SHAPE.items()}, 'checkpoint.every_steps': 3, 'evals.every_steps': 3,
-        'evals.num_generations': 4, 'evals.batch_size': 4, 'evals.max_new_tokens': 4})
+def _run_sharded_and_single(config, tmp_path, saved_shardings) -> tuple[str, str]:
+  """The same run on the (2,2,2) mesh, then on one device; checks the first really split its state."""
   sharded, single = str(tmp_path / 'sharded'), str(tmp_path / 'single')
   train.run(config(SHARDED), sharded)
   assert len(saved_shardings) == 1
   _assert_split(saved_shardings[0], 'embed')
   train.run(config(SINGLE), single, devices=jax.devices()[:1])
   assert saved_shardings[1]['params']['embed'].mesh.size == 1
+  return sharded, single
 
+
+def test_sft_on_a_2x2x2_mesh_matches_one_device(tmp_path, demo_data_dir, saved_shardings):
+  def config(mesh):
+    return tiny_sft_config(demo_data_dir, total_steps=3, **mesh, **{
+        **{f'model.{k}': v for k, v in SHAPE.items()}, 'checkpoint.every_steps': 3, 'evals.every_steps': 3,
+        'evals.num_generations': 4, 'evals.batch_size': 4, 'evals.max_new_tokens': 4})
+  sharded, single = _run_sharded_and_single(config, tmp_path, saved_shardings)
   a, b = _metric(sharded, 'train/loss'), _metric(single, 'train/loss')
   assert sorted(a) == sorted(b) == [1, 2, 3]
   np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-4)
@@ -90,12 +95,7 @@ def test_rl_on_a_2x2x2_mesh_matches_one_device(tmp_path, demo_data_dir, shape_ch
   def config(mesh):
     return override(_rl_config(demo_data_dir, *shape_checkpoints), **mesh, **{
         'checkpoint.every_steps': 2, 'evals.num_prompts': 4, 'evals.batch_size': 4})
-  sharded, single = str(tmp_path / 'sharded'), str(tmp_path / 'single')
-  train.run(config(SHARDED), sharded)
-  assert len(saved_shardings) == 1
-  _assert_split(saved_shardings[0], 'embed')
-  train.run(config(SINGLE), single, devices=jax.devices()[:1])
-
+  sharded, single = _run_sharded_and_single(config, tmp_path, saved_shardings)
   for key in ('train/loss', 'rl/pg_loss', 'rl/reward', 'rl/kl', 'rl/entropy'):
     a, b = _metric(sharded, key), _metric(single, key)
     assert sorted(a) == sorted(b) == [1, 2], key
