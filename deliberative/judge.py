@@ -79,6 +79,14 @@ def _default_length_buckets(max_len: int) -> tuple[int, ...]:
   return (*buckets, _round_up(max_len, _SLOT_MULTIPLE))
 
 
+def _under_own_mesh(method):
+  """A Judge method traced inside its judge's `sharding.use_mesh` (nothing when mesh is None)."""
+  @functools.wraps(method)
+  def traced(self, *args):
+    return sharding.under_mesh(method, self.mesh, self.rules)(self, *args)
+  return traced
+
+
 def _host_generator(rng) -> np.random.Generator:
   """A numpy generator seeded by a jax key (typed or raw uint32), so a key fixes the draws."""
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
@@ -276,6 +284,8 @@ class Judge:
     return np.asarray(logprobs_BG)[:n]
 
   # --- compiled ---------------------------------------------------------------------------
+  # Each jitted method below traces under the judge's mesh (_under_own_mesh), so the model's
+  # activation constraints (sharding.constrain) apply.
   def _grade_logprobs_at(self, model: Transformer, x_BLE, last_B):
     # The head runs on each row's last position only: [B, L, vocab] logits never exist.
     x_B1E = jnp.take_along_axis(x_BLE, last_B[:, None, None], axis=1)
@@ -287,6 +297,7 @@ class Judge:
     return logprobs_BG
 
   @functools.partial(jax.jit, static_argnums=0)
+  @_under_own_mesh
   def _prefill(self, params, tokens_CP, positions_CP, segments_CP):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)
@@ -296,6 +307,7 @@ class Judge:
     return cache['layers'], cache['segment_ids']
 
   @functools.partial(jax.jit, static_argnums=0)
+  @_under_own_mesh
   def _suffix_logprobs(self, params, prefix_layers, prefix_segments_CP, category_B, tokens_BS,
                        positions_BS, segments_BS, last_B):
     self.compiles += 1
@@ -315,6 +327,7 @@ class Judge:
     return self._grade_logprobs_at(model, x_BSE, last_B)
 
   @functools.partial(jax.jit, static_argnums=0)
+  @_under_own_mesh
   def _full_logprobs(self, params, tokens_BL, positions_BL, segments_BL, last_B):
     self.compiles += 1
     model: Transformer = nnx.merge(self.graphdef, params)

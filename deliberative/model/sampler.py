@@ -85,7 +85,9 @@ class Sampler:
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
     # Replicated outputs: every process can read all samples (multi-host meshes).
     out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    self._generate = jax.jit(self._generate_impl, static_argnums=(6,), out_shardings=out_shardings)
+    # Traced under the mesh, so the model's activation constraints (sharding.constrain) apply.
+    self._generate = jax.jit(sharding.under_mesh(self._generate_impl, mesh, rules), static_argnums=(6,),
+                             out_shardings=out_shardings)
 
   def __call__(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array,
                sampling: SamplingParams = SamplingParams()) -> SampleOutput:

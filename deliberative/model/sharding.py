@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -131,6 +132,23 @@ def use_mesh(mesh: Mesh, rules):
     yield
   finally:
     _CURRENT.reset(token)
+
+
+def under_mesh(fn: Callable, mesh: Mesh | None, rules) -> Callable:
+  """`fn`, run inside `use_mesh(mesh, rules)`; `fn` itself when `mesh` is None (one device).
+
+  Wrap the function a `jax.jit` traces, not the call of the jitted program: `constrain` reads the
+  current mesh while jax traces, so a model run by a jitted function traced outside `use_mesh`
+  silently drops every activation constraint (then only XLA's propagation shards activations).
+  """
+  if mesh is None:
+    return fn
+
+  @functools.wraps(fn)
+  def run(*args, **kwargs):
+    with use_mesh(mesh, rules):
+      return fn(*args, **kwargs)
+  return run
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

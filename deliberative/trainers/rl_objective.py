@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from deliberative.model import losses
+from deliberative.model import losses, sharding
 from deliberative.trainers import state as state_lib
 
 # Fields of a rollout batch as it goes to the device (all [rows, ...], sharded over rows).
@@ -128,7 +128,8 @@ def make_score_step(setup: state_lib.Setup, obj: Objective, n_minibatches: int):
     return logp_ref_BT, metrics
 
   params_sharding = setup.state_shardings['params']
-  return jax.jit(score, in_shardings=(params_sharding, params_sharding, field_shardings(setup, ROLLOUT_FIELDS)),
+  return jax.jit(sharding.under_mesh(score, setup.mesh, setup.rules),
+                 in_shardings=(params_sharding, params_sharding, field_shardings(setup, ROLLOUT_FIELDS)),
                  out_shardings=(_row_sharding(setup, 2), setup.replicated()))
 
 
@@ -166,5 +167,6 @@ def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_
                  'rng': jax.random.key_data(key)}
     return new_state, metrics
 
-  return jax.jit(update, in_shardings=(setup.state_shardings, field_shardings(setup, UPDATE_FIELDS)),
+  return jax.jit(sharding.under_mesh(update, setup.mesh, setup.rules),
+                 in_shardings=(setup.state_shardings, field_shardings(setup, UPDATE_FIELDS)),
                  out_shardings=(setup.state_shardings, setup.replicated()), donate_argnums=0)

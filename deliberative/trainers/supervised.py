@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deliberative.model import losses, source
+from deliberative.model import losses, sharding, source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
@@ -62,7 +62,8 @@ def make_train_step(setup: state_lib.Setup, accum_steps: int, nan_at_step: int =
     return new_state, out
 
   batch_shardings = {k: setup.batch_sharding() for k in BATCH_FIELDS}
-  return jax.jit(train_step, in_shardings=(setup.state_shardings, batch_shardings),
+  return jax.jit(sharding.under_mesh(train_step, setup.mesh, setup.rules),
+                 in_shardings=(setup.state_shardings, batch_shardings),
                  out_shardings=(setup.state_shardings, setup.replicated()), donate_argnums=0)
 
 
@@ -71,7 +72,8 @@ def make_eval_step(setup: state_lib.Setup):
     loss_sum, aux = token_loss(setup, params, batch)
     return loss_sum, aux['weight']
   batch_shardings = {k: setup.batch_sharding() for k in BATCH_FIELDS}
-  return jax.jit(eval_step, in_shardings=(setup.state_shardings['params'], batch_shardings),
+  return jax.jit(sharding.under_mesh(eval_step, setup.mesh, setup.rules),
+                 in_shardings=(setup.state_shardings['params'], batch_shardings),
                  out_shardings=setup.replicated())
 
 
