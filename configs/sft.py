@@ -83,4 +83,14 @@ def get_config(arg=None):
       c.evals.num_generations = 2
       c.evals.max_new_tokens = 8
       c.evals.batch_size = 8
+    else:
+      # A pretrained model learns the trace format in ~100 steps (800 rows of 256 tokens, ~1,000
+      # traces); ~35 min on 2 CPU cores. The in-run eval is a 64-prompt check of the held-out
+      # split; the base model's numbers and the safety suites come from `deliberative.evaluate`.
+      c.total_steps = 100
+      c.checkpoint.every_steps = 50
+      c.evals.every_steps = 100
+      c.evals.at_start = False
+      c.evals.num_generations = 64
+      c.evals.final_splits = ''
   return c
