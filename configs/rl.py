@@ -52,7 +52,9 @@ def get_config(arg=None):
   c.data = pipeline.default_config()
   c.data.train_split = 'rl'  # prompt-only (prompt, category) records
   c.data.eval_split = 'eval'  # held-out requests, with the expected decision
-  c.data.max_prompt_len = 64  # demo prompts are <= 50 tokens; rows are max_prompt_len + max_new_tokens long
+  # Rollout rows are max_prompt_len + max_new_tokens slots: sized to the training prompts (the demo's
+  # 'rl' split is <= 45 tokens), since every empty slot is update FLOPs spent on padding.
+  c.data.max_prompt_len = 48
 
   # One optimizer update per minibatch: ppo_epochs * (rows / minibatch_size) per step.
   # No weight decay: it would pull towards zero while the KL pulls towards the reference.
@@ -88,8 +90,9 @@ def get_config(arg=None):
   ))
   # All 400 held-out eval prompts: on 128 the decision accuracy moves by 0.03 with 4 answers (noise).
   # The final eval adds the held-out safety splits (not_overrefuse; not_unsafe, goodness@0.1).
+  # max_prompt_len: the held-out prompts' own budget (jailbreak-wrapped ones reach 69 tokens).
   c.evals = ml_collections.ConfigDict(dict(num_prompts=400, batch_size=100, every_steps=30, max_new_tokens=128,
-                                           final_splits='eval_overrefuse,eval_jailbreak'))
+                                           max_prompt_len=80, final_splits='eval_overrefuse,eval_jailbreak'))
   c.debug = ml_collections.ConfigDict(dict(kill_after_step=-1))  # tests: SIGKILL right after that step's save
 
   if arg.smoke:
@@ -110,7 +113,8 @@ def get_config(arg=None):
     # The base model never samples its new <think> rows: its direct answers are judged (and a
     # CoT is required again when policy_init is an SFT run that learnt the format).
     c.rl.require_cot = False
-    c.data.max_prompt_len = 96  # its chat template adds a ~20-token default system turn
+    # Its chat template adds a ~25-token default system turn: 'rl' prompts <= 73 tokens, held-out <= 87.
+    c.data.max_prompt_len, c.evals.max_prompt_len = 80, 96
     c.optim.lr = 1e-5 if not arg.smoke else 1e-4  # a pretrained model: small steps
     c.rl.max_new_tokens = c.evals.max_new_tokens = 16 if arg.smoke else 192
     # spec(category) in full is ~1,000 SmolLM2 tokens; the prefix cache prefills it once per category.

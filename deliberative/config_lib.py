@@ -150,7 +150,7 @@ def default_mesh_config() -> ml_collections.ConfigDict:
 MINIMUMS = {
     'total_steps': 1, 'batch_size': 1, 'log_every_steps': 1, 'checkpoint.every_steps': 1, 'checkpoint.keep': 1,
     'evals.every_steps': 1, 'evals.batch_size': 1, 'evals.max_new_tokens': 1, 'evals.loss_batches': 1,
-    'evals.num_generations': 0, 'evals.num_prompts': 1, 'data.seq_len': 2, 'data.max_prompt_len': 1,
+    'evals.num_generations': 0, 'evals.num_prompts': 1, 'evals.max_prompt_len': 0, 'data.seq_len': 2, 'data.max_prompt_len': 1,
     'data.packing_lookahead': 1, 'optim.accum_steps': 1, 'optim.warmup_steps': 0, 'optim.lr': 0.0,
     'rl.prompts_per_step': 1, 'rl.group_size': 2, 'rl.minibatch_size': 1, 'rl.max_new_tokens': 1,
     'rl.ppo_epochs': 1, 'judge.max_len': 0, 'judge.batch_size': 0,

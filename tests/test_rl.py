@@ -33,6 +33,27 @@ def _rl_config(data_dir: str, policy: str, judge: str, **changes):
   return override(c, **changes)
 
 
+def test_default_prompt_budgets_hold_every_demo_prompt(demo_data_dir):
+  """configs/rl.py sizes the rollout rows to the 'rl' prompts (padding is update FLOPs) and gives
+  the held-out splits, jailbreak-wrapped and longer, their own budget: no prompt is dropped."""
+  import configs.rl
+  from deliberative.data import pipeline
+  from deliberative.model import source
+  config = configs.rl.get_config('')
+  config.data.data_dir = demo_data_dir
+  tokenizer = source.run_tokenizer(config)
+  eval_data = rl.eval_data_config(config)
+  assert config.data.max_prompt_len < eval_data.max_prompt_len == config.evals.max_prompt_len
+  for data, splits in ((config.data, ['rl']), (eval_data, ['eval', 'eval_overrefuse', 'eval_jailbreak'])):
+    for split in splits:
+      prompts = pipeline.load_prompts(data, tokenizer, split, process_index=0, process_count=1)
+      assert prompts.overlong.dropped == 0, (split, prompts.overlong)
+      assert max(len(ids) for _, ids in prompts.items) <= data.max_prompt_len
+  # Where a config has no separate budget, the held-out prompts get the rollout's.
+  del config.evals['max_prompt_len']
+  assert rl.eval_data_config(config).max_prompt_len == config.data.max_prompt_len
+
+
 def _random_params(cfg: ModelConfig, seed: int) -> dict:
   """Numpy parameters of the model's shapes (no XLA compile, unlike initialising the model)."""
   rng = np.random.default_rng(seed)

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from deliberative import evals
@@ -183,6 +184,15 @@ def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec,
 
 # -- evaluation ----------------------------------------------------------------------------------
 
+def eval_data_config(config):
+  """config.data with the held-out prompts' own length budget (evals.max_prompt_len; 0 = the
+  rollout's): the rollout rows are sized to the training prompts, while jailbreak-wrapped
+  held-out prompts run longer and must not be dropped for want of slots."""
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  data.max_prompt_len = config.evals.get('max_prompt_len', 0) or config.data.max_prompt_len
+  return data
+
+
 class Evaluator:
   """Greedy completions of held-out prompts: decision accuracy (evals.py) + mean judge reward."""
 
@@ -190,10 +200,11 @@ class Evaluator:
                batch_multiple: int, mesh, rules):
     self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
     ev = config.evals
+    self.data_cfg = eval_data_config(config)
     self.sampler = Sampler(policy_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                           length_buckets=(config.data.max_prompt_len,), batch_buckets=(ev.batch_size,),
+                           length_buckets=(self.data_cfg.max_prompt_len,), batch_buckets=(ev.batch_size,),
                            batch_multiple=batch_multiple, mesh=mesh, rules=rules)
-    prompts = pipeline.load_prompts(config.data, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
+    prompts = pipeline.load_prompts(self.data_cfg, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
     self.items = prompts.items[:ev.num_prompts]
     self.sampling = SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens)
 
@@ -216,7 +227,7 @@ class Evaluator:
     out['eval/mean_reward'] = float(rewards.mean())
     if step == self.config.total_steps:  # the final eval adds the over-refusal and jailbreak splits
       safety, safety_samples = evals.final_safety_evals(
-          self.sampler, params, self.tokenizer, self.spec, self.config.data, self.config.evals.final_splits,
+          self.sampler, params, self.tokenizer, self.spec, self.data_cfg, self.config.evals.final_splits,
           batch_size=self.config.evals.batch_size, sampling=self.sampling, rng=jax.random.key(step + 1),
           log=runtime.log)
       out.update(safety)
