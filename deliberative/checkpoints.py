@@ -67,7 +67,7 @@ def model_config_from_meta(meta: Mapping) -> ModelConfig:
 
 def saved_params_tree(directory: str, step: int) -> dict:
   """The tree of a step's `params` item (array metadata leaves), read without reading arrays."""
-  return ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / 'params').tree
+  return ocp.StandardCheckpointHandler().metadata(epath.Path(os.path.abspath(directory)) / str(step) / 'params').tree
 
 
 def restore_params(directory: str, abstract_params: Mapping, step: int | None = None) -> dict:

@@ -132,7 +132,7 @@ def test_sharded_scanned_params_put_the_layer_axis_first_replicated():
 
 
 @pytest.mark.parametrize('saved_scanned', [True, False], ids=['scanned-to-unrolled', 'unrolled-to-scanned'])
-def test_orbax_params_load_under_the_other_setting(tmp_path, saved_scanned):
+def test_orbax_params_load_under_the_other_setting(tmp_path, monkeypatch, saved_scanned):
   unrolled, scanned = _pair(seed=6)
   saved_cfg, saved = (SCAN, scanned) if saved_scanned else (CFG, unrolled)
   checkpoints.save_params(str(tmp_path), 0, loading.params_of(saved), {'model': saved_cfg.to_dict()})
@@ -148,6 +148,10 @@ def test_orbax_params_load_under_the_other_setting(tmp_path, saved_scanned):
   # The whole load path (source -> architecture with the run's setting -> params).
   cfg2, model, _ = loading.load(str(tmp_path), scan_layers=not saved_scanned)
   assert cfg2.scan_layers == (not saved_scanned)
+  assert _max_diff(loading.params_of(model), expected) == 0.0
+  # A path relative to the working directory (`evaluate --checkpoint runs/sft`) loads the same.
+  monkeypatch.chdir(tmp_path.parent)
+  _, model, _ = loading.load(tmp_path.name, scan_layers=not saved_scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
 
 
