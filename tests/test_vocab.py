@@ -43,3 +43,36 @@ def test_shrinking_is_refused():
   cfg = ModelConfig(**TINY)
   with pytest.raises(ValueError, match='cannot shrink the vocabulary from 256 to 200'):
     vocab.grow_vocab(loading.params_of(loading.create(cfg)), cfg, 200)
+
+
+@pytest.mark.parametrize('tie', [False, True])
+def test_new_token_rows_learn_at_their_own_rate(tie):
+  """optim.new_token_lr_scale multiplies the Adam updates of the grown rows (embed rows, head
+  columns) and of nothing else; at 1 the optimizer is the plain one."""
+  import ml_collections
+  import optax
+  from deliberative.trainers import optim
+  cfg = ModelConfig(**TINY, tie_embeddings=tie)
+  grown, _ = vocab.grow_vocab(loading.params_of(loading.create(cfg, seed=1)), cfg, 260)
+  grads = jax.tree.map(lambda p: np.ones(p.shape, p.dtype), grown)
+  section = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8,
+                                           weight_decay=0.0, grad_clip=0.0, new_token_lr_scale=30.0))
+
+  def first_update(section, rows):
+    tx, _ = optim.make(section, 10, rows)
+    updates, _ = tx.update(grads, tx.init(grown), grown)
+    return updates
+
+  plain = first_update(section, None)
+  scaled = first_update(section, (256, 260))
+  np.testing.assert_allclose(np.asarray(scaled['embed'][256:]), 30.0 * np.asarray(plain['embed'][256:]), rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(scaled['embed'][:256]), np.asarray(plain['embed'][:256]))
+  if not tie:
+    np.testing.assert_allclose(np.asarray(scaled['lm_head'][:, 256:]), 30.0 * np.asarray(plain['lm_head'][:, 256:]),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(scaled['lm_head'][:, :256]), np.asarray(plain['lm_head'][:, :256]))
+  others = [k for k in grown if k not in ('embed', 'lm_head')]
+  assert others and all(jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), scaled[k], plain[k]))
+                        for k in others)
+  section.new_token_lr_scale = 1.0
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), first_update(section, (256, 260)), plain))

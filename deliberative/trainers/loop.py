@@ -61,7 +61,8 @@ class Run:
   def restore(self, model_cfg: ModelConfig, total_updates: int, init_src: str | None) -> Start:
     """The sharded state of a model of `model_cfg`: the workdir's newest readable checkpoint, else
     init_src's weights, else a random init. `total_updates`: optimizer updates the schedule spans."""
-    setup = state_lib.make_setup(self.config, model_cfg, total_updates, self.mesh)
+    setup = state_lib.make_setup(self.config, model_cfg, total_updates, self.mesh,
+                                 state_lib.new_token_rows(self.config, model_cfg, init_src))
     checkpointer = Checkpointer(self.workdir, self.config.checkpoint)
     state, data_state, how = state_lib.start(self.config, setup, checkpointer, init_src, runtime.log)
     return Start(setup, checkpointer, state, data_state, how, int(jax.device_get(state['step'])))

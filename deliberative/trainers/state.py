@@ -78,12 +78,22 @@ def model_config_for(config, tokenizer=None, field: str = 'init_from') -> tuple[
   return cfg, src
 
 
-def make_setup(config, model_cfg: ModelConfig, total_steps: int, mesh: Mesh | None = None) -> Setup:
-  """`mesh`: default, config.mesh over this process's devices (tools/aot_compile.py passes a TPU topology's)."""
+def new_token_rows(config, model_cfg: ModelConfig, init_src: str | None) -> tuple[int, int] | None:
+  """The vocabulary rows this run adds to init_src's model ([its vocabulary, ours)), else None."""
+  if not init_src:
+    return None
+  base = architecture(config.model, init_src).vocab_size
+  return (base, model_cfg.vocab_size) if model_cfg.vocab_size > base else None
+
+
+def make_setup(config, model_cfg: ModelConfig, total_steps: int, mesh: Mesh | None = None,
+               new_rows: tuple[int, int] | None = None) -> Setup:
+  """`mesh`: default, config.mesh over this process's devices (tools/aot_compile.py passes a TPU topology's).
+  `new_rows`: vocabulary rows grown onto the initial model (`new_token_rows`), for the optimizer."""
   mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
   rules = sharding.normalize_rules(config.mesh.rules)
   sharding.check_model_fits_mesh(model_cfg, mesh, rules)
-  tx, lr = optim.make(config.optim, total_steps)
+  tx, lr = optim.make(config.optim, total_steps, new_rows)
   graphdef, abstract_model_state = sharding.abstract_model(build(model_cfg), mesh, rules)
   abstract_params = abstract_model_state.to_pure_dict()
   param_shardings = jax.tree.map(lambda x: x.sharding, abstract_params)
