@@ -156,6 +156,10 @@ def test_rl_with_smollm2_as_policy_reference_and_judge(tmp_path, demo_data_dir):
   assert sorted(steps) == [1, 2]
   assert steps[2]['perf/compiles'] == 0, steps[2]
   assert steps[1]['rl/kl'] == 0.0 and steps[2]['rl/kl'] > 0.0  # the first update moved the policy off its reference
+  # Its prompts do not open the <think> block it never learnt (shown one, it ended its turn at once
+  # on 94-97% of samples): its direct answers are judged, not format-penalised.
+  assert 'its prompts do not open a reasoning block' in done.stdout + done.stderr
+  assert steps[1]['rl/format_valid'] >= 0.75, steps[1]
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   assert summary['final_step'] == 2 and not summary['preempted']

@@ -46,6 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.shuffle = True  # reshuffled every epoch, deterministically from the seed
   cfg.seed = 0
   cfg.max_prompt_len = 128  # prompt iterator: longer generation prompts are dropped (counted)
+  # False: generation prompts stop before the reasoning opener (a model that has not learnt it).
+  cfg.open_reasoning = True
   return cfg
 
 
@@ -233,15 +235,16 @@ def load_prompts(data_cfg, tokenizer: Tokenizer, split: str, *, process_index=No
   """
   process_index, process_count = _host(process_index, process_count)
   version_dir = datasets.resolve_dataset(data_cfg.data_dir, data_cfg.dataset)
+  open_reasoning = bool(data_cfg.get("open_reasoning", True))
   key = ("prompts", *_dataset_key(version_dir), split, _tokenizer_id(tokenizer), data_cfg.max_prompt_len,
-         data_cfg.max_overlong_fraction, process_index, process_count)
+         data_cfg.max_overlong_fraction, process_index, process_count, open_reasoning)
 
   def build():
     records, where = dataset_records(version_dir, split)
     return tokenized.tokenize_prompts(
         records, tokenizer, max_prompt_len=data_cfg.max_prompt_len,
         max_overlong_fraction=data_cfg.max_overlong_fraction, process_index=process_index,
-        process_count=process_count, where=where)
+        process_count=process_count, where=where, open_reasoning=open_reasoning)
 
   return _cached(key, build)
 

@@ -239,8 +239,12 @@ def tokenize_prompts(
     process_index: int,
     process_count: int,
     where: str,
+    open_reasoning: bool = True,
 ) -> TokenizedSplit:
-  """This host's shard as (record, generation-prompt ids); over-long prompts are dropped."""
+  """This host's shard as (record, generation-prompt ids); over-long prompts are dropped.
+
+  `open_reasoning=False` ends each prompt before the chat format's reasoning opener (`<think>`),
+  for a model that never learnt it and would end its turn at once."""
   shard = _sharded_records(records, process_index, process_count, where)
   report = OverlongReport(limit_tokens=max_prompt_len, policy="drop", max_fraction=max_overlong_fraction,
                           limit_name="max_prompt_len", limit_value=max_prompt_len)
@@ -248,6 +252,9 @@ def tokenize_prompts(
   for index in range(len(shard)):
     record = shard[index]
     ids, _ = tokenizer.render_chat(record["messages"], add_generation_prompt=True)
+    if not open_reasoning and tokenizer.think_id in list(ids):
+      ids = list(ids)
+      ids = ids[:len(ids) - 1 - ids[::-1].index(tokenizer.think_id)]
     report.records += 1
     total_tokens += len(ids)
     report.longest_tokens = max(report.longest_tokens, len(ids))

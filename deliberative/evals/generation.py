@@ -87,9 +87,11 @@ def aggregate(scored: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str
 def generate_and_score(sampler: Sampler, params, tokenizer: Tokenizer, spec: Spec,
                        items: Iterable[tuple[Mapping[str, Any], Sequence[int]]], *, batch_size: int,
                        sampling: SamplingParams, rng: jax.Array, prefix: str = 'eval/',
-                       grader: graders.Grader | str | None = None) -> tuple[dict, list[dict]]:
+                       grader: graders.Grader | str | None = None,
+                       reasoning: bool = True) -> tuple[dict, list[dict]]:
   """Samples a completion per (record, prompt ids) pair and scores it; returns (metrics, samples).
-  Samples record the grader's name and fields beside each generation."""
+  Samples record the grader's name and fields beside each generation. `reasoning`: the prompts
+  opened a reasoning block (False: each completion is a direct answer)."""
   grader = _resolve(grader)
   items = list(items)
   scored, records, samples = [], [], []
@@ -97,7 +99,7 @@ def generate_and_score(sampler: Sampler, params, tokenizer: Tokenizer, spec: Spe
     chunk = items[start:start + batch_size]
     rng, sub = jax.random.split(rng)
     out = sampler(params, [ids for _, ids in chunk], sub, sampling)
-    parsed = [tokenizer.parse_completion(out.completion(i)) for i in range(len(chunk))]
+    parsed = [tokenizer.parse_completion(out.completion(i), reasoning=reasoning) for i in range(len(chunk))]
     chunk_records = [record for record, _ in chunk]
     chunk_scores = score_completions(chunk_records, [(c.cot, c.answer, c.well_formed, c.direct) for c in parsed], spec,
                                      grader=grader)
@@ -147,7 +149,7 @@ def final_safety_evals(sampler: Sampler, params, tokenizer: Tokenizer, spec: Spe
     prompts = pipeline.load_prompts(data_cfg, tokenizer, split, process_index=0, process_count=1)
     rng, sub = jax.random.split(rng)
     _, samples = generate_and_score(sampler, params, tokenizer, spec, prompts.items, batch_size=batch_size,
-                                    sampling=sampling, rng=sub)
+                                    sampling=sampling, rng=sub, reasoning=data_cfg.get('open_reasoning', True))
     out.update(safety_split_metrics(split, [record for record, _ in prompts.items], samples, prefix))
     all_samples[split] = samples
   return out, all_samples

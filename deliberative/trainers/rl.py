@@ -212,9 +212,11 @@ class Evaluator:
     start = time.perf_counter()
     out, samples = evals.generate_and_score(
         self.sampler, params, self.tokenizer, self.spec, self.items, batch_size=self.config.evals.batch_size,
-        sampling=self.sampling, rng=jax.random.key(step))
+        sampling=self.sampling, rng=jax.random.key(step), reasoning=self.data_cfg.open_reasoning)
     rl = self.config.rl
-    ok = [rl_rollout.well_formed(Completion(s['cot'], s['answer'], s['format_valid']), rl.require_cot)
+    direct = not self.data_cfg.open_reasoning  # prompts without the opener: every non-blank answer is direct
+    ok = [rl_rollout.well_formed(Completion(s['cot'], s['answer'], s['format_valid'],
+                                            direct=direct and bool(s['answer'].strip())), rl.require_cot)
           for s in samples]
     rewards = np.full(len(samples), -rl.format_penalty, np.float32)
     judged = [i for i, good in enumerate(ok) if good]
@@ -303,7 +305,8 @@ class RLJob:
     sample = self.sampler(state['params'], prompt_ids, jax.random.fold_in(self.sample_key, step), self.sampling)
     t1 = time.perf_counter()
     rewards = rl_rollout.score(self.tokenizer, records, [sample.completion(i) for i in range(rows)], self.judge_fn,
-                               format_penalty=rl.format_penalty, require_cot=rl.require_cot)
+                               format_penalty=rl.format_penalty, require_cot=rl.require_cot,
+                               reasoning=self.config.data.open_reasoning)
     advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
     t2 = time.perf_counter()
     local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
@@ -358,6 +361,13 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
   tokenizer, spec = run.tokenizer, run.spec
   judge_fmt = judge_format(config, spec.version)  # before any loading: a judge we cannot prompt fails fast
   policy_cfg = model_config(config, tokenizer)
+  grown = state_lib.new_token_rows(config, policy_cfg, config.policy_init)
+  if grown and grown[0] <= tokenizer.think_id < grown[1]:
+    # A pretrained model shown the <think> row it has never seen ends its turn at once (SmolLM2: 94-97%
+    # of samples, so nearly every reward was the format penalty): it answers in its own format instead.
+    config.data.open_reasoning = False
+    runtime.log('policy_init has no trained reasoning marker: its prompts do not open a reasoning block '
+                '(direct answers are judged)')
   judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
   judge_tok = judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
 

@@ -69,9 +69,10 @@ def well_formed(completion: Completion, require_cot: bool) -> bool:
 
 def score(tokenizer: Tokenizer, records: Sequence[Mapping[str, Any]], completion_ids: Sequence[Sequence[int]],
           judge_fn: Callable[[list[tuple[str, str, str]]], np.ndarray], *, format_penalty: float,
-          require_cot: bool) -> Rewards:
-  """Judge reward of the final answer only; malformed completions get -format_penalty unjudged."""
-  completions = [tokenizer.parse_completion(ids) for ids in completion_ids]
+          require_cot: bool, reasoning: bool = True) -> Rewards:
+  """Judge reward of the final answer only; malformed completions get -format_penalty unjudged.
+  `reasoning`: the prompts opened a reasoning block (False: every completion is a direct answer)."""
+  completions = [tokenizer.parse_completion(ids, reasoning=reasoning) for ids in completion_ids]
   ok_R = np.array([well_formed(c, require_cot) for c in completions], bool)
   reward_R = np.full(len(completions), -format_penalty, np.float32)
   # The judge sees (category, prompt, answer): the CoT was split off by parse_completion.
