@@ -88,11 +88,10 @@ class Policy:
     if system:
       messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
     ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
-    ids = list(ids)
     if not self.reasoning:  # the generation prompt without its reasoning-block opening
-      cut = len(ids) - 1 - ids[::-1].index(self.tokenizer.think_id)
-      ids = ids[:cut]
-    return ids
+      from deliberative.tokenizer import without_reasoning_opener
+      return without_reasoning_opener(ids, self.tokenizer.think_id)
+    return list(ids)
 
   def sample(self, prompts: Sequence[Sequence[int]], sampling=None, rng=None):
     """One sampler call (at most the largest batch bucket of prompts); `rng` defaults to the

@@ -101,6 +101,15 @@ class Completion:
   direct: bool = False
 
 
+def without_reasoning_opener(ids: Sequence[int], think_id: int) -> list[int]:
+  """A generation prompt cut before its last reasoning opener (`<think>` and what follows): for a
+  model that never learnt the marker and, shown it, would end its turn at once."""
+  ids = list(ids)
+  if think_id not in ids:
+    return ids
+  return ids[:len(ids) - 1 - ids[::-1].index(think_id)]
+
+
 def split_completion(body: Sequence[int], closed: bool, answer_id: int, control_ids, decode,
                      cot_suffix: str = '', answer_prefix: str = '', reasoning: bool = True) -> Completion:
   """The Completion of generated ids `body` (up to, not including, the stop); `closed` = it stopped

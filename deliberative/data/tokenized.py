@@ -17,7 +17,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from deliberative.tokenizer import Segment, Tokenizer
+from deliberative.tokenizer import Segment, Tokenizer, without_reasoning_opener
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,8 @@ def tokenize_prompts(
   for index in range(len(shard)):
     record = shard[index]
     ids, _ = tokenizer.render_chat(record["messages"], add_generation_prompt=True)
-    if not open_reasoning and tokenizer.think_id in list(ids):
-      ids = list(ids)
-      ids = ids[:len(ids) - 1 - ids[::-1].index(tokenizer.think_id)]
+    if not open_reasoning:
+      ids = without_reasoning_opener(ids, tokenizer.think_id)
     report.records += 1
     total_tokens += len(ids)
     report.longest_tokens = max(report.longest_tokens, len(ids))
