@@ -39,7 +39,7 @@ from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, DEFAULT_RUBRIC
                                        suffix_overhead, tokenizer_name)
 from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
-from deliberative.model.transformer import Transformer, build, init_cache
+from deliberative.model.transformer import CACHE_SLOT_AXIS, Transformer, build, init_cache
 from deliberative.spec import Spec
 from deliberative.tokenizer import Tokenizer
 
@@ -99,7 +99,7 @@ class PrefixCache:
   """KV caches of every category's system block, right-aligned at slot P (left padding
   has segment id 0). Valid only for the params it was computed from."""
   categories: tuple[str, ...]
-  layers: list  # per layer {'k', 'v'}: [C, P, n_kv_heads, head_dim]
+  layers: list  # per layer {'k', 'v'}: [C, n_kv_heads, P, head_dim] (transformer.init_cache's layout)
   segment_ids_CP: jax.Array  # 1 on prefix tokens, 0 on left padding
   lengths_C: np.ndarray  # real prefix tokens per category
   spec_version: str
@@ -317,12 +317,14 @@ class Judge:
     B, S = tokens_BS.shape
     P = prefix_segments_CP.shape[1]
 
-    def rows_with_room(x_CP):  # each row's category prefix, then S empty slots for the suffix
-      rows = jnp.take(x_CP, category_B, axis=0)
-      return jnp.concatenate([rows, jnp.zeros((B, S, *x_CP.shape[2:]), x_CP.dtype)], axis=1)
+    def rows_with_room(x_C, slot_axis):  # each row's category prefix, then S empty slots for the suffix
+      rows = jnp.take(x_C, category_B, axis=0)
+      room = [(0, 0)] * rows.ndim
+      room[slot_axis] = (0, S)
+      return jnp.pad(rows, room)
 
-    cache = {'layers': [{'k': rows_with_room(layer['k']), 'v': rows_with_room(layer['v'])} for layer in prefix_layers],
-             'segment_ids': rows_with_room(prefix_segments_CP), 'index': jnp.asarray(P, jnp.int32)}
+    cache = {'layers': [{k: rows_with_room(layer[k], CACHE_SLOT_AXIS) for k in ('k', 'v')} for layer in prefix_layers],
+             'segment_ids': rows_with_room(prefix_segments_CP, 1), 'index': jnp.asarray(P, jnp.int32)}
     x_BSE, _ = model.hidden(tokens_BS, positions_BS, segments_BS, cache=cache)
     return self._grade_logprobs_at(model, x_BSE, last_B)
 

@@ -1,5 +1,7 @@
 """The sampler against the plain full forward pass."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,3 +100,47 @@ def test_rows_split_over_the_mesh_same_samples_an_eighth_of_the_work():
   args = (params, x, x, x, jnp.ones((16,), jnp.int32), jax.random.key(0), sampling)
   per_device = {name: _flops(s._generate.lower(*args).compile()) for name, s in (('split', split), ('whole', whole))}
   assert per_device['whole'] / per_device['split'] > 6, per_device
+
+
+def _while_body_instructions(hlo_text: str) -> list[str]:
+  """The instruction lines of the compiled decode loop's body computation."""
+  bodies = set(re.findall(r'\bwhile\(.*?body=%?([\w.\-]+)', hlo_text))
+  assert bodies, 'no while loop in the compiled sampler'
+  lines, inside = [], False
+  for line in hlo_text.splitlines():
+    if not inside:
+      name = re.match(r'%?([\w.\-]+) ', line)
+      inside = bool(name) and name.group(1) in bodies and line.rstrip().endswith('{')
+    elif line.startswith('}'):
+      inside = False
+    else:
+      lines.append(line)
+  return lines
+
+
+def test_decode_step_never_copies_the_kv_cache():
+  # Each decode step writes one slot per layer in place; a copy or transpose of a whole layer's
+  # cache inside the loop (what XLA:CPU did before: layout and copy-insertion) costs a pass over
+  # the cache per layer per token.
+  # Heads of 64, as real models have: XLA:CPU computes toy-sized products without a library call,
+  # and so without the layout constraints that made it copy.
+  cfg = ModelConfig(vocab_size=128, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256)
+  batch, prompt_len, new = 2, 16, 8
+  sampler = Sampler(cfg, stop_ids=[], length_buckets=(prompt_len,), batch_buckets=(batch,))
+  params = nnx.state(loading.create(cfg, seed=0))
+  args = (params, jnp.ones((batch, prompt_len), jnp.int32), jnp.zeros((batch, prompt_len), jnp.int32),
+          jnp.ones((batch, prompt_len), jnp.int32), jnp.full((batch,), prompt_len, jnp.int32), jax.random.key(0),
+          SamplingParams(max_new_tokens=new))
+  text = sampler._generate.lower(*args).compile().as_text()
+  cache_elems = batch * cfg.n_kv_heads * (prompt_len + new) * cfg.head_dim_
+  offenders = []
+  for line in _while_body_instructions(text):
+    m = re.match(r'\s*(?:ROOT )?%?[\w.\-]+ = f32\[([\d,]*)\]\S* (\S+?)\(', line)
+    if not m or np.prod([int(d) for d in m.group(1).split(',') if d]) != cache_elems:
+      continue
+    # Allowed: views, and the in-place write (a dynamic-update-slice, alone or as a fusion's root).
+    if m.group(2) in ('parameter', 'get-tuple-element', 'bitcast', 'dynamic-update-slice') or (
+        'dynamic-update-slice' in line.split(' = ')[0]):
+      continue
+    offenders.append(line.strip()[:160])
+  assert not offenders, offenders

@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from deliberative.model import sharding
@@ -92,44 +93,63 @@ class Attention(nnx.Module):
     v_BLKD = self._project(x_BLE, self.v, 'v_bias')
     q_BLHD = sharding.constrain(q_BLHD, ('batch', 'length', 'heads', 'kv'))
 
-    L = x_BLE.shape[1]
-    if layer_cache is None:
-      keys_BSKD, values_BSKD, key_seg_BS = k_BLKD, v_BLKD, segment_ids_BL
-      query_slot_L = jnp.arange(L)
-      key_slot_S = jnp.arange(L)
+    B, L = x_BLE.shape[:2]
+    dt = cfg.jnp_dtype
+    causal_LL = jnp.arange(L)[None, :] <= jnp.arange(L)[:, None]
+    new_mask_BLL = causal_LL[None] & _same_segment(segment_ids_BL, segment_ids_BL)
+    if layer_cache is None:  # attend within the given tokens: causal, per packed segment
+      blocks = [(k_BLKD, v_BLKD, 'bskd', new_mask_BLL)]
       new_cache = None
     else:
-      # Decode and prefill write the new keys at slots [cache_index, cache_index + L).
-      keys_BSKD = jax.lax.dynamic_update_slice_in_dim(layer_cache['k'], k_BLKD.astype(layer_cache['k'].dtype),
-                                                      cache_index, axis=1)
-      values_BSKD = jax.lax.dynamic_update_slice_in_dim(layer_cache['v'], v_BLKD.astype(layer_cache['v'].dtype),
-                                                        cache_index, axis=1)
-      key_seg_BS = cache_segment_ids_BS
-      query_slot_L = cache_index + jnp.arange(L)
-      key_slot_S = jnp.arange(keys_BSKD.shape[1])
-      new_cache = {'k': keys_BSKD, 'v': values_BSKD}
+      # The new keys go to slots [cache_index, cache_index + L) of the cache ([B, kv_heads, slot,
+      # head_dim], transformer.init_cache).
+      def write(cached_BKSD, new_BLKD):
+        new_BKLD = jnp.swapaxes(new_BLKD, 1, 2).astype(cached_BKSD.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(cached_BKSD, new_BKLD, cache_index, axis=2)
+      new_cache = {'k': write(layer_cache['k'], k_BLKD), 'v': write(layer_cache['v'], v_BLKD)}
+      if cfg.attention == 'dot_product':  # the updated cache, in jax.nn.dot_product_attention's [B, S, K, D]
+        slots_S = jnp.arange(layer_cache['k'].shape[2])
+        mask_BLS = (slots_S[None, :] <= cache_index + jnp.arange(L)[:, None])[None] & _same_segment(
+            segment_ids_BL, cache_segment_ids_BS)
+        blocks = [(jnp.swapaxes(new_cache['k'], 1, 2), jnp.swapaxes(new_cache['v'], 1, 2), 'bskd', mask_BLS)]
+      else:
+        # Two blocks: the cache as it was (its slots before cache_index) and the new keys. The
+        # updated cache then has one reader, the returned cache, and is written in place; read
+        # back for attention, XLA:CPU copied (and transposed) every layer's cache at every token.
+        cached_BLS = (jnp.arange(layer_cache['k'].shape[2]) < cache_index)[None, None, :] & _same_segment(
+            segment_ids_BL, cache_segment_ids_BS)
+        blocks = [(layer_cache['k'], layer_cache['v'], 'bksd', cached_BLS), (k_BLKD, v_BLKD, 'bskd', new_mask_BLL)]
 
-    causal_LS = key_slot_S[None, :] <= query_slot_L[:, None]
-    same_segment_BLS = (segment_ids_BL[:, :, None] == key_seg_BS[:, None, :]) & (key_seg_BS[:, None, :] != 0)
-    mask_BLS = causal_LS[None] & same_segment_BLS
-
-    B = keys_BSKD.shape[0]
     if cfg.attention == 'dot_product':
-      out_BLHD = jax.nn.dot_product_attention(q_BLHD, keys_BSKD.astype(q_BLHD.dtype), values_BSKD.astype(q_BLHD.dtype),
+      keys, values, _, mask_BLS = blocks[0]
+      out_BLHD = jax.nn.dot_product_attention(q_BLHD, keys.astype(q_BLHD.dtype), values.astype(q_BLHD.dtype),
                                               mask=mask_BLS[:, None], scale=1 / math.sqrt(cfg.head_dim_))
-      out_BLE = jnp.einsum('blhd,hde->ble', out_BLHD.astype(cfg.jnp_dtype), self.o[...].astype(cfg.jnp_dtype))
-      return sharding.constrain(out_BLE, ('batch', 'length', 'embed')), new_cache
+      return sharding.constrain(self._project_out(out_BLHD.astype(dt)), ('batch', 'length', 'embed')), new_cache
     groups = cfg.n_heads // cfg.n_kv_heads
     q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
-    scores_BKGLS = jnp.einsum('blkgd,bskd->bkgls', q_BLKGD, keys_BSKD.astype(q_BLKGD.dtype),
-                              preferred_element_type=jnp.float32)
-    scores_BKGLS = scores_BKGLS / math.sqrt(cfg.head_dim_)
+    # One softmax over every block's keys: their scores side by side on the key axis.
+    scores = [jnp.einsum(f'blkgd,{kv}->bkgls', q_BLKGD, keys.astype(q_BLKGD.dtype), preferred_element_type=jnp.float32)
+              for keys, _, kv, _ in blocks]
+    scores_BKGLS = jnp.concatenate(scores, axis=-1) / math.sqrt(cfg.head_dim_)
+    mask_BLS = jnp.concatenate([mask for *_, mask in blocks], axis=-1)
     scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, _MASKED)
-    probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(cfg.jnp_dtype)
-    out_BLKGD = jnp.einsum('bkgls,bskd->blkgd', probs_BKGLS, values_BSKD.astype(cfg.jnp_dtype))
-    out_BLHD = out_BLKGD.reshape(B, L, cfg.n_heads, cfg.head_dim_)
-    out_BLE = jnp.einsum('blhd,hde->ble', out_BLHD, self.o[...].astype(cfg.jnp_dtype))
-    return sharding.constrain(out_BLE, ('batch', 'length', 'embed')), new_cache
+    probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(dt)
+    splits = np.cumsum([s.shape[-1] for s in scores])[:-1]
+    out_BKGLD = sum(jnp.einsum(f'bkgls,{kv}->bkgld', probs, values.astype(dt))
+                    for probs, (_, values, kv, _) in zip(jnp.split(probs_BKGLS, splits, axis=-1), blocks))
+    out_BLHD = jnp.moveaxis(out_BKGLD, 3, 1).reshape(B, L, cfg.n_heads, cfg.head_dim_)
+    return sharding.constrain(self._project_out(out_BLHD), ('batch', 'length', 'embed')), new_cache
+
+  def _project_out(self, out_BLHD):
+    # One matmul over the merged (heads, head_dim) axis, in the kernel's own order: as an einsum
+    # contracting h and d, XLA:CPU transposed both operands to (d, h) order at every call.
+    B, L, H, D = out_BLHD.shape
+    return out_BLHD.reshape(B, L, H * D) @ self.o[...].astype(self.cfg.jnp_dtype).reshape(H * D, -1)
+
+
+def _same_segment(query_seg_BL, key_seg_BS):
+  """[B, L, S]: query and key in one segment, the key not padding (segment 0)."""
+  return (query_seg_BL[:, :, None] == key_seg_BS[:, None, :]) & (key_seg_BS[:, None, :] != 0)
 
 
 class MLP(nnx.Module):

@@ -35,17 +35,23 @@ def _piece_logits(head_EV, x_BCE):
   return sharding.constrain(logits_BCV, ('batch', 'length', 'vocab'))
 
 
+def _at_targets(x_BTV, targets_BT):
+  """x[b, t, targets[b, t]], as a masked sum over the vocabulary rather than a gather: the
+  gather's gradient is a scatter into a [B, T, V] buffer that XLA:CPU then transposed twice
+  (3 passes over the logits per step); the mask's gradient is one fused elementwise select."""
+  is_target_BTV = jnp.arange(x_BTV.shape[-1], dtype=targets_BT.dtype) == targets_BT[..., None]
+  return jnp.sum(jnp.where(is_target_BTV, x_BTV, 0.0), axis=-1)
+
+
 def _nll_and_correct(logits_BCV, targets_BC):
   lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
-  target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-  return lse_BC - target_BC, jnp.argmax(logits_BCV, axis=-1) == targets_BC
+  return lse_BC - _at_targets(logits_BCV, targets_BC), jnp.argmax(logits_BCV, axis=-1) == targets_BC
 
 
 def logp_and_entropy(logits_BTV, targets_BT, temperature: float = 1.0):
   """(log p(target), entropy) per position under softmax(logits / temperature)."""
   logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32) / temperature, axis=-1)
-  logp_BT = jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
-  return logp_BT, -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
+  return _at_targets(logp_BTV, targets_BT), -jnp.sum(jnp.exp(logp_BTV) * logp_BTV, axis=-1)
 
 
 def token_nll(model, x_BLE, targets_BL, weights_BL) -> tuple[jax.Array, jax.Array]:

@@ -20,6 +20,12 @@ from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build, init_cache
 
 
+# XLA:CPU's default copy insertion copies each layer's KV cache at every decode step (the
+# in-place cache write has readers in the same loop iteration); its region analysis orders
+# them instead. A debug option of every backend, read by the CPU one.
+DECODE_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
   temperature: float = 0.0  # 0 = greedy
@@ -87,7 +93,7 @@ class Sampler:
     out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     # Traced under the mesh, so the model's activation constraints (sharding.constrain) apply.
     self._generate = jax.jit(sharding.under_mesh(self._generate_impl, mesh, rules), static_argnums=(6,),
-                             out_shardings=out_shardings)
+                             out_shardings=out_shardings, compiler_options=DECODE_COMPILER_OPTIONS)
 
   def __call__(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array,
                sampling: SamplingParams = SamplingParams()) -> SampleOutput:

@@ -22,10 +22,16 @@ _REMAT_POLICIES = {
 }
 
 
+# Cached keys and values are [batch, kv_heads, slot, head_dim]: the layout the attention
+# products read as it is (layers.Attention), so a decode step never copies the cache.
+CACHE_SLOT_AXIS = 2
+
+
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> dict:
-  """An empty KV cache: per layer keys and values, plus each slot's segment id (0 = empty)."""
+  """An empty KV cache: per layer keys and values [B, kv_heads, max_len, head_dim], plus each
+  slot's segment id [B, max_len] (0 = empty)."""
   dtype = dtype or cfg.jnp_dtype
-  shape = (batch, max_len, cfg.n_kv_heads, cfg.head_dim_)
+  shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim_)
   return {
       'layers': [{'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)} for _ in range(cfg.n_layers)],
       'segment_ids': jnp.zeros((batch, max_len), jnp.int32),
