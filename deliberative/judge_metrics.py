@@ -66,8 +66,10 @@ def judge_metrics(scores: Sequence[float], labels: Sequence[int], categories: Se
                   threshold: float = SCORE_THRESHOLD, prefix: str = 'eval/') -> dict[str, float]:
   """Accuracy (score >= threshold vs label) and AUC, overall and per category.
 
-  Keys: {prefix}judge_accuracy, {prefix}judge_auc, and /<category> versions of both. A
-  category with one class only has AUC NaN (undefined), not a made-up number.
+  Keys: {prefix}judge_accuracy, {prefix}judge_auc, and /<category> versions of both; and
+  {prefix}judge_majority_accuracy, the accuracy of always answering the commoner label: the
+  trivial baseline the judge's accuracy must beat. A category with one class only has AUC NaN
+  (undefined), not a made-up number.
   """
   scores = np.asarray(scores, np.float64)
   labels = np.asarray(labels).astype(bool)
@@ -76,7 +78,8 @@ def judge_metrics(scores: Sequence[float], labels: Sequence[int], categories: Se
     raise ValueError(f'judge_metrics: need equal, non-empty lengths; got {len(scores)} scores, '
                      f'{len(labels)} labels, {len(categories)} categories')
   correct = (scores >= threshold) == labels
-  out = {f'{prefix}judge_accuracy': float(correct.mean()), f'{prefix}judge_auc': roc_auc(scores, labels)}
+  out = {f'{prefix}judge_accuracy': float(correct.mean()), f'{prefix}judge_auc': roc_auc(scores, labels),
+         f'{prefix}judge_majority_accuracy': float(max(labels.mean(), 1.0 - labels.mean()))}
   for category in sorted(set(categories.tolist())):
     mask = categories == category
     out[f'{prefix}judge_accuracy/{category}'] = float(correct[mask].mean())

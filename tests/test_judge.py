@@ -297,9 +297,12 @@ def test_judge_metrics_keys_and_values():
   # 0.6 is below the default cut (between digits 5 and 6), so every prediction is right.
   assert m['eval/judge_accuracy'] == pytest.approx(1.0)
   assert judge_metrics(scores, labels, categories, threshold=0.5)['eval/judge_accuracy'] == pytest.approx(5 / 6)
-  assert set(m) == {'eval/judge_accuracy', 'eval/judge_auc'} | {
+  assert set(m) == {'eval/judge_accuracy', 'eval/judge_auc', 'eval/judge_majority_accuracy'} | {
       f'eval/judge_{k}/{c}' for k in ('accuracy', 'auc') for c in 'abc'}
   assert m['eval/judge_auc/b'] == 1.0
+  # The trivial baseline beside the judge: always the commoner label (3 good, 3 bad -> 0.5; 1 of 4 -> 0.75).
+  assert m['eval/judge_majority_accuracy'] == pytest.approx(0.5)
+  assert judge_metrics(scores[:4], [1, 0, 0, 0], categories[:4])['eval/judge_majority_accuracy'] == pytest.approx(0.75)
 
 
 def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path, demo_data_dir):
