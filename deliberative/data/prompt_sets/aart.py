@@ -1,0 +1,31 @@
+"""AART (google-research-datasets/aart-ai-safety-dataset, aart-v1-20231117.csv): adversarially
+generated harmful prompts; columns prompt, crime (70 values), region, why_prompt_harmful,
+medium_keyword, use_case and more.
+
+Label: the crime. The file has no id column, so ids are the 1-based data-row number
+(aart-00001), stable as long as the file is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, first_problem, text_field
+
+NAME = 'aart'
+FILE_PATTERN = '*.csv'
+COLUMNS = ('prompt', 'crime', 'region')
+
+
+def read(path: Path) -> Iterator[SourceRow | Malformed]:
+  for n, row in enumerate(csv_rows(path, COLUMNS), start=1):
+    if isinstance(row, Malformed):
+      yield row
+      continue
+    prompt, crime = text_field(row, 'prompt'), text_field(row, 'crime')
+    problem = first_problem(prompt, crime)
+    if problem:
+      yield problem
+      continue
+    yield SourceRow(f'{n:05d}', prompt, crime, row.where, {'region': row.value['region'].strip()})

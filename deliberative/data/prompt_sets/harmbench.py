@@ -1,0 +1,47 @@
+"""HarmBench's behaviours (harmbench_behaviors_text_all.csv): columns Behavior, FunctionalCategory
+(standard | contextual | copyright), SemanticCategory, Tags, ContextString, BehaviorID.
+
+Label: the SemanticCategory (copyright rows have SemanticCategory "copyright"). A contextual
+behaviour is asked about its context, so its prompt is the ContextString, a separator and
+the behaviour, the layout HarmBench itself uses for these rows; the context and the bare
+behaviour are also kept as fields. A contextual row without a ContextString is malformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, first_problem, text_field
+
+NAME = 'harmbench'
+FILE_PATTERN = '*.csv'
+COLUMNS = ('Behavior', 'FunctionalCategory', 'SemanticCategory', 'ContextString', 'BehaviorID')
+FUNCTIONAL_CATEGORIES = ('standard', 'contextual', 'copyright')
+CONTEXT_SEPARATOR = '\n\n---\n\n'
+
+
+def read(path: Path) -> Iterator[SourceRow | Malformed]:
+  for row in csv_rows(path, COLUMNS):
+    if isinstance(row, Malformed):
+      yield row
+      continue
+    behavior, functional, semantic, behavior_id = (text_field(row, c) for c in
+                                                   ('Behavior', 'FunctionalCategory', 'SemanticCategory', 'BehaviorID'))
+    problem = first_problem(behavior, functional, semantic, behavior_id)
+    if problem:
+      yield problem
+      continue
+    if functional not in FUNCTIONAL_CATEGORIES:
+      yield Malformed(row.where, f'FunctionalCategory {functional!r}: expected one of {", ".join(FUNCTIONAL_CATEGORIES)}')
+      continue
+    fields = {'behavior_id': behavior_id, 'functional_category': functional}
+    prompt = behavior
+    if functional == 'contextual':
+      context = row.value['ContextString'].strip()
+      if not context:
+        yield Malformed(row.where, 'a contextual behaviour without its ContextString')
+        continue
+      prompt = context + CONTEXT_SEPARATOR + behavior
+      fields.update(context=context, behavior=behavior)
+    yield SourceRow(behavior_id, prompt, semantic, row.where, fields)
