@@ -37,6 +37,7 @@ from deliberative.data.prompt_sets import category_map, importer, overlap, regis
 from deliberative.spec import Spec  # noqa: E402
 
 REPORT_NAME = 'import_report'
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _pair(flag: str):
@@ -77,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def _shown(path: Path) -> str:
+  """A path inside the repository relative to it, so reports read the same on every clone."""
+  path = path.resolve()
+  return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def _jsonl(records) -> str:
   return ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
 
@@ -91,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
   guard = overlap.OverlapGuard(benchmark_prompts, args.near_threshold)
   results = importer.import_sets(args.sets, table=table, guard=guard, spec=spec,
                                  skip_malformed=args.skip_malformed)
-  benchmarks = {name: {'path': path, 'prompts': sum(p.benchmark == name for p in benchmark_prompts)}
+  benchmarks = {name: {'path': _shown(Path(path)), 'prompts': sum(p.benchmark == name for p in benchmark_prompts)}
                 for name, path in args.benchmarks}
   built = report.build(results, spec_version=spec.version, near_threshold=args.near_threshold,
-                       category_map={'path': str(table.path), 'version': table.version}, benchmarks=benchmarks)
+                       category_map={'path': _shown(table.path), 'version': table.version}, benchmarks=benchmarks)
 
   out = Path(args.out)
   written = []

@@ -4,7 +4,8 @@
 Label: the SemanticCategory (copyright rows have SemanticCategory "copyright"). A contextual
 behaviour is asked about its context, so its prompt is the ContextString, a separator and
 the behaviour, the layout HarmBench itself uses for these rows; the context and the bare
-behaviour are also kept as fields. A contextual row without a ContextString is malformed.
+behaviour are also kept as fields, and the overlap guard checks the bare behaviour too. A
+contextual row without a ContextString is malformed.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ def read(path: Path) -> Iterator[SourceRow | Malformed]:
       yield Malformed(row.where, f'FunctionalCategory {functional!r}: expected one of {", ".join(FUNCTIONAL_CATEGORIES)}')
       continue
     fields = {'behavior_id': behavior_id, 'functional_category': functional}
-    prompt = behavior
     if functional == 'contextual':
       context = row.value['ContextString'].strip()
       if not context:
         yield Malformed(row.where, 'a contextual behaviour without its ContextString')
         continue
-      prompt = context + CONTEXT_SEPARATOR + behavior
       fields.update(context=context, behavior=behavior)
-    yield SourceRow(behavior_id, prompt, semantic, row.where, fields)
+      yield SourceRow(behavior_id, context + CONTEXT_SEPARATOR + behavior, semantic, row.where, fields, (behavior,))
+    else:
+      yield SourceRow(behavior_id, behavior, semantic, row.where, fields)

@@ -85,7 +85,7 @@ def import_set(name: str, path: str | Path, *, table: category_map_lib.CategoryM
       continue
     first_seen[record_id] = row.where
     entry = {'id': record_id, 'where': row.where, 'label': row.label, 'prompt': row.prompt}
-    overlap = guard.check(row.prompt)
+    overlap = next(filter(None, map(guard.check, (row.prompt, *row.guard_texts))), None)
     if overlap is not None:
       result.overlapping.append({**entry, **overlap.as_dict()})
       continue

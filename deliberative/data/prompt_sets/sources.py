@@ -33,6 +33,9 @@ class SourceRow:
   label: str  # what the category map is looked up by
   where: str  # file:line
   fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # kept on the record as they are
+  # Parts of the prompt the overlap guard also checks alone: a benchmark request inside a
+  # long context would be diluted below the near-match threshold.
+  guard_texts: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
