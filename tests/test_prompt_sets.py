@@ -256,3 +256,12 @@ def test_duplicate_table_row_names_both_lines(tmp_path):
   path = _write_table(tmp_path, 'aart,murder,violence,refuse,VI.5,', 'aart,murder,violence,refuse,,')
   with pytest.raises(PromptSetError, match=rf'^{re.escape(str(path))}:3: .*already mapped at {re.escape(str(path))}:2'):
     category_map.load(path, known_sets=registry.FORMATS)
+
+
+def test_vendored_sets_carry_licence_and_provenance_within_budget():
+  root = category_map.DEFAULT_PATH.parent
+  for name, module in registry.FORMATS.items():
+    folder = root / name
+    assert (folder / 'LICENSE').stat().st_size > 0 and (folder / 'PROVENANCE.md').stat().st_size > 0, name
+    assert list(folder.glob(module.FILE_PATTERN)), f'{name}: no {module.FILE_PATTERN} file vendored'
+  assert sum(f.stat().st_size for f in root.rglob('*') if f.is_file()) <= 8 * 2**20

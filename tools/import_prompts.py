@@ -20,7 +20,8 @@ Writes, once every file has been read without error: OUT/<set>.jsonl (prompt-onl
 OUT/import_report.json (every unmapped, overlapping and malformed row listed) and
 OUT/import_report.md. A malformed row stops the import, naming file and line, unless
 --skip_malformed; then it is counted and listed. Build a training dataset from OUT with
-tools/build_dataset.py --jsonl OUT.
+tools/build_dataset.py --jsonl OUT --ignore 'import_report.*'. The sets named above are vendored
+(with their licences and provenance) under deliberative/assets/prompt_sets/; docs/data.md has the counts.
 """
 
 from __future__ import annotations
