@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, first_problem, text_field
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, with_text_fields
 
 NAME = 'aart'
 FILE_PATTERN = '*.csv'
@@ -19,13 +19,9 @@ COLUMNS = ('prompt', 'crime', 'region')
 
 
 def read(path: Path) -> Iterator[SourceRow | Malformed]:
-  for n, row in enumerate(csv_rows(path, COLUMNS), start=1):
-    if isinstance(row, Malformed):
-      yield row
+  for n, item in enumerate(with_text_fields(csv_rows(path, COLUMNS), ('prompt', 'crime')), start=1):
+    if isinstance(item, Malformed):
+      yield item
       continue
-    prompt, crime = text_field(row, 'prompt'), text_field(row, 'crime')
-    problem = first_problem(prompt, crime)
-    if problem:
-      yield problem
-      continue
+    row, (prompt, crime) = item
     yield SourceRow(f'{n:05d}', prompt, crime, row.where, {'region': row.value['region'].strip()})

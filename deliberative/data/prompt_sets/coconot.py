@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deliberative.data.prompt_sets.sources import Malformed, SourceRow, first_problem, jsonl_rows, text_field
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, jsonl_rows, with_text_fields
 
 NAME = 'coconot'
 FILE_PATTERN = '*.jsonl'
@@ -20,15 +20,11 @@ _REQUIRED = ('id', 'category', 'subcategory', 'prompt', 'chosen', 'rejected')
 
 
 def read(path: Path) -> Iterator[SourceRow | Malformed]:
-  for row in jsonl_rows(path):
-    if isinstance(row, Malformed):
-      yield row
+  for item in with_text_fields(jsonl_rows(path), _REQUIRED):
+    if isinstance(item, Malformed):
+      yield item
       continue
-    row_id, category, subcategory, prompt, chosen, rejected = (text_field(row, f) for f in _REQUIRED)
-    problem = first_problem(row_id, category, subcategory, prompt, chosen, rejected)
-    if problem:
-      yield problem
-      continue
+    row, (row_id, category, subcategory, prompt, chosen, rejected) = item
     fields = {'compliant_answer': chosen, 'compliant_answer_model': str(row.value.get('chosen_model', '')),
               'refusing_answer': rejected, 'refusing_answer_model': str(row.value.get('rejected_model', ''))}
     yield SourceRow(row_id, prompt, f'{category} / {subcategory}', row.where, fields)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, first_problem, text_field
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, with_text_fields
 
 NAME = 'harmbench'
 FILE_PATTERN = '*.csv'
@@ -23,16 +23,12 @@ CONTEXT_SEPARATOR = '\n\n---\n\n'
 
 
 def read(path: Path) -> Iterator[SourceRow | Malformed]:
-  for row in csv_rows(path, COLUMNS):
-    if isinstance(row, Malformed):
-      yield row
+  for item in with_text_fields(csv_rows(path, COLUMNS), ('Behavior', 'FunctionalCategory', 'SemanticCategory',
+                                                         'BehaviorID')):
+    if isinstance(item, Malformed):
+      yield item
       continue
-    behavior, functional, semantic, behavior_id = (text_field(row, c) for c in
-                                                   ('Behavior', 'FunctionalCategory', 'SemanticCategory', 'BehaviorID'))
-    problem = first_problem(behavior, functional, semantic, behavior_id)
-    if problem:
-      yield problem
-      continue
+    row, (behavior, functional, semantic, behavior_id) = item
     if functional not in FUNCTIONAL_CATEGORIES:
       yield Malformed(row.where, f'FunctionalCategory {functional!r}: expected one of {", ".join(FUNCTIONAL_CATEGORIES)}')
       continue

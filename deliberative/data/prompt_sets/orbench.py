@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, first_problem, text_field
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, csv_rows, with_text_fields
 
 NAME = 'orbench'
 FILE_PATTERN = '*.csv'
@@ -19,13 +19,9 @@ COLUMNS = ('prompt_id', 'or_category', 'text_en')
 
 
 def read(path: Path) -> Iterator[SourceRow | Malformed]:
-  for row in csv_rows(path, COLUMNS):
-    if isinstance(row, Malformed):
-      yield row
+  for item in with_text_fields(csv_rows(path, COLUMNS), COLUMNS):
+    if isinstance(item, Malformed):
+      yield item
       continue
-    prompt_id, category, text = (text_field(row, c) for c in COLUMNS)
-    problem = first_problem(prompt_id, category, text)
-    if problem:
-      yield problem
-      continue
+    row, (prompt_id, category, text) = item
     yield SourceRow(prompt_id, text, category, row.where)

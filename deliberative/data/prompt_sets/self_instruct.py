@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from deliberative.data.prompt_sets.sources import Malformed, SourceRow, first_problem, jsonl_rows, text_field
+from deliberative.data.prompt_sets.sources import Malformed, SourceRow, jsonl_rows, with_text_fields
 
 NAME = 'self_instruct'
 FILE_PATTERN = '*.jsonl'
@@ -19,15 +19,11 @@ LABEL = 'seed task'
 
 
 def read(path: Path) -> Iterator[SourceRow | Malformed]:
-  for row in jsonl_rows(path):
-    if isinstance(row, Malformed):
-      yield row
+  for item in with_text_fields(jsonl_rows(path), ('id', 'instruction')):
+    if isinstance(item, Malformed):
+      yield item
       continue
-    task_id, instruction = text_field(row, 'id'), text_field(row, 'instruction')
-    problem = first_problem(task_id, instruction)
-    if problem:
-      yield problem
-      continue
+    row, (task_id, instruction) = item
     instances = row.value.get('instances')
     if not isinstance(instances, list) or not instances:
       yield Malformed(row.where, "field 'instances': expected a non-empty list of {input, output}")

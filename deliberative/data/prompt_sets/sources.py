@@ -14,7 +14,7 @@ import csv
 import dataclasses
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,5 +132,13 @@ def text_field(row: RawRow, field: str) -> str | Malformed:
   return value.strip()
 
 
-def first_problem(*values: Any) -> Malformed | None:
-  return next((v for v in values if isinstance(v, Malformed)), None)
+def with_text_fields(rows: Iterable[RawRow | Malformed], fields: Sequence[str]
+                     ) -> Iterator[Malformed | tuple[RawRow, list[str]]]:
+  """Each row with its required text fields (stripped), or the Malformed that says which is missing."""
+  for row in rows:
+    if isinstance(row, Malformed):
+      yield row
+      continue
+    values = [text_field(row, f) for f in fields]
+    problem = next((v for v in values if isinstance(v, Malformed)), None)
+    yield problem or (row, values)
