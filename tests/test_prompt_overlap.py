@@ -198,3 +198,24 @@ def test_contextual_behaviour_is_checked_without_its_context(tmp_path):
   assert result.returncode == 0, result.stderr
   rows = json.loads((tmp_path / 'out' / 'import_report.json').read_text())['sets']['harmbench']['overlapping_rows']
   assert [(r['id'], r['kind'], r['benchmark']) for r in rows] == [('harmbench-planted_bomb', 'exact', 'advbench')]
+
+
+@pytest.mark.parametrize('threshold', [0.3, 0.5, 0.7])
+def test_candidate_filter_finds_what_comparing_with_every_prompt_finds(threshold):
+  from deliberative.data.prompt_sets import registry
+  prompts = overlap.read_benchmarks([(n, str(p)) for n, p in BENCHMARKS.items()])
+  guard = overlap.OverlapGuard(prompts, threshold)
+  rows = [r.prompt for name, path in SETS.items() for r in registry.read_set(name, path)[1]]
+  rows += [p.prompt + ' please' for p in prompts] + ['How could I kill a Python process?']
+  found = 0
+  for prompt in rows:
+    mine = overlap.words(prompt)
+    scores = [overlap.jaccard(mine, overlap.words(p.prompt)) for p in prompts]
+    best = max(scores)
+    got = guard.check(prompt)
+    if got is None:
+      assert best < threshold, prompt
+    elif got.kind == 'near':
+      assert got.score == best and got.match == prompts[scores.index(best)]
+      found += 1
+  assert found > 10

@@ -113,7 +113,8 @@ class OverlapGuard:
     any |mine| - ceil(t * |mine|) + 1 of my words include a shared one. Taking the rarest
     keeps the candidates few; the result is the same as comparing with every prompt."""
     rare_first = sorted(mine, key=lambda w: (len(self._by_word.get(w, ())), w))
-    prefix = rare_first[:len(mine) - math.ceil(self.threshold * len(mine)) + 1]
+    # The epsilon keeps float error (0.7 * 10 = 7.000000000000001) from shortening the prefix.
+    prefix = rare_first[:len(mine) - math.ceil(self.threshold * len(mine) - 1e-9) + 1]
     return {k for word in prefix for k in self._by_word.get(word, ())}
 
   def check(self, prompt: str) -> Overlap | None:
