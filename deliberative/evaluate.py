@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import cli
+from deliberative import cli, run_lock
 from deliberative.evals import baseline, generation, metrics, report, suites
 from deliberative.inference import LENGTH_BUCKETS, Policy, spec_prompt
 
@@ -60,7 +60,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--data_dir', default=None, help='where the demo dataset is built ($DELIBERATIVE_DATA_DIR)')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--debug', action='store_true', help='full tracebacks')
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  # Plain mistakes are named before any model loads or any answer is generated.
+  for flag in ('max_new_tokens', 'batch_size', 'limit', 'wrapper_limit'):
+    value = getattr(args, flag)
+    if value is not None and value < 1:
+      p.error(f'--{flag} must be >= 1, got {value}')
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    p.error(f'--out {args.out} exists and is not a directory')
+  return args
 
 
 def log(message: str) -> None:
@@ -145,6 +153,11 @@ def evaluate(args: argparse.Namespace) -> int:
   spec = Spec.load(None)
   train_records = None if args.no_baseline else suites.read_split_records(args.train_split, args.train,
                                                                           data_dir=args.data_dir)
+  with run_lock.WorkdirLock(args.out, what='evaluation', note=log):  # one writer per --out
+    return _generate_and_grade(args, loaded, spec, train_records, start)
+
+
+def _generate_and_grade(args, loaded, spec, train_records, start: float) -> int:
   log(f'loading {args.checkpoint}')
   policy = Policy(args.checkpoint, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                   reasoning=args.reasoning)

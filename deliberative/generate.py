@@ -31,8 +31,11 @@ flags.mark_flags_as_required(['config'])
 
 def run(config, workdir: str | None = None) -> dict:
   """Programmatic entry: what `main` does, for tests and notebooks."""
+  from deliberative import run_lock
   from deliberative.stage1 import pipeline
-  return pipeline.run(config, workdir or os.path.join('runs', config.name))
+  workdir = workdir or os.path.join('runs', config.name)
+  with run_lock.WorkdirLock(workdir, what='trace generation'):  # one writer per workdir
+    return pipeline.run(config, workdir)
 
 
 def report(summary: dict) -> None:

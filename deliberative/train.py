@@ -11,6 +11,7 @@ printed as one line; `--debug` (or DELIBERATIVE_DEBUG=1) prints its traceback as
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -38,7 +39,7 @@ def run(config, workdir: str | None = None, allow_config_change=(), devices=None
   """Programmatic entry: what `main` does, for tests and notebooks. `devices`: the mesh's (default
   all of them; a subset runs the same config on fewer, e.g. one, in the same process)."""
   import jax
-  from deliberative import config_lib
+  from deliberative import config_lib, run_lock
   from deliberative.trainers import resume, runtime
 
   workdir = workdir or os.path.join('runs', config.name)
@@ -48,13 +49,17 @@ def run(config, workdir: str | None = None, allow_config_change=(), devices=None
     trainer = importlib.import_module(f'deliberative.trainers.{config.trainer}')
   except ModuleNotFoundError as e:
     raise ValueError(f'config.trainer={config.trainer!r}: no module deliberative/trainers/{config.trainer}.py') from e
-  # Nothing is written before the config has been checked against the run it would continue.
-  resumed_step = resume.check_resume(config, workdir, trainer.model_config, allow_config_change)
-  os.makedirs(workdir, exist_ok=True)
-  resume.write_config(config, workdir, resumed_step)
-  runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {len(devices)} '
-              f'{devices[0].platform} device(s), {jax.process_count()} process(es)')
-  return trainer.train(config, workdir, devices)
+  # One writer per workdir (process 0 holds it for a multi-host run); a second is refused before it reads.
+  lock = (run_lock.WorkdirLock(workdir, what=f'{config.trainer} training', note=runtime.log)
+          if jax.process_index() == 0 else contextlib.nullcontext())
+  with lock:
+    # Nothing is written before the config has been checked against the run it would continue.
+    resumed_step = resume.check_resume(config, workdir, trainer.model_config, allow_config_change)
+    os.makedirs(workdir, exist_ok=True)
+    resume.write_config(config, workdir, resumed_step)
+    runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {len(devices)} '
+                f'{devices[0].platform} device(s), {jax.process_count()} process(es)')
+    return trainer.train(config, workdir, devices)
 
 
 def main(argv):

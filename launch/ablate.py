@@ -325,11 +325,15 @@ def main(argv=None) -> int:
   if not args.dry_run:
     print(f'ablation grid: size {args.size}, arms {",".join(args.arms)}, suites {" ".join(args.suite)}, '
           f'{len(steps)} steps under {root}', flush=True)
-  rc = run_steps(steps, root, args.dry_run)
-  if rc or args.dry_run:
-    return rc
-  paths = combine(root, args.arms, size=args.size,
-                  title=f'Ablation grid ({args.size}{", smoke" if args.smoke else ""})')
+  if args.dry_run:
+    return run_steps(steps, root, args.dry_run)
+  from deliberative import run_lock
+  with run_lock.WorkdirLock(root, what='ablation grid'):  # two grids on one root would train each arm twice
+    rc = run_steps(steps, root, args.dry_run)
+    if rc:
+      return rc
+    paths = combine(root, args.arms, size=args.size,
+                    title=f'Ablation grid ({args.size}{", smoke" if args.smoke else ""})')
   with open(paths['report']) as f:
     print(f.read())
   print('wrote ' + ', '.join(str(p) for p in paths.values()), flush=True)

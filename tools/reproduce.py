@@ -343,9 +343,12 @@ def main(argv=None) -> int:
   st = stamp()
   load = LoadSampler()
   start = time.perf_counter()
-  md, data = TIERS[args.tier](args)
   if args.dry_run:
+    TIERS[args.tier](args)
     return 0
+  from deliberative import run_lock
+  with run_lock.WorkdirLock(args.out, what='reproduction'):  # two reproductions on one --out would train twice
+    md, data = TIERS[args.tier](args)
   st.update(wall_seconds=time.perf_counter() - start, **load.stop())
   if args.tier == 'demo':
     st['seeds'] = data['seeds']
