@@ -50,6 +50,8 @@ _GENERIC = frozenset('giving some tips helping help with this that about more in
                      'telling things please answer question'.split())
 _TRAILING = frozenset('a an the to of in on for from with by and or that who which into about at as '
                       'your their his her its our this these those is are be'.split())
+# Any other question is named by itself: "how many pills would be a lethal dose".
+_WH = re.compile(r'^(?:what|which|where|when|who|whom|whose|how many|how much|how long|why)\b', re.I)
 _Q_PREFIX = re.compile(r'^\s*(?:q|question|user)\s*:\s*', re.I)
 _CUT = re.compile(r'[,;:!?()\[\]"]|\s[-\u2013\u2014]\s|\.(?:\s|$)|\s(?:without|so that|while|in order to|because)\s',
                   re.I)
@@ -113,6 +115,9 @@ def _phrase_of(sentence: str, max_words: int) -> str | None:
   m = _ABOUT_INSIDE.search(sentence)
   if m:
     return _clip(m.group('rest'), max_words)
+  if _WH.match(sentence):
+    phrase = _clip(sentence, max_words)
+    return phrase[:1].lower() + phrase[1:]
   return None
 
 
