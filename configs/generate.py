@@ -134,7 +134,7 @@ def _labels_mode(c: ml_collections.ConfigDict, arg) -> None:
       per_file=0,  # the first N prompts of each file (0 = all)
       comply_without_answer='sample',  # sample (self-distillation through `base`) | skip (counted, left out)
       num_samples=4,  # K generator answers per comply prompt without a shipped answer
-      cot_max_words=40,  # ~52 SmolLM2 tokens: the CoT stays within issue 22's 64-token goal
+      cot_max_chars=250,  # ~56 SmolLM2 tokens at ~4.5 characters a token: issue 22's 64-token goal
       max_dropped_fraction=0.5,  # above this share of prompts dropped, the run stops (summary.json says why)
   ))
   c.output.dataset_name = 'label_traces'

@@ -4,9 +4,10 @@ its id, why it governs (what the request asks, beside the clause's own words), a
 Every CoT is three sentences, each drawn from a few frames and filled with text cut from the
 loaded spec (label_text.excerpts: clause heads, category summaries, style guidelines), in one
 of two orders; the choice is seeded by the prompt, so a rerun writes the same CoT. The frames
-only join the spec's words: changing the spec changes the CoTs. A CoT longer than `max_words`
-is rewritten with the shortest cuts and a shorter request phrase (SmolLM2 reads a word of this
-prose as ~1.3 tokens: 40 words stay near the 64-token goal of issue 22).
+only join the spec's words: changing the spec changes the CoTs. A CoT longer than `max_chars`
+is redrawn, then rewritten with a shorter request phrase and the shortest cuts. The bound is
+in characters: SmolLM2's tokenizer reads this prose at ~4.5 characters a token (measured on the
+4,102 traces of the vendored imports), so 250 characters keep a CoT near issue 22's 64 tokens.
 
 A benign request with no category ('none') cites no category clause (evals/citations.py gives
 credit for exactly that); it cites the spec's helpfulness principle, and the principle on
@@ -22,7 +23,7 @@ import re
 from deliberative.spec import Clause, Spec
 from deliberative.stage1 import label_text
 
-_CATEGORY = ('Category: {name}.', 'This is a {lname} request.', '{name}: {summary}', 'The {lname} policy applies.')
+_CATEGORY = ('Category: {name}.', 'The request falls under {lname}.', '{name}: {summary}', 'The {lname} policy applies.')
 _WHY = ('The user asks about {phrase}, which {cid} covers: {excerpt}.',
         'Asking about {phrase} matches {cid} ({excerpt}).',
         '{cid} governs it: {excerpt}; the request is about {phrase}.',
@@ -57,8 +58,8 @@ class LabelCot:
 class CotWriter:
   """Writes CoTs under one spec; holds the spec's cut texts so each CoT is a few choices."""
 
-  def __init__(self, spec: Spec, max_words: int = 40):
-    self.spec, self.max_words = spec, max_words
+  def __init__(self, spec: Spec, max_chars: int = 250):
+    self.spec, self.max_chars = spec, max_chars
     helpful = next((g for g in spec.principles if 'helpful' in g.text.lower()), spec.principles[0])
     self.helpful_id, self.helpful = helpful.id, label_text.excerpts(helpful.text)
     vocab = next((g for g in spec.principles if re.search(r'\bwords such as\b', g.text, re.I)), None)
@@ -80,11 +81,11 @@ class CotWriter:
     phrases = [label_text.request_phrase(prompt)] * 4 + [label_text.request_phrase(prompt, max_words=6)] * 4
     for phrase in phrases:
       text = self._compose(rng, category, decision, clause, prompt, phrase, shortest=False)
-      if len(text.split()) <= self.max_words:
+      if len(text) <= self.max_chars:
         return LabelCot(text, clause.id if clause else None)
     text = self._compose(rng, category, decision, clause, prompt, phrases[-1], shortest=True)
-    if len(text.split()) > self.max_words:
-      raise ValueError(f'label CoT of {len(text.split())} words > labels.cot_max_words={self.max_words} even with '
+    if len(text) > self.max_chars:
+      raise ValueError(f'label CoT of {len(text)} characters > labels.cot_max_chars={self.max_chars} even with '
                        f'the shortest spec excerpts: raise the bound or shorten the spec texts: {text!r}')
     return LabelCot(text, clause.id if clause else None)
 

@@ -80,6 +80,8 @@ def _clip(text: str, max_words: int) -> str:
 def _sentences(prompt: str) -> list[str]:
   # An instruction followed by its input after a blank line (Self-Instruct): the request is the
   # instruction; the input may hold sentences that read as requests of their own.
+  # A context followed by its request after a rule (HarmBench contextual): the request is last.
+  prompt = re.split(r'\n\s*---+\s*\n', prompt.strip())[-1]
   head = prompt.strip().split('\n\n')[0]
   if len(head.split()) >= 3:
     prompt = head
@@ -134,7 +136,7 @@ def request_phrase(prompt: str, max_words: int = MAX_PHRASE_WORDS) -> str:
   chosen = next((p for p in phrases if _specific(p)), phrases[0] if phrases else None)
   if chosen:
     return _second_person(chosen)
-  words = _WORD.findall(sentences[0] if sentences else prompt)[:max(3, max_words - 4)]
+  words = _WORD.findall(sentences[0] if sentences else prompt)[:max(3, min(7, max_words - 4))]
   while len(words) > 3 and words[-1].lower() in _TRAILING:
     words.pop()
   return f'"{" ".join(words)}..."' if words else 'this request'

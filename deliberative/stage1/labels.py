@@ -9,7 +9,7 @@ judge would: each prompt's category, decision and governing clause. This stage w
 from that label:
 
   CoT     label_cot.py: the category, the governing clause by id, why it governs, the decision,
-          in wording cut from the spec itself, short (<= labels.cot_max_words words).
+          in wording cut from the spec itself, short (<= labels.cot_max_chars characters).
   answer  comply: the set's own compliant answer where it ships one (CoCoNot's `chosen`,
           Self-Instruct's output), else the generator's own answer (self-distillation: K samples
           from stage 1's generator backend, `base`, with no system prompt), kept only when
@@ -67,7 +67,7 @@ class LabelStage1:
 
   def __init__(self, config, spec: Spec, grader, digest: str):
     self.config, self.spec, self.grader, self.digest = config, spec, grader, digest
-    self.cots = label_cot.CotWriter(spec, config.labels.cot_max_words)
+    self.cots = label_cot.CotWriter(spec, config.labels.cot_max_chars)
     self._generator = None
 
   @property
