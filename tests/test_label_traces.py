@@ -20,6 +20,7 @@ from deliberative.data import schema
 from deliberative.evals import citations, graders
 from deliberative.spec import Spec
 from deliberative.stage1 import label_input, label_text, labels, shards
+from tests.train_fixtures import override
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'prompt_sets'
@@ -41,13 +42,7 @@ def label_config(prompts, **overrides):
   c.prompts.jsonl = str(prompts)
   c.output.build_dataset = False
   c.shards.prompts_per_shard = 4
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return override(c, **overrides)
 
 
 def record(rid, prompt, category, decision, clause_ids=(), **extra):
