@@ -51,6 +51,10 @@ def test_pairs_by_kind_split_by_prompt_in_the_judge_format(imported, tmp_path):
   report = json.loads((tmp_path / 'judge_pairs_report.json').read_text())
   assert report['splits']['judge_train']['pairs'] == len(train) and report['dropped']['shipped_comply'] == \
       {'no_answer_shipped': sum(1 for f in imported.glob('orbench.jsonl') for _ in f.read_text().splitlines())}
+  longest = max(len(p['prompt']) for p in pairs)
+  status, _, stderr = run_tool('--prompts', imported, '--out', tmp_path / 'short', '--max_prompt_chars', longest - 1)
+  short = json.loads((tmp_path / 'short' / 'judge_pairs_report.json').read_text())
+  assert status == 0 and short['dropped']['any']['prompt_too_long'] >= 1, stderr
   # configs/judge.py's trainer renders these records as it renders the demo's judge splits
   examples, stats = judge_prompt.render_judge_examples(Tokenizer.load(), SPEC, pairs, rubric='brief',
                                                        spec_view='clauses', max_len=384)

@@ -1,10 +1,11 @@
 """Graded (prompt, answer) pairs for the judge from the imported prompt sets, split by prompt.
 
     python tools/import_prompts.py ... --out /tmp/prompts            # docs/data.md has the command
-    python tools/build_judge_pairs.py --prompts /tmp/prompts --out /tmp/judge_pairs \
+    python tools/build_judge_pairs.py --prompts /tmp/prompts --out /tmp/judge_pairs --max_prompt_chars 1000 \
         [--sample_harmful 2 --max_sampled_prompts 300 --generator PATH]
     python tools/build_dataset.py --jsonl /tmp/judge_pairs --ignore 'judge_pairs_report.*' --name judge_pairs
-    python -m deliberative.train --config configs/judge.py:size=smollm2 --config.data.dataset=judge_pairs
+    python -m deliberative.train --config configs/judge.py:size=smollm2 --config.data.dataset=judge_pairs \
+        --config.data.seq_len=1024
 
 Good answers: the compliant answers the sets ship for benign prompts, and the spec-style refusals
 and safe completions written for harmful ones; bad answers: the refusals CoCoNot ships for its
@@ -12,7 +13,8 @@ benign prompts, and (with --sample_harmful K) the generator's own answers to har
 the grader reads as compliance (deliberative/stage1/judge_pairs.py). --generator is stage 1's
 generator (configs/generate.py's `base`: an Orbax run, a Hugging Face directory or a GGUF file; ''
 = a random-init tiny model, which tests the plumbing only). Writes OUT/judge_train.jsonl,
-OUT/judge_eval.jsonl (every pair of a prompt on one side: --heldout_fraction of the prompts) and
+OUT/judge_eval.jsonl (every pair of a prompt on one side: --heldout_fraction of the prompts; each
+file in a seeded shuffle, since the judge evaluates its first records) and
 OUT/judge_pairs_report.json (pairs, prompts, good and bad per split, kind and set; samples dropped
 and why). A bad input names its file and line.
 """
@@ -23,6 +25,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -51,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='harmful prompts to sample for, a seeded spread over the sets (0 = all)')
   parser.add_argument('--generator', default='', help="the generator's checkpoint ('' = random-init tiny)")
   parser.add_argument('--max_new_tokens', type=int, default=256, help='per sampled answer; a longer one is dropped')
+  parser.add_argument('--max_prompt_chars', type=int, default=0,
+                      help="leave out (and count) prompts longer than this: the judge's data.seq_len must hold "
+                      'spec view + request + answer, and HarmBench contextual prompts run to thousands (0 = keep all)')
   parser.add_argument('--debug', action='store_true', help='show the traceback of an error')
   return parser.parse_args(argv)
 
@@ -81,8 +87,8 @@ def _jsonl(rows) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-  if args.sample_harmful < 0 or args.max_sampled_prompts < 0:
-    raise ValueError('--sample_harmful and --max_sampled_prompts must be >= 0')
+  if min(args.sample_harmful, args.max_sampled_prompts, args.max_prompt_chars) < 0:
+    raise ValueError('--sample_harmful, --max_sampled_prompts and --max_prompt_chars must be >= 0')
   config = generator_config(args)
   spec = Spec.load(args.spec or None)
   grader = graders.get_grader(args.grader)
@@ -93,8 +99,15 @@ def run(args: argparse.Namespace) -> int:
     generator = labels.make_generator(config)
   to_sample = sampled_ids(inputs.records, args.max_sampled_prompts, args.seed) if args.sample_harmful else set()
   builder = judge_pairs.PairBuilder(spec, grader, seed=args.seed, generator=generator, samples=args.sample_harmful)
-  pairs = [p for r in inputs.records for p in builder.pairs(r, sample=r['id'] in to_sample)]
+  too_long = [r for r in inputs.records if args.max_prompt_chars and len(r['prompt']) > args.max_prompt_chars]
+  builder.counts[('any', 'prompt_too_long')] += len(too_long)
+  long_ids = {r['id'] for r in too_long}
+  pairs = [p for r in inputs.records if r['id'] not in long_ids for p in builder.pairs(r, sample=r['id'] in to_sample)]
   train, heldout = judge_pairs.split_by_prompt(pairs, args.heldout_fraction, args.seed)
+  # The judge evaluates the first evals.num_examples records: shuffled, they span every set.
+  order = random.Random(args.seed)
+  order.shuffle(train)
+  order.shuffle(heldout)
   built = judge_pairs.report(builder, {'judge_train': train, 'judge_eval': heldout})
   built.update(prompts=args.prompts, records_read=inputs.read, sampled_prompts=len(to_sample),
                sample_harmful=args.sample_harmful, generator=args.generator or '(random-init tiny)' if generator else '',
