@@ -127,6 +127,7 @@ def test_cot_wording_varies_and_stays_short(imported):
     cots.append((label_text.request_phrase(prompt), trace['cot']))
   # A phrasing is the CoT with the request's own words taken out: what the writer chose, not what it copied.
   phrasings = {cot.replace(phrase, '<request>') for phrase, cot in cots}
+  print(f'{len(phrasings)} phrasings over 50 prompts')
   assert len(phrasings) >= 25, sorted(phrasings)[:5]
   assert all('IB.5' in cot for _, cot in cots)
   from deliberative import config_lib
@@ -183,6 +184,7 @@ def test_self_distillation_through_a_random_init_generator_is_counted(tmp_path):
   assert summary['answer_from'].get('sampled', 0) == per['comply']['kept']
   outcomes = shards.read_jsonl(shards.shard_path(str(tmp_path / 'w'), 0, '.outcomes'))
   assert [o['answer_from'] for o in outcomes] == ['sampled', 'sampled']
+  assert [len(o['candidates']) for o in outcomes] == [2, 2]  # every sample kept for audit, with its fate
 
 
 def test_too_many_drops_stop_the_run_after_the_summary(tmp_path):

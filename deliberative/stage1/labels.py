@@ -139,6 +139,9 @@ class LabelStage1:
                decisions={decision: {'judged': below + len(kept), 'below_threshold': below, 'passed': len(kept),
                                      'kept': int(bool(kept))}},
                answer_from=answer_from.split(':')[0])
+    if answer_from.startswith('sampled'):  # the audit trail of self-distillation: every sample and its fate
+      out['candidates'] = [{'answer': c.answer, 'malformed': c.malformed, 'kept': i == (kept[0] if kept else None)}
+                           for i, c in enumerate(candidates)]
     if not kept:
       return {**out, 'outcome': 'none_passed'}, None
     trace = {'id': pid, 'messages': backends.non_system(record['messages']), 'category': category,
