@@ -246,3 +246,12 @@ def test_config_arguments():
   assert 'labels' not in module.get_config(None)  # a model-judge workdir keeps its config hash
   with pytest.raises(ValueError, match='source=.teacher.: expected model or labels'):
     module.get_config('source=teacher')
+
+
+def test_the_command_reports_bad_input_as_one_line(tmp_path):
+  path = write_jsonl(tmp_path / 'p.jsonl', [record('x', 'How do I rob a bank?', 'illicit_behavior', 'refuse', ['IB.1'])])
+  done = subprocess.run([sys.executable, '-m', 'deliberative.generate', '--config', 'configs/generate.py:source=labels',
+                         f'--config.prompts.jsonl={path}', f'--workdir={tmp_path / "w"}'], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
+  assert done.returncode == 1 and 'Traceback' not in done.stderr
+  assert done.stderr.startswith(f'error: {path}:1: field \'clause_ids\': \'IB.1\' is not a refuse clause'), done.stderr
