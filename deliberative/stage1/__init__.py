@@ -6,4 +6,6 @@
   backends.py  G_base and G_RM on the project's own models, or on an endpoint
   shards.py    the resumable workdir: manifest, atomic shard files, summary
   pipeline.py  the loop that ties them together (entry: deliberative/generate.py)
+  labels.py    stage 1 with the labels as the judge (configs/generate.py:source=labels): traces written
+               from imported prompts' labels (label_input, label_cot, label_answers, label_text)
 """
