@@ -1,6 +1,6 @@
 r"""Regenerates the figures in docs/, stamped with where and when they were measured.
 
-  python tools/reproduce.py --tier demo [--seeds 3] --out runs/reproduce_demo [--smoke] [--dry_run]
+  python tools/reproduce.py --tier demo [--seeds 3] [--jobs 3] --out runs/reproduce_demo [--smoke] [--dry_run]
   python tools/reproduce.py --tier smollm2 --xstest xstest_prompts.csv --out runs/reproduce_smollm2
   python tools/reproduce.py --tier bench --out runs/reproduce_bench
   python tools/reproduce.py --tier aot --out runs/reproduce_aot
@@ -31,6 +31,7 @@ it reads "within spread".
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -232,16 +233,24 @@ def demo_tables(per_seed: dict[int, dict]) -> tuple[str, dict]:
   return '\n'.join(lines), data
 
 
+def run_seed(args, seed: int) -> int:
+  grid = seed_grid_args(args, seed)
+  steps = ablate.plan(grid)
+  print(f'reproduce demo: seed {seed} ({len(steps)} steps under {grid.root})', flush=True)
+  rc = ablate.run_steps(steps, grid.root, args.dry_run)
+  if rc == 0 and not args.dry_run:
+    ablate.combine(grid.root, ARMS, size='tiny', title=f'Demo, seed {seed}' + (' (smoke)' if args.smoke else ''))
+  return rc
+
+
 def run_demo(args) -> tuple[str, dict]:
   seeds = list(range(args.seeds))
-  for seed in seeds:
-    grid = seed_grid_args(args, seed)
-    steps = ablate.plan(grid)
-    print(f'reproduce demo: seed {seed} ({len(steps)} steps under {grid.root})', flush=True)
-    if ablate.run_steps(steps, grid.root, args.dry_run):
-      raise SystemExit(f'error: seed {seed} failed; rerun the same command to resume')
-    if not args.dry_run:
-      ablate.combine(grid.root, ARMS, size='tiny', title=f'Demo, seed {seed}' + (' (smoke)' if args.smoke else ''))
+  # Seeds are independent chains (SFT, judge -> RL -> evaluations); --jobs runs several at once, which
+  # on a small CPU buys throughput the tiny model's small kernels leave idle.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs) as pool:
+    failed = [s for s, rc in zip(seeds, pool.map(lambda s: run_seed(args, s), seeds)) if rc]
+  if failed:
+    raise SystemExit(f'error: seed(s) {", ".join(map(str, failed))} failed; rerun the same command to resume')
   if args.dry_run:
     return '', {}
   per_seed = {s: read_seed(seed_root(args.out, s)) for s in seeds}
@@ -325,13 +334,15 @@ def parse_args(argv=None):
   p.add_argument('--tier', choices=sorted(TIERS), required=True)
   p.add_argument('--out', required=True, help='directory for every run and OUT/reproduce.{md,json}')
   p.add_argument('--seeds', type=int, default=3, help='demo: seeds 0 .. N-1 (>= 3 to report a spread)')
+  p.add_argument('--jobs', type=int, default=1, help='demo: seeds run at once (each a chain of stages)')
   p.add_argument('--smoke', action='store_true', help='demo: each stage at its smoke size (plumbing, minutes)')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   p.add_argument('--data_dir', default='', help='demo: where the demo dataset is built (default: the trainers\')')
   p.add_argument('--xstest', default='', help='smollm2: the published xstest_prompts.csv')
   args = p.parse_args(argv)
-  if args.seeds < 1:
-    p.error(f'--seeds must be >= 1, got {args.seeds}')
+  for flag in ('seeds', 'jobs'):
+    if getattr(args, flag) < 1:
+      p.error(f'--{flag} must be >= 1, got {getattr(args, flag)}')
   if os.path.exists(args.out) and not os.path.isdir(args.out):
     p.error(f'--out {args.out} exists and is not a directory')
   return args
