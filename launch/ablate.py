@@ -194,6 +194,15 @@ def clock(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+def _done(step: Step) -> bool:
+  """An evaluation is done when its metrics.json exists; a training only when it reached its end (a
+  SIGTERM'd run leaves a summary.json too, and must resume)."""
+  if step.kind == 'train':
+    from deliberative.trainers import loop
+    return loop.finished(os.path.dirname(step.done))
+  return os.path.exists(step.done)
+
+
 def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
   start = time.perf_counter()
@@ -203,7 +212,7 @@ def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
       print(shlex.join(step.cmd), flush=True)
       continue
     head = f'[{i}/{len(steps)} {clock(time.perf_counter() - start)}] {step.arm}:'
-    if os.path.exists(step.done):
+    if _done(step):
       print(f'{head} {what} done already ({os.path.relpath(step.done, root)}), skipped', flush=True)
       continue
     log_path = os.path.join(root, step.arm, 'log.txt')

@@ -134,9 +134,8 @@ def read_summary(workdir: str) -> dict | None:
 
 
 def finished(workdir: str) -> bool:
-  """summary.json exists and the run was not stopped by SIGTERM (that one resumes instead)."""
-  summary = read_summary(workdir)
-  return summary is not None and not summary.get('preempted')
+  from deliberative.trainers import loop
+  return loop.finished(workdir)
 
 
 def read_runs_json(root: str) -> dict:

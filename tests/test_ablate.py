@@ -201,3 +201,16 @@ def test_smoke_grid_end_to_end(tmp_path, demo_data_dir, capsys):
   assert ablate.main(argv) == 0
   assert capsys.readouterr().out.count('done already') == 4
   print(f'grid {first:.0f}s, resumed grid {time.perf_counter() - t0:.0f}s')
+
+
+def test_a_preempted_training_is_not_done(tmp_path):
+  """SIGTERM writes summary.json with preempted=True: the grid must resume that run, not skip it
+  (found when a reproduction's judge, stopped at step 192 of 200, fed RL unfinished)."""
+  workdir = tmp_path / 'judge'
+  workdir.mkdir()
+  step = ablate.Step('judge', 'train', ['true'], str(workdir / 'summary.json'))
+  assert not ablate._done(step)
+  (workdir / 'summary.json').write_text(json.dumps({'final_step': 192, 'preempted': True}))
+  assert not ablate._done(step)
+  (workdir / 'summary.json').write_text(json.dumps({'final_step': 200, 'preempted': False}))
+  assert ablate._done(step)

@@ -10,6 +10,7 @@ step and progress line, its evaluation, its checkpoint meta and its summary fact
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Protocol, Sequence
@@ -187,6 +188,17 @@ def train(run: Run, start: Start, job: Job) -> dict[str, Any]:
   runtime.log(f'done in {summary["wall_seconds"]:.0f}s: ' + fmt({k: v for k, v in summary.items()
                                                                  if k.startswith('eval/')}))
   return summary
+
+
+def finished(workdir: str) -> bool:
+  """The run in `workdir` reached its end: summary.json exists and SIGTERM did not cut it short (a
+  preempted run writes one too, with `preempted`, and resumes when started again). Launchers that
+  skip finished runs ask this, not whether the file exists."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path, encoding='utf-8') as f:
+    return not json.load(f).get('preempted')
 
 
 def fmt(metrics: dict) -> str:
