@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 # Shapes of the models a user brings from the Hub, and two CPU-sized ones of our own.
@@ -158,9 +160,22 @@ MINIMUMS = {
 TRAINER_MINIMUMS = {'rl': {'evals.every_steps': 0}}  # RL: 0 = evaluate only before and after training
 
 
+def _check_finite(node, path: str) -> None:
+  """No float anywhere in a config may be NaN or infinite: no knob means "not a number"."""
+  if hasattr(node, 'items'):
+    for key, value in node.items():
+      _check_finite(value, f'{path}.{key}')
+  elif isinstance(node, (list, tuple)):
+    for i, value in enumerate(node):
+      _check_finite(value, f'{path}[{i}]')
+  elif isinstance(node, float) and not math.isfinite(node):
+    raise ValueError(f'{path}={node}: must be a finite number')
+
+
 def validate(config, n_devices: int) -> None:
   """Fails on a value no run can use, naming the field, before anything is written."""
   from deliberative.model import sharding
+  _check_finite(config, 'config')  # `--config.optim.lr=nan` once trained to a NaN checkpoint and exited 0
   bounds = {**MINIMUMS, **TRAINER_MINIMUMS.get(config.get('trainer'), {})}
   for field, low in bounds.items():
     node = config

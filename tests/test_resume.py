@@ -126,6 +126,8 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(finished_run, tmp_
     ('checkpoint.every_steps', 0, 'config.checkpoint.every_steps=0: must be >= 1'),
     ('batch_size', -8, 'config.batch_size=-8: must be >= 1'),
     ('mesh.data', 3, 'config.mesh: mesh: '),
+    ('optim.lr', float('nan'), 'config.optim.lr=nan: must be a finite number'),
+    ('optim.grad_clip', float('inf'), 'config.optim.grad_clip=inf: must be a finite number'),
 ])
 def test_bad_values_fail_at_start_naming_the_field_and_write_nothing(demo_data_dir, tmp_path, field, value,
                                                                      message):

@@ -108,7 +108,9 @@ def _logged_lines(workdir):
   return [(m['step'], sorted(k for k in m if not k.startswith('perf/'))) for m in read_metrics(workdir)]
 
 
-def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir):
+@pytest.mark.parametrize('stop', [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir, stop):
+  """SIGTERM (a preemption) and Ctrl-C both save and stop with exit 0; the run then resumes there."""
   config = tiny_sft_config(demo_data_dir, total_steps=400, log_every_steps=1,
                            **{'checkpoint.every_steps': 1000, 'evals.every_steps': 1000})
   workdir = str(tmp_path / 'run')
@@ -124,13 +126,14 @@ def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_d
     assert time.time() < deadline
   else:
     pytest.fail('the run ended before step 3:\n' + ''.join(seen[-20:]) + proc.stderr.read()[-2000:])
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(stop)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
-  assert 'SIGTERM: saved step' in out, out[-2000:]
+  assert f'{stop.name}: saved step' in out, out[-2000:]
+  assert 'Traceback' not in err
   saved = checkpoints.latest_step(os.path.join(workdir, 'checkpoints'))
   assert saved is not None and 3 <= saved < 400
-  assert f'SIGTERM: saved step {saved}' in out
+  assert f'{stop.name}: saved step {saved}' in out
 
   config.total_steps = saved + 2
   summary = train.run(config, workdir)

@@ -26,33 +26,40 @@ def log(msg: str) -> None:
 
 
 class Preemption:
-  """SIGTERM (a TPU preemption notice) sets a flag; the loop saves and exits cleanly."""
+  """SIGTERM (a TPU preemption notice) or Ctrl-C sets a flag; the loop saves and exits cleanly. A
+  second Ctrl-C aborts at once (KeyboardInterrupt), for a user who does not want to wait for the save."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = ''  # the signal's name once one arrived ('SIGTERM' / 'SIGINT'): truthy
+    self._previous: dict = {}
 
   def __enter__(self):
     def handler(signum, frame):
-      self.requested = True
+      if signum == signal.SIGINT and self.requested:
+        raise KeyboardInterrupt
+      if signum == signal.SIGINT:
+        log('Ctrl-C: saving a checkpoint after this step and stopping (Ctrl-C again aborts without saving)')
+      self.requested = signal.Signals(signum).name
     try:
-      self._previous = signal.signal(signal.SIGTERM, handler)
+      self._previous = {s: signal.signal(s, handler) for s in self.SIGNALS}
     except ValueError:  # not the main thread: no handler, nothing to restore
-      self._previous = None
+      self._previous = {}
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
-def stop_after_step(done: int, config, checkpointer, preempted: bool) -> bool:
+def stop_after_step(done: int, config, checkpointer, preempted: str) -> bool:
   """End-of-step hooks shared by trainers; True when the loop must stop (SIGTERM, already saved)."""
   if done == config.debug.kill_after_step:  # tests: a hard kill right after a checkpoint
     checkpointer.wait()
     os.kill(os.getpid(), signal.SIGKILL)
   if preempted:  # the step's checkpoint was saved (synchronously) for this
-    log(f'SIGTERM: saved step {done} to {checkpointer.directory}; exiting')
+    log(f'{preempted}: saved step {done} to {checkpointer.directory}; exiting')
     return True
   return False
 
