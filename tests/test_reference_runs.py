@@ -56,16 +56,9 @@ def _first_steps(config_name: str, reference: dict, tmp_path, demo_data_dir) -> 
 
 
 @pytest.mark.slow
-def test_demo_judge_first_steps_match_the_recorded_run(tmp_path, demo_data_dir):
-  got = _first_steps('judge', JUDGE_REFERENCE, tmp_path, demo_data_dir)
-  for step, (loss, grad_norm) in JUDGE_REFERENCE.items():
-    assert got[step][0] == pytest.approx(loss, rel=RTOL), f'judge step {step}: loss'
-    assert got[step][1] == pytest.approx(grad_norm, rel=RTOL), f'judge step {step}: grad norm'
-
-
-@pytest.mark.slow
-def test_demo_sft_first_steps_match_the_recorded_run(tmp_path, demo_data_dir):
-  got = _first_steps('sft', SFT_REFERENCE, tmp_path, demo_data_dir)
-  for step, (loss, grad_norm) in SFT_REFERENCE.items():
-    assert got[step][0] == pytest.approx(loss, rel=RTOL), f'sft step {step}: loss'
-    assert got[step][1] == pytest.approx(grad_norm, rel=RTOL), f'sft step {step}: grad norm'
+@pytest.mark.parametrize('config_name, reference', [('judge', JUDGE_REFERENCE), ('sft', SFT_REFERENCE)])
+def test_demo_first_steps_match_the_recorded_run(tmp_path, demo_data_dir, config_name, reference):
+  got = _first_steps(config_name, reference, tmp_path, demo_data_dir)
+  for step, (loss, grad_norm) in reference.items():
+    assert got[step][0] == pytest.approx(loss, rel=RTOL), f'{config_name} step {step}: loss'
+    assert got[step][1] == pytest.approx(grad_norm, rel=RTOL), f'{config_name} step {step}: grad norm'
