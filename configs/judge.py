@@ -34,7 +34,7 @@ def get_config(arg=None):
   c.peak_flops_per_device = 0.0
 
   c.model = config_lib.model_config(arg.size)
-  c.mesh = config_lib.default_mesh_config()
+  c.mesh = config_lib.default_mesh_config(arg.size)
   c.data = pipeline.default_config()
   c.data.seq_len = 384  # ~2 judge examples per row with the 'clauses' view (~190 tokens each)
 

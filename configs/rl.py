@@ -48,7 +48,7 @@ def get_config(arg=None):
   # Only the run fields (dtype, param_dtype, remat) apply: both architectures come from
   # policy_init / judge_init; all three models run with these fields.
   c.model = config_lib.model_config(arg.size)
-  c.mesh = config_lib.default_mesh_config()
+  c.mesh = config_lib.default_mesh_config(arg.size)
   c.data = pipeline.default_config()
   c.data.train_split = 'rl'  # prompt-only (prompt, category) records
   c.data.eval_split = 'eval'  # held-out requests, with the expected decision

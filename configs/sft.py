@@ -43,7 +43,7 @@ def get_config(arg=None):
   c.peak_flops_per_device = 0.0  # MFU denominator; 0 = measure a float32 matmul at start
 
   c.model = config_lib.model_config(arg.size)
-  c.mesh = config_lib.default_mesh_config()
+  c.mesh = config_lib.default_mesh_config(arg.size)
   c.data = pipeline.default_config()
 
   c.optim = ml_collections.ConfigDict(dict(

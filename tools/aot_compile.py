@@ -3,7 +3,7 @@
   pip install -r requirements.txt -r requirements-tpu.txt      # libtpu; nothing else needs it
   python tools/aot_compile.py --config configs/sft.py:size=llama3.1-8b --topology v5p:2x2x2
   python tools/aot_compile.py --config configs/rl.py:size=llama3.1-8b --topology v5p:4x4x4 \\
-      --config.mesh.fsdp=-1 --config.mesh.data=1 --json runs/aot/rl_8b_v5p64.json
+      --json runs/aot/rl_8b_v5p64.json
 
 No TPU is needed: libtpu compiles for the named topology (`jax.experimental.topologies`) on
 the CPU. Every program is the trainer's own (the same step builders, shardings and donation),

@@ -73,15 +73,16 @@ DEMO_CHANGES = (
 )
 XSTEST_LIMIT, SMOLLM2_NEW_TOKENS, SMOLLM2_SFT_STEPS = 100, 192, 30
 BENCH_ARGS = ('--parts', 'train,decode,rl', '--shapes', 'tiny,smollm2', '--rounds', '2')
-# The docs' AOT table: (config with its argument, topology, extra flags).
+# The docs' AOT table: (config with its argument, topology, extra flags); presets of >= 1B parameters
+# default to FSDP over every chip (config_lib.default_mesh_config).
 AOT_ROWS = (
     ('configs/sft.py:size=llama3.2-1b', 'v5p:2x2x2', ()),
     ('configs/sft.py:size=llama3.2-1b', 'v5e:4x4', ()),
-    ('configs/sft.py:size=llama3.1-8b', 'v5p:2x2x2', ('--config.mesh.data=1', '--config.mesh.fsdp=-1')),
-    ('configs/sft.py:size=llama3.1-8b', 'v5e:4x4', ('--config.mesh.data=1', '--config.mesh.fsdp=-1')),
-    ('configs/sft.py:size=qwen2.5-7b', 'v5p:2x2x2', ('--config.mesh.data=1', '--config.mesh.fsdp=-1')),
-    ('configs/rl.py:size=llama3.2-1b', 'v5p:4x4x4', ('--config.mesh.data=1', '--config.mesh.fsdp=-1')),
-    ('configs/rl.py:size=llama3.1-8b', 'v5p:4x4x4', ('--config.mesh.data=1', '--config.mesh.fsdp=-1')),
+    ('configs/sft.py:size=llama3.1-8b', 'v5p:2x2x2', ()),
+    ('configs/sft.py:size=llama3.1-8b', 'v5e:4x4', ()),
+    ('configs/sft.py:size=qwen2.5-7b', 'v5p:2x2x2', ()),
+    ('configs/rl.py:size=llama3.2-1b', 'v5p:4x4x4', ()),
+    ('configs/rl.py:size=llama3.1-8b', 'v5p:4x4x4', ()),
 )
 
 
