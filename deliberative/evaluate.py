@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import cli
+from deliberative.common import cli
 from deliberative.evals import baseline, generation, metrics, report, suites
 from deliberative.inference import LENGTH_BUCKETS, Policy, spec_prompt
 

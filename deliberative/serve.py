@@ -70,7 +70,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from deliberative import cli
+from deliberative.common import cli
 from deliberative.serving.httpd import ChatServer
 
 

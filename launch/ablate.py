@@ -269,7 +269,7 @@ def pareto_keys(columns: dict) -> tuple[str, str] | None:
 
 def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') -> dict:
   """ROOT/report.md, ROOT/metrics.json, ROOT/metrics.png and ROOT/pareto.png from each arm's eval."""
-  from deliberative import atomic
+  from deliberative.common import io as atomic
   from deliberative.evals import report
   root = os.path.abspath(root)
   columns, disagreements, notes, metas = read_arms(root, arms)

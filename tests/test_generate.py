@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from deliberative import errors
+from deliberative.common import errors, io as atomic
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, endpoint, pipeline, select, shards
 
@@ -356,7 +356,7 @@ def test_own_judge_grades_endpoint_completions_deterministically(server, tmp_pat
   assert all(r['judge'] == 'random-init:tiny' and len(r['grades']) == 2 for r in records)
   manifest = json.load(open(os.path.join(workdir, 'manifest.json')))
   manifest['done'] = [0]
-  shards.write_json(os.path.join(workdir, 'manifest.json'), manifest)
+  atomic.write_json(os.path.join(workdir, 'manifest.json'), manifest)
   os.unlink(shards.shard_path(workdir, 1))
   again = pipeline.run(c, workdir)
   assert shards.read_jsonl(again['traces']) == records

@@ -18,7 +18,7 @@ import pytest
 
 from deliberative import config_lib, train
 from deliberative.data import pipeline
-from deliberative.errors import ConfigMismatch
+from deliberative.common.errors import ConfigMismatch
 from deliberative.model import loading, source
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.tokenizer import Tokenizer

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from deliberative import checkpoints, train
-from deliberative.errors import CheckpointError, ConfigMismatch
+from deliberative.common.errors import CheckpointError, ConfigMismatch
 from tests.train_fixtures import REPO, tiny_sft_config
 
 

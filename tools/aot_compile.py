@@ -324,20 +324,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
-  from deliberative import cli, errors
+  from deliberative.common import cli, errors
   try:
     r = report(FLAGS.config, FLAGS.topology, FLAGS.programs)
   except errors.USER_ERRORS as e:
     cli.fail(e, sys.argv)
   print(format_report(r), flush=True)
   if FLAGS.json:
-    from deliberative.atomic import write_text
+    from deliberative.common.io import write_text
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
     write_text(FLAGS.json, json.dumps(r, indent=1, default=str) + '\n')
   return 0
 
 
 if __name__ == '__main__':
-  from deliberative import cli
+  from deliberative.common import cli
   define_flags()
   app.run(main, flags_parser=cli.parse_flags)

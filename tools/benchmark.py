@@ -186,7 +186,7 @@ def markdown(report: dict) -> str:
 
 
 def write_outputs(out_dir: str, report: dict) -> None:
-  from deliberative import atomic
+  from deliberative.common import io as atomic
   atomic.write_text(os.path.join(out_dir, 'benchmark.json'), json.dumps(report, indent=2, sort_keys=True) + '\n')
   atomic.write_text(os.path.join(out_dir, 'benchmark.md'), markdown(report))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path

@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deliberative import checkpoints, errors  # noqa: E402
+from deliberative import checkpoints  # noqa: E402
+from deliberative.common import errors  # noqa: E402
 from deliberative.model import gguf, hf, loading  # noqa: E402
 
 

@@ -43,7 +43,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from deliberative import atomic
+from deliberative.common import io as atomic
 from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, Template
 from deliberative.data.demo_jailbreak import Wrapper, wrappers_for

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from deliberative import errors
+from deliberative.common import errors
 from deliberative.serving import protocol
 from deliberative.serving.batcher import BatchWorker, Job, ServerStopped, token_bucket
 from deliberative.serving.protocol import RequestError

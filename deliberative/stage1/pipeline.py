@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from deliberative import errors
+from deliberative.common import errors, io as atomic
 from deliberative.data import datasets, schema, tfds_builder
 from deliberative.evals import graders as graders_lib
 from deliberative.judge_prompt import JudgeInput
@@ -270,8 +270,8 @@ def run(config, workdir: str) -> dict[str, Any]:
               f'{len(errors_so_far)} of {len(failed)} prompts failed at the endpoint after retries, more than '
               f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked done (a rerun '
               f'retries it). Failed prompt ids: {listed}' + (' ...' if len(errors_so_far) > 10 else ''))
-        shards.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None])
-        shards.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes)
+        atomic.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
+        atomic.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
         manifest.mark_done(index)
         outcomes.extend(shard_outcomes)
         done_now = len(outcomes) - done_before
@@ -286,14 +286,14 @@ def run(config, workdir: str) -> dict[str, Any]:
         pool.shutdown(wait=True)
   summary = _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
   summary.update(_write_traces(config, workdir, manifest, summary))
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
 
 def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[str, Any]:
   summary = shards.summarise(outcomes, total)
   summary['wall_seconds'] = round(seconds, 2)
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
 
@@ -305,7 +305,7 @@ def _write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapp
   if len(records) != summary['kept']:
     raise AssertionError(f'{len(records)} records in the shards, summary counts {summary["kept"]} kept')
   traces = os.path.join(workdir, 'traces', 'train.jsonl')
-  shards.write_jsonl(traces, records)
+  atomic.write_jsonl(traces, records, sort_keys=True)
   out: dict[str, Any] = {'traces': os.path.abspath(traces)}
   if not records:
     log('no record was kept: no dataset built (see summary.json: malformed_reasons, below_threshold)')

@@ -33,7 +33,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from deliberative import checkpoints
-from deliberative.errors import CheckpointError, debug_requested, one_line
+from deliberative.common.errors import CheckpointError, debug_requested, one_line
 from deliberative.model import layout
 
 JSON_ITEMS = ('data', 'meta')
