@@ -89,7 +89,7 @@ class Policy:
       messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
     ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
     if not self.reasoning:  # the generation prompt without its reasoning-block opening
-      from deliberative.tokenizer import without_reasoning_opener
+      from deliberative.tokenizer.base import without_reasoning_opener
       return without_reasoning_opener(ids, self.tokenizer.think_id)
     return list(ids)
 

@@ -41,7 +41,7 @@ from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import CACHE_SLOT_AXIS, Transformer, build, init_cache
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 __all__ = [
     'ANSWER_HEADER', 'COT_HEADER', 'DEFAULT_RUBRIC', 'GRADE_PROMPT', 'NUM_GRADES', 'REQUEST_HEADER', 'RUBRICS',

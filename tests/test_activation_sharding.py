@@ -96,7 +96,7 @@ def test_sampler_constrains_the_mlp_activation(setup):
 def test_judge_constrains_the_mlp_activation(setup):
   from deliberative.judge import Judge
   from deliberative.spec import Spec
-  from deliberative.tokenizer import Tokenizer
+  from deliberative.tokenizer.sentencepiece import Tokenizer
   tok = Tokenizer.load()
   L = 384
   judge = Judge(setup.model_cfg, tok, Spec.load(), spec_view='clauses', max_len=L, batch_buckets=(BATCH,),

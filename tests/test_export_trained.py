@@ -14,7 +14,7 @@ from deliberative import train
 from deliberative.data import pipeline
 from deliberative.model import loading
 from deliberative.model.sampler import Sampler, SamplingParams
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from tests.train_fixtures import tiny_sft_config
 
 

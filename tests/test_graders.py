@@ -265,7 +265,7 @@ def test_model_grader_on_a_tiny_random_model_with_the_project_tokenizer(spec):
   # Always runs: the project's sentencepiece layout (role and grade controls), a random model.
   from deliberative.model import loading
   from deliberative.model.config import ModelConfig
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   tok = load_tokenizer(None)
   cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
   grader = graders.ModelGrader(cfg, tok, loading.params_of(loading.create(cfg)), spec, spec_view='clauses',
@@ -335,7 +335,7 @@ def test_strongreject_rubric_fields_and_formula_on_a_tiny_random_model(spec):
   from deliberative.evals.suites import EvalItem
   from deliberative.model import loading
   from deliberative.model.config import ModelConfig
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   tok = load_tokenizer(None)
   cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
   grader = rubric.StrongRejectRubric(cfg, tok, loading.params_of(loading.create(cfg, seed=3)), spec,

@@ -17,7 +17,7 @@ from deliberative.judge import (Judge, JudgeInput, PromptTooLong, answer_only, b
 from deliberative.model import loading
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import CONTROL_TOKENS, Tokenizer
+from deliberative.tokenizer.sentencepiece import CONTROL_TOKENS, Tokenizer
 
 COT_MARKER = 'ZEBRAPINEAPPLE reasoning recalls clause IB.2 and decides to refuse'
 

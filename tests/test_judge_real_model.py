@@ -16,7 +16,7 @@ import pytest
 from deliberative.judge import GRADE_PROMPT, Judge, JudgeInput, min_of_k, suffix_overhead
 from deliberative.model import loading
 from deliberative.spec import Spec
-from deliberative.tokenizer import load_tokenizer
+from deliberative.tokenizer.load import load_tokenizer
 from tests.hf_fixtures import smollm2_gguf
 
 

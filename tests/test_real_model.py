@@ -21,8 +21,8 @@ from deliberative.data import pipeline
 from deliberative.common.errors import ConfigMismatch
 from deliberative.model import loading, source
 from deliberative.model.sampler import Sampler, SamplingParams
-from deliberative.tokenizer import Tokenizer
-from deliberative.tokenizer_json import HFTokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
+from deliberative.tokenizer.hf import HFTokenizer
 
 try:
   SMOLLM2 = config_lib.installed_model('smollm2')

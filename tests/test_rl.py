@@ -15,7 +15,7 @@ from deliberative.model import loading, losses
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import rl, rl_objective, rl_rollout
 from deliberative.trainers import state as state_lib
 from tests.train_fixtures import override

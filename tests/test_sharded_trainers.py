@@ -15,7 +15,7 @@ import pytest
 from deliberative import checkpoints, train
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import checkpointing
 from deliberative.trainers.metrics import read_metrics
 from tests.test_rl import JUDGE_FORMAT, TINY, _random_params, _rl_config, _scripted_policy_params

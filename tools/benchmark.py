@@ -351,7 +351,7 @@ class RLStep:
     from deliberative.data import demo, pipeline, schema, tokenized
     from deliberative.model import loading, sharding
     from deliberative.spec import Spec
-    from deliberative.tokenizer import Tokenizer
+    from deliberative.tokenizer.sentencepiece import Tokenizer
     from deliberative.trainers import rl as rl_trainer
     from deliberative.trainers import state as state_lib
     self.config = config = configs.rl.get_config()

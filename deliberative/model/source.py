@@ -105,7 +105,7 @@ class ModelSource:
     if self.kind == 'gguf':
       return os.path.abspath(self.path)
     if self.kind == 'hf':
-      # Our own sentencepiece runs export their model as tokenizer.model (hf_tokenizer.py): that
+      # Our own sentencepiece runs export their model as tokenizer.model (tokenizer/export.py): that
       # one, not the tokenizer.json built from it, whose chat template is no model family's.
       for name in ('tokenizer.model', 'tokenizer.json'):
         if os.path.isfile(os.path.join(self.path, name)):
@@ -149,7 +149,7 @@ def open_source(path: str, field: str = 'init_from') -> ModelSource:
 def tokenizer_for(path: str):
   """load_tokenizer(path), where `path` may also be a GGUF file (its imported directory's tokenizer)
   or 'default' (the packaged sentencepiece model)."""
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   if path == 'default':
     return load_tokenizer(None)
   if is_gguf(path):

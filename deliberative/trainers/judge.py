@@ -18,7 +18,7 @@ from deliberative import judge_metrics, judge_prompt
 from deliberative.data import datasets, pipeline, tokenized
 from deliberative.model import sharding
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers import supervised

@@ -22,7 +22,7 @@ from deliberative.data import datasets
 from deliberative.model import sharding, source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import metrics as metrics_lib
 from deliberative.trainers import resume, runtime
 from deliberative.trainers import state as state_lib

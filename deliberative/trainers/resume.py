@@ -22,7 +22,7 @@ from deliberative.common.errors import ConfigMismatch
 from deliberative.model import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers.checkpointing import read_json_item
 

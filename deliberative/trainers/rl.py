@@ -37,7 +37,8 @@ from deliberative.model import loading, source
 from deliberative.model.config import ModelConfig
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Completion, Tokenizer
+from deliberative.tokenizer.base import Completion
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import loop, rl_objective, rl_rollout, runtime
 from deliberative.trainers import state as state_lib
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from deliberative.data.pipeline import PromptBatch
 from deliberative.model.sampler import SampleOutput
-from deliberative.tokenizer import Completion, Tokenizer
+from deliberative.tokenizer.base import Completion
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 
 def repeat_prompts(prompts: PromptBatch, group_size: int) -> tuple[list[list[int]], list[dict], np.ndarray]:

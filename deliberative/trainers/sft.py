@@ -18,7 +18,7 @@ from deliberative.data import pipeline
 from deliberative.model import sharding
 from deliberative.model.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers import supervised
