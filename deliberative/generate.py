@@ -1,4 +1,4 @@
-"""Stage 1 entry point: spec-conditioned traces with judge filtering (DESIGN.md step 2).
+"""Stage 1 entry point: spec-conditioned traces with judge filtering (docs/design.md, stage 2).
 
   python -m deliberative.generate --config configs/generate.py [--workdir runs/generate]
   python -m deliberative.generate --config configs/generate.py:smoke --workdir /tmp/gen

@@ -83,7 +83,7 @@ def test_rl_steps_constrain_the_mlp_activation(setup):
 
 
 def test_sampler_constrains_the_mlp_activation(setup):
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   sampler = Sampler(setup.model_cfg, stop_ids=(0,), length_buckets=(SEQ,), batch_buckets=(BATCH,),
                     batch_multiple=sharding.batch_multiple(setup.mesh, setup.rules), mesh=setup.mesh,
                     rules=setup.rules)

@@ -17,7 +17,8 @@ import tokenizers
 import torch
 import transformers
 
-from deliberative.model import gguf, loading
+from deliberative.weights import gguf, source
+from deliberative.model import loading
 from tests.hf_fixtures import smollm2_gguf, tiny_hf_model
 
 
@@ -65,7 +66,7 @@ def test_logits_equal_transformers_on_a_chat_prompt(imported, reference):
   tok, ref = reference
   ids = _ids(tok.apply_chat_template(CHAT, add_generation_prompt=True))
   assert len(ids) == 64
-  cfg, model, meta = loading.load(out)
+  cfg, model, meta = source.load(out)
   assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (30, 576, 9, 3, 49152)
   assert cfg.tie_embeddings and cfg.param_count() == 134_515_008 and meta['source'] == f'gguf:{SMOLLM}'
   ours = np.asarray(model(jnp.asarray([ids]))[0][0])

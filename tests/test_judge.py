@@ -305,7 +305,8 @@ def test_judge_metrics_keys_and_values():
 def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path, demo_data_dir):
   """configs/judge.py:smoke end to end: summary has the agreement keys, checkpoints say how to prompt it."""
   import configs.judge
-  from deliberative import checkpoints, config_lib, train
+  from deliberative.weights import checkpoints
+  from deliberative import config_lib, train
   from tests.train_fixtures import override
   c = configs.judge.get_config('smoke')
   c.model = config_lib.model_config('tiny', d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.common.errors import CheckpointError, ConfigMismatch
 from tests.train_fixtures import REPO, tiny_sft_config
 

@@ -9,7 +9,7 @@ from flax import nnx
 
 from deliberative.model import loading
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
 

@@ -13,10 +13,12 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from deliberative import checkpoints, config_lib
-from deliberative.model import gguf, hf, layout, loading, sharding
+from deliberative.weights import checkpoints, source
+from deliberative import config_lib
+from deliberative.weights import gguf, hf
+from deliberative.model import layout, loading, sharding
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.trainers.checkpointing import Checkpointer
 
 CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=48, head_dim=8)
@@ -91,7 +93,7 @@ def test_hf_export_and_import_across_layouts(tmp_path, export_scanned):
   src_cfg, src_model = (scanned.cfg, scanned) if export_scanned else (unrolled.cfg, unrolled)
   out = str(tmp_path / 'hf')
   hf.export(loading.params_of(src_model), src_cfg, out, max_shard_bytes=20_000)
-  cfg, model, _ = loading.load(out, scan_layers=not export_scanned)
+  cfg, model, _ = source.load(out, scan_layers=not export_scanned)
   assert cfg.scan_layers == (not export_scanned)
   expected = loading.params_of(unrolled if export_scanned else scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
@@ -146,12 +148,12 @@ def test_orbax_params_load_under_the_other_setting(tmp_path, monkeypatch, saved_
   assert jax.tree.map(lambda x: x.sharding, restored) == jax.tree.map(lambda x: x.sharding, abstract)
 
   # The whole load path (source -> architecture with the run's setting -> params).
-  cfg2, model, _ = loading.load(str(tmp_path), scan_layers=not saved_scanned)
+  cfg2, model, _ = source.load(str(tmp_path), scan_layers=not saved_scanned)
   assert cfg2.scan_layers == (not saved_scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
   # A path relative to the working directory (`evaluate --checkpoint runs/sft`) loads the same.
   monkeypatch.chdir(tmp_path.parent)
-  _, model, _ = loading.load(tmp_path.name, scan_layers=not saved_scanned)
+  _, model, _ = source.load(tmp_path.name, scan_layers=not saved_scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
 
 

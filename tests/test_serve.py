@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from deliberative import serve, train
-from deliberative.inference import Policy
+from deliberative.inference.policy import Policy
 from deliberative.model import loading
-from deliberative.model.sampler import SamplingParams
+from deliberative.inference.sampler import SamplingParams
 from tests.train_fixtures import REPO, tiny_sft_config
 
 MAX_BATCH = 8

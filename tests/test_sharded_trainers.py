@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer

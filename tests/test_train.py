@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.trainers.runtime import NonFiniteLoss
 from tests.train_fixtures import REPO, cli_args, losses, tiny_sft_config
 
@@ -139,7 +140,8 @@ def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_d
 
 
 def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
-  from deliberative.model import hf, loading
+  from deliberative.weights import hf
+  from deliberative.model import loading
   config = tiny_sft_config(demo_data_dir, total_steps=2)
   from deliberative.model.config import ModelConfig
   model_cfg = ModelConfig.from_dict(config.model)

@@ -171,9 +171,10 @@ def supervised_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
 def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   import jax
   import jax.numpy as jnp
-  from deliberative.model import loading, sharding, source
+  from deliberative.model import loading, sharding
+  from deliberative.weights import source
   from deliberative.model.config import ModelConfig
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   from deliberative.spec import Spec
   from deliberative.trainers import rl, rl_objective
   from deliberative.trainers import state as state_lib

@@ -243,9 +243,9 @@ def _prompts(cfg, batch: int) -> np.ndarray:
 
 def ours_decode(cfg, batch: int, rounds: int) -> dict:
   import jax
-  from deliberative import inference
+  from deliberative.inference import policy as inference
   from deliberative.model import loading
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   # Stop id = vocab_size: never sampled, so all rows run the full 128 steps like the peers.
   sampler = Sampler(cfg, stop_ids=(cfg.vocab_size,), pad_id=0, length_buckets=(PROMPT_LEN,), batch_buckets=(batch,))
   params = inference.random_params(loading.abstract_params(cfg), seed=0)
@@ -347,7 +347,7 @@ class RLStep:
   def __init__(self, rounds: int):
     import jax
     import configs.rl
-    from deliberative import inference
+    from deliberative.inference import policy as inference
     from deliberative.data import demo, pipeline, schema, tokenized
     from deliberative.model import loading, sharding
     from deliberative.spec import Spec

@@ -15,7 +15,7 @@ import jax
 
 from deliberative.evals import citations, graders
 from deliberative.evals.citations import governing_clause_ids
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer
 

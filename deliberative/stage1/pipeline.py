@@ -23,7 +23,8 @@ import numpy as np
 from deliberative.common import errors, io as atomic
 from deliberative.data import datasets, schema, tfds_builder
 from deliberative.evals import graders as graders_lib
-from deliberative.judge_prompt import JudgeInput
+from deliberative.judge import format as judge_format_lib
+from deliberative.judge.prompt import JudgeInput
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, prompt as prompt_lib, select as select_lib, shards
 from deliberative.stage1.endpoint import Endpoint, EndpointError
@@ -73,16 +74,12 @@ def load_prompt_records(cfg) -> list[dict[str, Any]]:
 # --- backends -----------------------------------------------------------------------------------
 
 def judge_format(judge_cfg, spec_version: str) -> dict[str, Any]:
-  """The own judge's prompt format: trainers/rl.judge_format (what the checkpoint recorded, else the
-  paper's prompt) with the config's non-empty fields winning; a random-init judge records none."""
-  import ml_collections
-  from deliberative.trainers import rl
-  given = {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len') if judge_cfg[k]}
+  """The own judge's prompt format: what its checkpoint recorded (else the paper's prompt), the
+  config's non-empty fields winning; a random-init judge records none."""
   if not judge_cfg.checkpoint:
-    return {**rl.UNRECORDED_JUDGE_FORMAT, **given}
-  shim = ml_collections.ConfigDict({'judge_init': judge_cfg.checkpoint,
-                                    'judge': {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len')}})
-  return rl.judge_format(shim, spec_version, log=log, sees_cot=bool(judge_cfg.answer_and_cot))
+    return {**judge_format_lib.UNRECORDED_JUDGE_FORMAT, **judge_format_lib.given_fields(judge_cfg)}
+  return judge_format_lib.resolve(judge_cfg.checkpoint, judge_cfg, spec_version, log=log,
+                                  sees_cot=bool(judge_cfg.answer_and_cot))
 
 
 def make_backends(config, spec: Spec):
@@ -101,7 +98,7 @@ def make_backends(config, spec: Spec):
 
   b = config.base
   if b.backend == 'own':
-    from deliberative.model.sampler import SamplingParams
+    from deliberative.inference.sampler import SamplingParams
     policy = policy_for(b, 'base.checkpoint', b.max_new_tokens, b.max_prompt_len)
     think_tags = b.think_tags == 'on' or (b.think_tags == 'auto' and not policy.reasoning)
     sampling = SamplingParams(temperature=b.temperature, top_k=b.top_k, top_p=b.top_p, max_new_tokens=b.max_new_tokens)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from deliberative import judge as judge_lib
-from deliberative import judge_metrics, judge_prompt
+from deliberative.judge import metrics as judge_metrics, prompt as judge_prompt
 from deliberative.data import datasets, pipeline, tokenized
 from deliberative.model import sharding
 from deliberative.spec import Spec

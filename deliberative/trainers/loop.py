@@ -19,7 +19,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from deliberative.data import datasets
-from deliberative.model import sharding, source
+from deliberative.model import sharding
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer

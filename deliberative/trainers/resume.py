@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from deliberative.common import io as atomic
 from deliberative.common.errors import ConfigMismatch
-from deliberative.model import source
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer

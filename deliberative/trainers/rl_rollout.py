@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from deliberative.data.pipeline import PromptBatch
-from deliberative.model.sampler import SampleOutput
+from deliberative.inference.sampler import SampleOutput
 from deliberative.tokenizer.base import Completion
 from deliberative.tokenizer.sentencepiece import Tokenizer
 

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deliberative.model import losses, sharding, source
+from deliberative.model import losses, sharding
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer
