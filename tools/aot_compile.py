@@ -171,6 +171,7 @@ def supervised_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
 def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   import jax
   import jax.numpy as jnp
+  from deliberative.judge import format as judge_format
   from deliberative.model import loading, sharding
   from deliberative.weights import source
   from deliberative.model.config import ModelConfig
@@ -229,10 +230,11 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
     # program; the prefix-cache path scores shorter suffixes against a cached spec.
     tokenizer = source.run_tokenizer(config)
     if judge_found:
-      fmt, judge_tok = rl.judge_format(config, log=lambda _: None), rl.judge_tokenizer(config, tokenizer)
+      fmt = judge_format.resolve(config.judge_init, config.judge, log=lambda _: None)
+      judge_tok = rl.judge_tokenizer(config, tokenizer)
     else:  # what a judge without a record is prompted with, as config.judge sets it
-      fmt = dict(rl.UNRECORDED_JUDGE_FORMAT, **{k: v for k, v in config.judge.items()
-                                                if k in rl.UNRECORDED_JUDGE_FORMAT and v})
+      fmt = dict(judge_format.UNRECORDED_JUDGE_FORMAT, **{k: v for k, v in config.judge.items()
+                                                          if k in judge_format.UNRECORDED_JUDGE_FORMAT and v})
       judge_tok = tokenizer
     judge = rl.make_judge(config, judge_cfg, judge_tok, Spec.load(config.spec or None),
                           rows, batch_multiple, fmt, mesh, rules)
