@@ -124,13 +124,22 @@ def circles(graph: Mapping[str, set[str]]) -> list[list[str]]:
   return sorted(found)
 
 
+def room_of(name: str) -> str:
+  """The folder a module lives in (a top-level module is a room of its own)."""
+  parts = name.split('.')
+  return '.'.join(parts[:2])
+
+
 def check(root: Path) -> dict:
   files = module_files(root)
   graph = {name: imports_of(name, path, files) for name, path in files.items()}
   lines = {name: len(path.read_text(encoding='utf-8').splitlines()) for name, path in files.items()}
   back = sorted((a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
   longest = max(lines, key=lines.get)
-  return {'modules': len(files), 'package_lines': sum(lines.values()), 'longest': (longest, lines[longest]),
+  rooms = {room_of(name) for name in files if name != PACKAGE}
+  room_arrows = {(room_of(a), room_of(b)) for a, targets in graph.items() for b in targets
+                 if a != PACKAGE and room_of(a) != room_of(b)}
+  return {'rooms': len(rooms), 'room_arrows': len(room_arrows), 'modules': len(files), 'package_lines': sum(lines.values()), 'longest': (longest, lines[longest]),
           'arrows': sum(len(t) for t in graph.values()), 'circles': circles(graph), 'back_arrows': back,
           'graph': graph}
 
@@ -141,6 +150,7 @@ def main(argv=None) -> int:
   parser.add_argument('--edges', action='store_true', help='print every arrow too')
   args = parser.parse_args(argv)
   r = check(Path(args.root))
+  print(f"rooms {r['rooms']} (folders and top-level modules)  arrows between rooms {r['room_arrows']}")
   print(f"modules {r['modules']}  package lines {r['package_lines']}  longest {r['longest'][0]} "
         f"({r['longest'][1]} lines)  arrows {r['arrows']}  circles {len(r['circles'])}  "
         f"back-arrows {len(r['back_arrows'])}")
