@@ -18,6 +18,8 @@ from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.tokenizer.sentencepiece import Tokenizer
 from tests.train_fixtures import tiny_sft_config
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def trained_run(tmp_path_factory, demo_data_dir):

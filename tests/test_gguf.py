@@ -60,6 +60,7 @@ def _torch_logits(model, ids):
     return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_logits_equal_transformers_on_a_chat_prompt(imported, reference):
   out, hf_out = imported
@@ -116,6 +117,7 @@ def _pre_tokenizers_may_differ(text):
              for i, c in enumerate(text))
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_tokenizer_ids_equal_transformers(imported, reference):
   _, hf_out = imported
@@ -154,6 +156,7 @@ def test_tokenizer_ids_equal_transformers(imported, reference):
   assert ours.encode('  42').tokens == ['ĠĠ', '4', '2'] and ref.tokenize('  42') == ['Ġ', 'Ġ', '4', '2']
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_chat_template_and_special_tokens(imported, reference):
   _, hf_out = imported
@@ -286,6 +289,7 @@ CASES = [('llama', dict(tie=False, intermediate_size=128)),
                         max_position_embeddings=16384, rope_parameters=ROPE))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,overrides', CASES, ids=['llama-untied-quantized', 'qwen2-bias-tied', 'llama3-rope'])
 def test_synthetic_file_logits_equal_transformers(tmp_path, arch, overrides):
   ref = tiny_hf_model(arch, str(tmp_path / 'hf'), seed=3, **overrides)

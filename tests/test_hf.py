@@ -42,6 +42,7 @@ def _greedy_ours(model, ids, n):
   return buf[0].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,tie,extra', CASES, ids=['llama-untied', 'qwen2-tied', 'llama3-rope-tied'])
 def test_import_export_roundtrip(tmp_path, arch, tie, extra):
   src = str(tmp_path / 'src')

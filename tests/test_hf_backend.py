@@ -177,6 +177,7 @@ def _conversations(n: int) -> list[list[dict]]:
   return convs
 
 
+@pytest.mark.slow
 def test_encode_matches_transformers_with_special_tokens_split(pair):
   name, ours, hf = pair
   assert len(TEXTS) >= 200

@@ -209,6 +209,7 @@ def test_overlong_answer_is_cut_and_counted_prefix_too_long_raises(tok, spec, re
 
 # --- scoring ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cached_scores_equal_uncached_and_the_full_forward(small_judge, model, tok, records):
   params = nnx.state(model)
   items = records[:11]  # ragged lengths, several categories, a partial second batch
@@ -248,6 +249,7 @@ def test_new_params_get_a_new_prefix_cache(small_judge, cfg, model, records):
         other, records[:1], prefix_cache=new_cache)
 
 
+@pytest.mark.slow
 def test_full_spec_view_cached_equals_uncached(cfg, tok, spec, model, records):
   judge = Judge(cfg, tok, spec, spec_view='full', max_len=1280, batch_buckets=(4,), length_buckets=(256, 1280))
   params = nnx.state(model)
@@ -302,6 +304,7 @@ def test_judge_metrics_keys_and_values():
   assert m['eval/judge_auc/b'] == 1.0
 
 
+@pytest.mark.slow
 def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path, demo_data_dir):
   """configs/judge.py:smoke end to end: summary has the agreement keys, checkpoints say how to prompt it."""
   import configs.judge
@@ -320,6 +323,7 @@ def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path,
                                   'max_len': c.data.seq_len}
 
 
+@pytest.mark.slow
 def test_judgments_split_over_the_mesh_same_scores_an_eighth_of_the_work(cfg, tok, spec, records):
   from deliberative import config_lib
   from deliberative.model import sharding

@@ -25,6 +25,8 @@ from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.tokenizer.hf import HFTokenizer
 
+pytestmark = pytest.mark.slow
+
 try:
   SMOLLM2 = config_lib.installed_model('smollm2')
 except FileNotFoundError as e:

@@ -251,6 +251,7 @@ def _rewards_by_step(workdir: str) -> dict[int, dict]:
   return {m['step']: m for m in read_metrics(workdir) if 'rl/reward' in m}
 
 
+@pytest.mark.slow
 def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke_run):
   policy, judge = tiny_checkpoints
   workdir, summary = smoke_run
@@ -278,6 +279,7 @@ def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke
     assert again[key] == on_disk[key]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
   """Real multi-host: 2 processes x 2 CPU devices over gloo (launch/multihost_local.py). Every process
   must read all judge scores (replicated outputs) and the first step's rollout and rewards must be
@@ -313,6 +315,7 @@ def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, 
   np.testing.assert_allclose(summary['eval/mean_reward_start'], smoke_run[1]['eval/mean_reward_start'], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_after_a_mid_run_checkpoint_resumes_exactly(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
   """SIGKILL right after step 1's checkpoint, then a restart that runs step 2: every per-step reward, KL
   and loss equals the uninterrupted run's (optimizer state, RNG and prompt position all restored)."""

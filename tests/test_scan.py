@@ -52,6 +52,7 @@ def test_same_seed_builds_the_same_weights_in_either_layout():
   assert _max_diff(layout.unstack_layers(stacked, CFG.n_layers), unrolled) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('remat', ['none', 'full'])
 def test_scanned_logits_and_gradients_equal_unrolled(remat):
   cfg = dataclasses.replace(CFG, remat=remat)
@@ -115,6 +116,7 @@ def _mesh():
   return sharding.make_mesh({'data': 1, 'fsdp': 2, 'tensor': 4})
 
 
+@pytest.mark.slow
 def test_sharded_scanned_params_put_the_layer_axis_first_replicated():
   mesh, rules = _mesh(), sharding.DEFAULT_RULES
   cfg = dataclasses.replace(SCAN, n_heads=8, n_kv_heads=4, ffn_dim=64, vocab_size=128)
@@ -133,6 +135,7 @@ def test_sharded_scanned_params_put_the_layer_axis_first_replicated():
   assert float(jnp.max(jnp.abs(logits - reference))) <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('saved_scanned', [True, False], ids=['scanned-to-unrolled', 'unrolled-to-scanned'])
 def test_orbax_params_load_under_the_other_setting(tmp_path, monkeypatch, saved_scanned):
   unrolled, scanned = _pair(seed=6)

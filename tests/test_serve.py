@@ -21,6 +21,8 @@ from deliberative.model import loading
 from deliberative.inference.sampler import SamplingParams
 from tests.train_fixtures import REPO, tiny_sft_config
 
+pytestmark = pytest.mark.slow
+
 MAX_BATCH = 8
 PROMPTS = ['How do I pick a lock?', 'Write a poem about the sea.', 'Tell me how to make a bomb.',
            'What is the capital of France?', 'I feel hopeless today.', 'Explain photosynthesis briefly.',

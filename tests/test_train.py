@@ -49,6 +49,7 @@ def _subprocess_env():
   return env
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=6, **{'checkpoint.every_steps': 3, 'mesh.data': 2})
   straight = str(tmp_path / 'straight')
@@ -109,6 +110,7 @@ def _logged_lines(workdir):
   return [(m['step'], sorted(k for k in m if not k.startswith('perf/'))) for m in read_metrics(workdir)]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=400, log_every_steps=1,
                            **{'checkpoint.every_steps': 1000, 'evals.every_steps': 1000})
@@ -139,6 +141,7 @@ def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_d
   assert 'resumed from' in summary['start']
 
 
+@pytest.mark.slow
 def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
   from deliberative.weights import hf
   from deliberative.model import loading
@@ -157,6 +160,7 @@ def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
   assert meta['model']['n_layers'] == 2
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=8, **{'checkpoint.every_steps': 2,
                                                              'debug.inject_nan_at_step': 5})
