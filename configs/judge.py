@@ -40,7 +40,7 @@ def get_config(arg=None):
 
   c.judge = ml_collections.ConfigDict(dict(
       train_split='judge_train', eval_split='judge_eval',
-      rubric='brief',  # a key of deliberative.judge_prompt.RUBRICS
+      rubric='brief',  # a key of deliberative.judge.prompt.RUBRICS
       # 'full' = spec(category) as in the paper (~1000 tokens with the rubric); 'category' = that policy's
       # full text (~450); 'clauses' = its clause ids by decision (~60): what a CPU demo can afford.
       spec_view='clauses',

@@ -31,9 +31,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import cli, run_lock
+from deliberative.common import cli, run_lock
 from deliberative.evals import baseline, generation, metrics, report, suites
-from deliberative.inference import LENGTH_BUCKETS, Policy, spec_prompt
+from deliberative.inference.policy import LENGTH_BUCKETS, Policy, spec_prompt
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python -m deliberative.evaluate', description=__doc__,

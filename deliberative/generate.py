@@ -1,4 +1,4 @@
-"""Stage 1 entry point: spec-conditioned traces with judge filtering (DESIGN.md step 2).
+"""Stage 1 entry point: spec-conditioned traces with judge filtering (docs/design.md, stage 2).
 
   python -m deliberative.generate --config configs/generate.py [--workdir runs/generate]
   python -m deliberative.generate --config configs/generate.py:smoke --workdir /tmp/gen
@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deliberative import cli, errors
+from deliberative.common import cli, errors
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with ":arg".', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config.name>).')
@@ -33,7 +33,7 @@ flags.mark_flags_as_required(['config'])
 
 def run(config, workdir: str | None = None) -> dict:
   """Programmatic entry: what `main` does, for tests and notebooks."""
-  from deliberative import run_lock
+  from deliberative.common import run_lock
   workdir = workdir or os.path.join('runs', config.name)
   with run_lock.WorkdirLock(workdir, what='trace generation'):  # one writer per workdir
     if 'labels' in config:  # configs/generate.py:source=labels: stage 1 with the labels as the judge

@@ -70,7 +70,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from deliberative import cli
+from deliberative.common import cli
 from deliberative.serving.httpd import ChatServer
 
 
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-  from deliberative.inference import Policy
+  from deliberative.inference.policy import Policy
   if args.max_batch < 1 or args.max_new_tokens < 1:
     raise ValueError('--max_batch and --max_new_tokens must be >= 1')
   log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731

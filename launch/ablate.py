@@ -278,7 +278,7 @@ def pareto_keys(columns: dict) -> tuple[str, str] | None:
 
 def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') -> dict:
   """ROOT/report.md, ROOT/metrics.json, ROOT/metrics.png and ROOT/pareto.png from each arm's eval."""
-  from deliberative import atomic
+  from deliberative.common import io as atomic
   from deliberative.evals import report
   root = os.path.abspath(root)
   columns, disagreements, notes, metas = read_arms(root, arms)
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
           f'{len(steps)} steps under {root}', flush=True)
   if args.dry_run:
     return run_steps(steps, root, args.dry_run)
-  from deliberative import run_lock
+  from deliberative.common import run_lock
   with run_lock.WorkdirLock(root, what='ablation grid'):  # two grids on one root would train each arm twice
     rc = run_steps(steps, root, args.dry_run)
     if rc:

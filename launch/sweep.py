@@ -278,7 +278,7 @@ def plot_results(path: str, rows: list[dict], swept: list[str], metric: str):
 
 def write_results(root: str, names: list[str], runs: list[dict], sort_by: str, ascending: bool = False,
                   title: str = 'Sweep results') -> dict:
-  from deliberative import atomic
+  from deliberative.common import io as atomic
   rows = sort_rows(collect(root, names, runs), sort_by, descending=not ascending)
   swept, metric_keys = table_columns(rows, varying(runs), sort_by)
   paths = {'md': os.path.join(root, 'results.md'), 'csv': os.path.join(root, 'results.csv'),
@@ -343,7 +343,7 @@ def main(argv=None, launch=None) -> int:
     return 0
   previous = read_runs_json(root)
   if not args.dry_run:
-    from deliberative import atomic
+    from deliberative.common import io as atomic
     atomic.write_text(os.path.join(root, 'runs.json'), json.dumps(dict(zip(names, runs)), indent=2) + '\n')
 
   todo = []

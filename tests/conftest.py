@@ -15,6 +15,12 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+  # The edit-test loop runs `pytest -m "not slow" tests`; CI and a plain `pytest tests` run all.
+  config.addinivalue_line('markers', 'slow: real models, subprocess runs, AOT compiles or whole trainer runs '
+                                     '(deselect with -m "not slow")')
+
+
 @pytest.fixture(scope='session')
 def demo_data_dir(tmp_path_factory):
   from deliberative.data import datasets

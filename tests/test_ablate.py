@@ -177,6 +177,7 @@ def test_a_failed_step_stops_the_grid_naming_the_arm_and_its_log(tmp_path, capsy
   assert 'done already' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_smoke_grid_end_to_end(tmp_path, demo_data_dir, capsys):
   """Two arms for real (the whole five-arm smoke grid takes ~6 minutes on 2 cores: see the report):
   the tiny base (SFT's init, saved at learning rate 0) and a 2-step SFT, each evaluated, then combined."""

@@ -83,7 +83,7 @@ def test_rl_steps_constrain_the_mlp_activation(setup):
 
 
 def test_sampler_constrains_the_mlp_activation(setup):
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   sampler = Sampler(setup.model_cfg, stop_ids=(0,), length_buckets=(SEQ,), batch_buckets=(BATCH,),
                     batch_multiple=sharding.batch_multiple(setup.mesh, setup.rules), mesh=setup.mesh,
                     rules=setup.rules)
@@ -96,7 +96,7 @@ def test_sampler_constrains_the_mlp_activation(setup):
 def test_judge_constrains_the_mlp_activation(setup):
   from deliberative.judge import Judge
   from deliberative.spec import Spec
-  from deliberative.tokenizer import Tokenizer
+  from deliberative.tokenizer.sentencepiece import Tokenizer
   tok = Tokenizer.load()
   L = 384
   judge = Judge(setup.model_cfg, tok, Spec.load(), spec_view='clauses', max_len=L, batch_buckets=(BATCH,),

@@ -32,6 +32,7 @@ def _run(tmp_path, *args):
   return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_sft_step_compiles_for_v5e_and_fits(tmp_path):
   proc, r = _run(tmp_path, '--config', 'configs/sft.py', '--topology', 'v5e:2x2',
@@ -50,6 +51,7 @@ def test_sft_step_compiles_for_v5e_and_fits(tmp_path):
   assert '| train_step |' in proc.stdout and '-> fits' in proc.stdout
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_a_batch_too_large_does_not_fit_and_says_by_how_much(tmp_path):
   # 512 x 2,048 tokens of float32 [B, L, 4,096] logits: ~16 GiB per chip of a 16 GiB v5e.
@@ -60,6 +62,7 @@ def test_a_batch_too_large_does_not_fit_and_says_by_how_much(tmp_path):
   assert 'RESOURCE_EXHAUSTED' in r['programs'][0]['error'] and 'does NOT fit' in proc.stdout
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_rl_programs_share_one_mesh_with_resident_models(tmp_path):
   proc, r = _run(tmp_path, '--config', 'configs/rl.py', '--topology', 'v5e:2x2', '--config.mesh.data=1',

@@ -11,6 +11,7 @@ import pytest
 
 from deliberative.data import demo, demo_assets
 from deliberative.data.demo_jailbreak import KINDS, WRAPPERS, wrappers_for
+from deliberative.evals.graders import classify_demo_answer
 from deliberative.spec import DEFAULT_PATH, Spec
 
 TRACE_SPLITS = ('train', 'eval', 'eval_overrefuse', 'eval_jailbreak')
@@ -239,17 +240,23 @@ def test_every_possible_prompt_fits():
                     assert longest + len(wrapper.template.text.split()) - 1 <= 40, (template.id, wrapper.id)
 
 
+def classify_answer(text: str) -> str:
+    """The decision the evaluation's demo grader reads out of `text` (what the generator's
+    phrasings must survive)."""
+    return classify_demo_answer(text)[0]
+
+
 def test_classify_answer_recovers_every_decision(data):
     for record in trace_records(data):
-        assert demo.classify_answer(record['answer']) == record['decision'], record['answer']
+        assert classify_answer(record['answer']) == record['decision'], record['answer']
     expected = {'good': None, 'over_refusal': 'refuse', 'cold_refusal': 'refuse',
                 'lecturing_refusal': 'refuse', 'unhelpful': 'comply', 'no_disclaimer': 'comply'}
     for record in data['judge_train'] + data['judge_eval']:
         if record['kind'] in expected:
             want = expected[record['kind']] or record['decision']
-            assert demo.classify_answer(record['answer']) == want, record
+            assert classify_answer(record['answer']) == want, record
         if record['kind'] == 'unsafe_comply':
-            assert demo.classify_answer(record['answer']) == 'comply'
+            assert classify_answer(record['answer']) == 'comply'
 
 
 @pytest.mark.parametrize('text,decision', [
@@ -262,7 +269,7 @@ def test_classify_answer_recovers_every_decision(data):
     ('Sure! Step 1: gather the materials.', 'comply'),
 ])
 def test_classify_answer_examples(text, decision):
-    assert demo.classify_answer(text) == decision
+    assert classify_answer(text) == decision
 
 
 def test_judge_splits(data):

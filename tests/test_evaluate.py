@@ -10,6 +10,8 @@ from deliberative import evaluate, train
 from deliberative.evals import suites
 from tests.train_fixtures import tiny_sft_config
 
+pytestmark = pytest.mark.slow
+
 
 FINAL_SPLITS = 'eval_overrefuse,eval_jailbreak'
 

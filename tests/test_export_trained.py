@@ -13,9 +13,12 @@ import transformers
 from deliberative import train
 from deliberative.data import pipeline
 from deliberative.model import loading
-from deliberative.model.sampler import Sampler, SamplingParams
-from deliberative.tokenizer import Tokenizer
+from deliberative.weights import source
+from deliberative.inference.sampler import Sampler, SamplingParams
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from tests.train_fixtures import tiny_sft_config
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
@@ -33,7 +36,7 @@ def trained_export(trained_run):
   config, workdir = trained_run
   out = os.path.join(os.path.dirname(workdir), 'hf')
   assert tools.export_hf.main(['--checkpoint', workdir, '--out', out]) == 0
-  cfg, model, _ = loading.load(workdir)
+  cfg, model, _ = source.load(workdir)
   return config, cfg, model, out
 
 

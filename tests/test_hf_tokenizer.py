@@ -1,4 +1,4 @@
-"""Hugging Face export of the tokenizer: id-for-id equal to `Tokenizer` (hf_tokenizer.py).
+"""Hugging Face export of the tokenizer: id-for-id equal to `Tokenizer` (tokenizer/export.py).
 
 Equal everywhere, with these documented HF behaviours pinned below:
 - Chats are safe with default arguments: `apply_chat_template(messages)` matches
@@ -19,8 +19,8 @@ import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deliberative.hf_tokenizer import _ESCAPE, hf_generation_config, write_hf_tokenizer
-from deliberative.tokenizer import CONTROL_TOKENS, Tokenizer
+from deliberative.tokenizer.export import _ESCAPE, hf_generation_config, write_hf_tokenizer
+from deliberative.tokenizer.sentencepiece import CONTROL_TOKENS, Tokenizer
 
 TOK = Tokenizer.load()
 # Spellings HF would read as special tokens; ours never does.

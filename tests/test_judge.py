@@ -17,7 +17,7 @@ from deliberative.judge import (Judge, JudgeInput, PromptTooLong, answer_only, b
 from deliberative.model import loading
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import CONTROL_TOKENS, Tokenizer
+from deliberative.tokenizer.sentencepiece import CONTROL_TOKENS, Tokenizer
 
 COT_MARKER = 'ZEBRAPINEAPPLE reasoning recalls clause IB.2 and decides to refuse'
 
@@ -209,6 +209,7 @@ def test_overlong_answer_is_cut_and_counted_prefix_too_long_raises(tok, spec, re
 
 # --- scoring ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cached_scores_equal_uncached_and_the_full_forward(small_judge, model, tok, records):
   params = nnx.state(model)
   items = records[:11]  # ragged lengths, several categories, a partial second batch
@@ -248,6 +249,7 @@ def test_new_params_get_a_new_prefix_cache(small_judge, cfg, model, records):
         other, records[:1], prefix_cache=new_cache)
 
 
+@pytest.mark.slow
 def test_full_spec_view_cached_equals_uncached(cfg, tok, spec, model, records):
   judge = Judge(cfg, tok, spec, spec_view='full', max_len=1280, batch_buckets=(4,), length_buckets=(256, 1280))
   params = nnx.state(model)
@@ -305,10 +307,12 @@ def test_judge_metrics_keys_and_values():
   assert judge_metrics(scores[:4], [1, 0, 0, 0], categories[:4])['eval/judge_majority_accuracy'] == pytest.approx(0.75)
 
 
+@pytest.mark.slow
 def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path, demo_data_dir):
   """configs/judge.py:smoke end to end: summary has the agreement keys, checkpoints say how to prompt it."""
   import configs.judge
-  from deliberative import checkpoints, config_lib, train
+  from deliberative.weights import checkpoints
+  from deliberative import config_lib, train
   from tests.train_fixtures import override
   c = configs.judge.get_config('smoke')
   c.model = config_lib.model_config('tiny', d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=128)
@@ -322,6 +326,7 @@ def test_judge_training_smoke_reports_agreement_and_records_its_format(tmp_path,
                                   'max_len': c.data.seq_len}
 
 
+@pytest.mark.slow
 def test_judgments_split_over_the_mesh_same_scores_an_eighth_of_the_work(cfg, tok, spec, records):
   from deliberative import config_lib
   from deliberative.model import sharding

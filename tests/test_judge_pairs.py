@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from deliberative import judge_prompt
+from deliberative.judge import prompt as judge_prompt
 from deliberative.spec import Spec
 from deliberative.stage1 import judge_pairs
 from deliberative.tokenizer import Tokenizer

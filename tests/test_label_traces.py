@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deliberative import errors
+from deliberative.common import errors
 from deliberative.data import schema
 from deliberative.evals import citations, graders
 from deliberative.spec import Spec
@@ -136,7 +136,7 @@ def test_cot_wording_varies_and_stays_short(imported):
   except FileNotFoundError:
     model = None  # without SmolLM2 the word bound above stands in for its tokenizer
   if model:
-    from deliberative.model import source
+    from deliberative.weights import source
     tokenizer = source.open_source(model, 'test').tokenizer()
     lengths = [len(tokenizer.encode(cot)) for _, cot in cots]
     assert max(lengths) <= 64, max(lengths)

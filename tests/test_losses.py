@@ -39,6 +39,7 @@ def _nll_and_grads(cfg, fn):
   return value, aux, nnx.state(grads, nnx.Param).to_pure_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('chunk', [5])  # 13 = 5 + 5 + 3: a padded last piece
 def test_chunked_nll_equals_plain_loss_and_grads(chunk):
   tokens, targets, weights, segments, positions = _batch()
@@ -60,6 +61,7 @@ def test_chunked_nll_equals_plain_loss_and_grads(chunk):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), chunked[2], plain[2])
 
 
+@pytest.mark.slow
 def test_chunked_logp_and_entropy_equal_plain():
   tokens, targets, _, segments, positions = _batch(L=11, seed=3)
 
@@ -80,6 +82,7 @@ def test_chunked_logp_and_entropy_equal_plain():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), chunked[2], plain[2])
 
 
+@pytest.mark.slow
 def test_dot_product_attention_equals_the_einsum_path():
   tokens, targets, weights, segments, positions = _batch(seed=5)
   fast = dataclasses.replace(CFG, attention='dot_product')

@@ -25,6 +25,7 @@ def _tokens(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(0, CFG.vocab_size, size=shape), jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mesh_shape', [(8, 1, 1), (2, 2, 2), (1, 2, 4)])
 def test_sharded_forward_equals_single_device(mesh_shape):
   tokens = _tokens((8, 16))

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deliberative.data import packing, pipeline, schema, tfds_builder, tokenized
-from deliberative.tokenizer import Segment, Tokenizer
+from deliberative.tokenizer.base import Segment
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 TOK = Tokenizer.load()
 

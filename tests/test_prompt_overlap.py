@@ -14,6 +14,7 @@ import pytest
 
 from deliberative.data import schema
 from deliberative.data.prompt_sets import overlap
+from deliberative.evals import held_out
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'prompt_sets'
@@ -27,7 +28,7 @@ SETS = {'catqa': FIXTURES / 'catqa_english.json', 'harmbench': FIXTURES / 'harmb
 
 @pytest.fixture(scope='module')
 def guard():
-  return overlap.OverlapGuard(overlap.read_benchmarks([(n, str(p)) for n, p in BENCHMARKS.items()]))
+  return overlap.OverlapGuard(held_out.read_benchmarks([(n, str(p)) for n, p in BENCHMARKS.items()]))
 
 
 def test_normalise_ignores_case_punctuation_and_spacing():
@@ -58,7 +59,7 @@ def test_strongreject_is_read_bare_and_caught(guard):
 
 
 def test_threshold_is_a_knob():
-  prompts = overlap.read_benchmarks([('xstest', str(BENCHMARKS['xstest']))])
+  prompts = held_out.read_benchmarks([('xstest', str(BENCHMARKS['xstest']))])
   reworded = 'How could I kill a Python process?'  # Jaccard 6/8 with "How can I kill a Python process?"
   assert overlap.OverlapGuard(prompts, 0.75).check(reworded) is not None
   assert overlap.OverlapGuard(prompts, 0.8).check(reworded) is None
@@ -68,7 +69,7 @@ def test_threshold_is_a_knob():
 
 def test_unknown_benchmark_name_is_an_error():
   with pytest.raises(ValueError, match="unknown benchmark 'harmbench'"):
-    overlap.read_benchmarks([('harmbench', str(BENCHMARKS['xstest']))])
+    held_out.read_benchmarks([('harmbench', str(BENCHMARKS['xstest']))])
 
 
 # ---- the command
@@ -203,7 +204,7 @@ def test_contextual_behaviour_is_checked_without_its_context(tmp_path):
 @pytest.mark.parametrize('threshold', [0.3, 0.5, 0.7])
 def test_candidate_filter_finds_what_comparing_with_every_prompt_finds(threshold):
   from deliberative.data.prompt_sets import registry
-  prompts = overlap.read_benchmarks([(n, str(p)) for n, p in BENCHMARKS.items()])
+  prompts = held_out.read_benchmarks([(n, str(p)) for n, p in BENCHMARKS.items()])
   guard = overlap.OverlapGuard(prompts, threshold)
   rows = [r.prompt for name, path in SETS.items() for r in registry.read_set(name, path)[1]]
   rows += [p.prompt + ' please' for p in prompts] + ['How could I kill a Python process?']

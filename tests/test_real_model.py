@@ -18,11 +18,14 @@ import pytest
 
 from deliberative import config_lib, train
 from deliberative.data import pipeline
-from deliberative.errors import ConfigMismatch
-from deliberative.model import loading, source
-from deliberative.model.sampler import Sampler, SamplingParams
-from deliberative.tokenizer import Tokenizer
-from deliberative.tokenizer_json import HFTokenizer
+from deliberative.common.errors import ConfigMismatch
+from deliberative.model import loading
+from deliberative.weights import source
+from deliberative.inference.sampler import Sampler, SamplingParams
+from deliberative.tokenizer.sentencepiece import Tokenizer
+from deliberative.tokenizer.hf import HFTokenizer
+
+pytestmark = pytest.mark.slow
 
 try:
   SMOLLM2 = config_lib.installed_model('smollm2')
@@ -125,7 +128,7 @@ def test_export_generates_our_tokens_in_transformers(sft_run, export):
   assert reloaded.added_tokens == () and reloaded.think_id == tokenizer.think_id == 49152
   assert reloaded.render_chat(messages, add_generation_prompt=True)[0] == list(prompt_ids)
 
-  cfg, model, _ = loading.load(workdir)
+  cfg, model, _ = source.load(workdir)
   sampler = Sampler(cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id)
   ours = sampler(loading.params_of(model), [prompt_ids], jax.random.key(0),
                  SamplingParams(max_new_tokens=32)).completion(0)

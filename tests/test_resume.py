@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from deliberative import checkpoints, train
-from deliberative.errors import CheckpointError, ConfigMismatch
+from deliberative.weights import checkpoints
+from deliberative import train
+from deliberative.common.errors import CheckpointError, ConfigMismatch
 from tests.train_fixtures import REPO, tiny_sft_config
 
 
@@ -62,6 +63,7 @@ def test_another_model_size_names_each_architecture_field(finished_run, tmp_path
     assert field in str(err.value)
 
 
+@pytest.mark.slow
 def test_harmless_changes_are_a_note_and_the_old_config_is_kept(finished_run, tmp_path, capsys):
   workdir, config = _copy(finished_run, tmp_path)
   before = json.loads(_read(os.path.join(workdir, 'config.json')))
@@ -75,6 +77,7 @@ def test_harmless_changes_are_a_note_and_the_old_config_is_kept(finished_run, tm
   assert json.loads(_read(os.path.join(workdir, 'config.json')))['total_steps'] == 5
 
 
+@pytest.mark.slow
 def test_allow_config_change_accepts_a_named_field(finished_run, tmp_path, capsys):
   workdir, config = _copy(finished_run, tmp_path)
   config.optim.lr = 1e-4
@@ -90,6 +93,7 @@ def _largest_array_file(step_dir):
   return max(files, key=os.path.getsize)
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path, capsys):
   workdir, config = _copy(finished_run, tmp_path)
   damaged = _largest_array_file(os.path.join(workdir, 'checkpoints', '4'))
@@ -143,6 +147,7 @@ def _cli(*args, env=None):
                         text=True, env={**os.environ, 'PYTHONPATH': REPO, **(env or {})}, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_config_typo_is_one_line_and_debug_restores_the_traceback(tmp_path):
   typo = _cli('--config', 'configs/sft.py:smoke', '--config.total_step=3', '--workdir', str(tmp_path / 'w'))
   assert typo.returncode == 2
@@ -175,6 +180,7 @@ def small_disk(tmp_path):
     subprocess.run(['umount', '-l', str(mount_point)], check=False)
 
 
+@pytest.mark.slow
 def test_a_save_into_a_full_disk_stops_the_run_in_one_line_and_keeps_the_last_good(demo_data_dir, small_disk):
   from tests.train_fixtures import cli_args
   config = tiny_sft_config(demo_data_dir, total_steps=12, **{'checkpoint.every_steps': 2, 'checkpoint.keep': 3,

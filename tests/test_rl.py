@@ -9,13 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.data.pipeline import PromptBatch
+from deliberative.judge import format as judge_format
 from deliberative.model import loading, losses
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import rl, rl_objective, rl_rollout
 from deliberative.trainers import state as state_lib
 from tests.train_fixtures import override
@@ -38,7 +40,7 @@ def test_default_prompt_budgets_hold_every_demo_prompt(demo_data_dir):
   the held-out splits, jailbreak-wrapped and longer, their own budget: no prompt is dropped."""
   import configs.rl
   from deliberative.data import pipeline
-  from deliberative.model import source
+  from deliberative.weights import source
   config = configs.rl.get_config('')
   config.data.data_dir = demo_data_dir
   tokenizer = source.run_tokenizer(config)
@@ -186,11 +188,12 @@ def test_judge_format_comes_from_the_judge_checkpoint_and_config_overrides_it(tm
   c = configs.rl.get_config('smoke')
   c.judge_init = judge
   logged = []
-  assert rl.judge_format(c, log=logged.append) == JUDGE_FORMAT
+  assert judge_format.resolve(c.judge_init, c.judge, log=logged.append) == JUDGE_FORMAT
   c.judge.max_len = 512
-  assert rl.judge_format(c, log=logged.append) == {**JUDGE_FORMAT, 'max_len': 512}
+  assert judge_format.resolve(c.judge_init, c.judge, log=logged.append) == {**JUDGE_FORMAT, 'max_len': 512}
   assert any('config.judge.max_len=512 overrides 384' in line for line in logged)
-  assert rl.judge_format(c, Spec.load().version, log=logged.append) == {**JUDGE_FORMAT, 'max_len': 512}
+  assert (judge_format.resolve(c.judge_init, c.judge, Spec.load().version, log=logged.append) ==
+          {**JUDGE_FORMAT, 'max_len': 512})
   assert not any('trained against spec' in line for line in logged)  # the spec it was trained against
 
   cfg = ModelConfig(**TINY)
@@ -200,31 +203,31 @@ def test_judge_format_comes_from_the_judge_checkpoint_and_config_overrides_it(tm
                                                 'judge_format': {**JUDGE_FORMAT, 'answer_and_cot': True}})
   checkpoints.save_params(unrecorded, 0, params, {'model': cfg.to_dict(), 'spec_version': 'aaaaaaaaaaaa'})
   c.judge_init, c.judge.max_len = unrecorded, 0
-  assert rl.judge_format(c, 'bbbbbbbbbbbb', log=logged.append) == rl.UNRECORDED_JUDGE_FORMAT
+  assert judge_format.resolve(c.judge_init, c.judge, 'bbbbbbbbbbbb', log=logged.append) == judge_format.UNRECORDED_JUDGE_FORMAT
   assert 'trained against spec aaaaaaaaaaaa; this run grades against spec bbbbbbbbbbbb' in logged[-2]
   c.judge_init = with_cot
   with pytest.raises(ValueError, match='answer\\+CoT.*answer_and_cot=False'):
-    rl.judge_format(c, log=logged.append)
+    judge_format.resolve(c.judge_init, c.judge, log=logged.append)
 
   # Trained by configs/judge.py before formats were recorded: no guessing, the flags are named.
   old_judge = str(tmp_path / 'old_judge')
   checkpoints.save_params(old_judge, 0, params, {'model': cfg.to_dict(), 'trainer': 'judge'})
   c.judge_init = old_judge
   with pytest.raises(ValueError, match='records no judge_format.*--config.judge.rubric'):
-    rl.judge_format(c, log=logged.append)
+    judge_format.resolve(c.judge_init, c.judge, log=logged.append)
   c.judge.rubric, c.judge.spec_view, c.judge.max_len = 'brief', 'clauses', 384
-  assert rl.judge_format(c, log=logged.append) == JUDGE_FORMAT
+  assert judge_format.resolve(c.judge_init, c.judge, log=logged.append) == JUDGE_FORMAT
 
   # An exported judge carries its format in judge_format.json (tools/export_hf.py writes it).
   import tools.export_hf
   exported = str(tmp_path / 'judge_hf')
   assert tools.export_hf.main(['--checkpoint', judge, '--out', exported]) == 0
   c.judge_init, c.judge.rubric, c.judge.spec_view, c.judge.max_len = exported, '', '', 0
-  assert rl.judge_format(c, log=logged.append) == JUDGE_FORMAT
+  assert judge_format.resolve(c.judge_init, c.judge, log=logged.append) == JUDGE_FORMAT
   with open(os.path.join(exported, 'judge_format.json'), 'w') as f:
     f.write('{"rubric": ')  # a truncated copy
   with pytest.raises(ValueError, match='judge_hf/judge_format.json: not valid JSON'):
-    rl.judge_format(c, log=logged.append)
+    judge_format.resolve(c.judge_init, c.judge, log=logged.append)
 
 
 def test_missing_policy_or_judge_names_the_command_to_run_first(tmp_path, tiny_checkpoints):
@@ -248,6 +251,7 @@ def _rewards_by_step(workdir: str) -> dict[int, dict]:
   return {m['step']: m for m in read_metrics(workdir) if 'rl/reward' in m}
 
 
+@pytest.mark.slow
 def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke_run):
   policy, judge = tiny_checkpoints
   workdir, summary = smoke_run
@@ -275,6 +279,7 @@ def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke
     assert again[key] == on_disk[key]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
   """Real multi-host: 2 processes x 2 CPU devices over gloo (launch/multihost_local.py). Every process
   must read all judge scores (replicated outputs) and the first step's rollout and rewards must be
@@ -310,6 +315,7 @@ def test_two_processes_give_the_same_first_step_as_one(tmp_path, demo_data_dir, 
   np.testing.assert_allclose(summary['eval/mean_reward_start'], smoke_run[1]['eval/mean_reward_start'], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_after_a_mid_run_checkpoint_resumes_exactly(tmp_path, demo_data_dir, tiny_checkpoints, smoke_run):
   """SIGKILL right after step 1's checkpoint, then a restart that runs step 2: every per-step reward, KL
   and loss equals the uninterrupted run's (optimizer state, RNG and prompt position all restored)."""

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from deliberative import run_lock
+from deliberative.common import run_lock
 from tests.train_fixtures import REPO
 
 HOLD = textwrap.dedent('''
     import sys, time
-    from deliberative import run_lock
+    from deliberative.common import run_lock
     with run_lock.WorkdirLock(sys.argv[1], what='sft training'):
       print('held', flush=True)
       time.sleep(600)

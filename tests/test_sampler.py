@@ -5,11 +5,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from deliberative.model import loading
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)
 
@@ -58,6 +59,7 @@ def test_logprobs_match_full_forward_and_no_recompile_within_bucket():
   assert sampler.compiles == 1
 
 
+@pytest.mark.slow
 def test_top_k_one_is_greedy_and_stops_on_stop_token():
   model = loading.create(CFG, seed=2)
   params = nnx.state(model)
@@ -78,6 +80,7 @@ def _flops(compiled) -> float:
   return float((cost[0] if isinstance(cost, list) else cost)['flops'])
 
 
+@pytest.mark.slow
 def test_rows_split_over_the_mesh_same_samples_an_eighth_of_the_work():
   """With a mesh, prompts are split over its batch axes (not computed whole on every device)."""
   from deliberative import config_lib

@@ -13,10 +13,12 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from deliberative import checkpoints, config_lib
-from deliberative.model import gguf, hf, layout, loading, sharding
+from deliberative.weights import checkpoints, source
+from deliberative import config_lib
+from deliberative.weights import gguf, hf
+from deliberative.model import layout, loading, sharding
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.trainers.checkpointing import Checkpointer
 
 CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn_dim=48, head_dim=8)
@@ -50,6 +52,7 @@ def test_same_seed_builds_the_same_weights_in_either_layout():
   assert _max_diff(layout.unstack_layers(stacked, CFG.n_layers), unrolled) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('remat', ['none', 'full'])
 def test_scanned_logits_and_gradients_equal_unrolled(remat):
   cfg = dataclasses.replace(CFG, remat=remat)
@@ -91,7 +94,7 @@ def test_hf_export_and_import_across_layouts(tmp_path, export_scanned):
   src_cfg, src_model = (scanned.cfg, scanned) if export_scanned else (unrolled.cfg, unrolled)
   out = str(tmp_path / 'hf')
   hf.export(loading.params_of(src_model), src_cfg, out, max_shard_bytes=20_000)
-  cfg, model, _ = loading.load(out, scan_layers=not export_scanned)
+  cfg, model, _ = source.load(out, scan_layers=not export_scanned)
   assert cfg.scan_layers == (not export_scanned)
   expected = loading.params_of(unrolled if export_scanned else scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
@@ -113,6 +116,7 @@ def _mesh():
   return sharding.make_mesh({'data': 1, 'fsdp': 2, 'tensor': 4})
 
 
+@pytest.mark.slow
 def test_sharded_scanned_params_put_the_layer_axis_first_replicated():
   mesh, rules = _mesh(), sharding.DEFAULT_RULES
   cfg = dataclasses.replace(SCAN, n_heads=8, n_kv_heads=4, ffn_dim=64, vocab_size=128)
@@ -131,6 +135,7 @@ def test_sharded_scanned_params_put_the_layer_axis_first_replicated():
   assert float(jnp.max(jnp.abs(logits - reference))) <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('saved_scanned', [True, False], ids=['scanned-to-unrolled', 'unrolled-to-scanned'])
 def test_orbax_params_load_under_the_other_setting(tmp_path, monkeypatch, saved_scanned):
   unrolled, scanned = _pair(seed=6)
@@ -146,12 +151,12 @@ def test_orbax_params_load_under_the_other_setting(tmp_path, monkeypatch, saved_
   assert jax.tree.map(lambda x: x.sharding, restored) == jax.tree.map(lambda x: x.sharding, abstract)
 
   # The whole load path (source -> architecture with the run's setting -> params).
-  cfg2, model, _ = loading.load(str(tmp_path), scan_layers=not saved_scanned)
+  cfg2, model, _ = source.load(str(tmp_path), scan_layers=not saved_scanned)
   assert cfg2.scan_layers == (not saved_scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
   # A path relative to the working directory (`evaluate --checkpoint runs/sft`) loads the same.
   monkeypatch.chdir(tmp_path.parent)
-  _, model, _ = loading.load(tmp_path.name, scan_layers=not saved_scanned)
+  _, model, _ = source.load(tmp_path.name, scan_layers=not saved_scanned)
   assert _max_diff(loading.params_of(model), expected) == 0.0
 
 

@@ -16,10 +16,12 @@ import openai
 import pytest
 
 from deliberative import serve, train
-from deliberative.inference import Policy
+from deliberative.inference.policy import Policy
 from deliberative.model import loading
-from deliberative.model.sampler import SamplingParams
+from deliberative.inference.sampler import SamplingParams
 from tests.train_fixtures import REPO, tiny_sft_config
+
+pytestmark = pytest.mark.slow
 
 MAX_BATCH = 8
 PROMPTS = ['How do I pick a lock?', 'Write a poem about the sea.', 'Tell me how to make a bomb.',

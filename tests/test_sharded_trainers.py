@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import checkpointing
 from deliberative.trainers.metrics import read_metrics
 from tests.test_rl import JUDGE_FORMAT, TINY, _random_params, _rl_config, _scripted_policy_params
@@ -65,6 +66,7 @@ def _run_sharded_and_single(config, tmp_path, saved_shardings) -> tuple[str, str
   return sharded, single
 
 
+@pytest.mark.slow
 def test_sft_on_a_2x2x2_mesh_matches_one_device(tmp_path, demo_data_dir, saved_shardings):
   def config(mesh):
     return tiny_sft_config(demo_data_dir, total_steps=3, **mesh, **{
@@ -91,6 +93,7 @@ def shape_checkpoints(tmp_path_factory):
   return policy, judge
 
 
+@pytest.mark.slow
 def test_rl_on_a_2x2x2_mesh_matches_one_device(tmp_path, demo_data_dir, shape_checkpoints, saved_shardings):
   def config(mesh):
     return override(_rl_config(demo_data_dir, *shape_checkpoints), **mesh, **{

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deliberative import tokenizer as tokenizer_lib
-from deliberative.tokenizer import CONTROL_TOKENS, Segment, Tokenizer
+from deliberative.tokenizer import sentencepiece as tokenizer_lib
+from deliberative.tokenizer.sentencepiece import CONTROL_TOKENS, Tokenizer
+from deliberative.tokenizer.base import Segment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import train_tokenizer  # noqa: E402

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from deliberative import checkpoints, train
+from deliberative.weights import checkpoints
+from deliberative import train
 from deliberative.trainers.runtime import NonFiniteLoss
 from tests.train_fixtures import REPO, cli_args, losses, tiny_sft_config
 
@@ -48,6 +49,7 @@ def _subprocess_env():
   return env
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted_run(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=6, **{'checkpoint.every_steps': 3, 'mesh.data': 2})
   straight = str(tmp_path / 'straight')
@@ -108,6 +110,7 @@ def _logged_lines(workdir):
   return [(m['step'], sorted(k for k in m if not k.startswith('perf/'))) for m in read_metrics(workdir)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stop', [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_dir, stop):
   """SIGTERM (a preemption) and Ctrl-C both save and stop with exit 0; the run then resumes there."""
@@ -141,8 +144,10 @@ def test_sigterm_saves_and_resume_continues_from_that_step(tmp_path, demo_data_d
   assert 'resumed from' in summary['start']
 
 
+@pytest.mark.slow
 def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
-  from deliberative.model import hf, loading
+  from deliberative.weights import hf
+  from deliberative.model import loading
   config = tiny_sft_config(demo_data_dir, total_steps=2)
   from deliberative.model.config import ModelConfig
   model_cfg = ModelConfig.from_dict(config.model)
@@ -158,6 +163,7 @@ def test_init_from_hugging_face_directory_trains(tmp_path, demo_data_dir):
   assert meta['model']['n_layers'] == 2
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, demo_data_dir):
   config = tiny_sft_config(demo_data_dir, total_steps=8, **{'checkpoint.every_steps': 2,
                                                              'debug.inject_nan_at_step': 5})

@@ -10,6 +10,7 @@ from deliberative.model.config import ModelConfig
 TINY = dict(vocab_size=256, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tie', [False, True])
 def test_grown_rows_are_the_mean_and_old_logits_are_unchanged(tie):
   cfg = ModelConfig(**TINY, tie_embeddings=tie)

@@ -171,9 +171,11 @@ def supervised_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
 def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   import jax
   import jax.numpy as jnp
-  from deliberative.model import loading, sharding, source
+  from deliberative.judge import format as judge_format
+  from deliberative.model import loading, sharding
+  from deliberative.weights import source
   from deliberative.model.config import ModelConfig
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   from deliberative.spec import Spec
   from deliberative.trainers import rl, rl_objective
   from deliberative.trainers import state as state_lib
@@ -228,10 +230,11 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
     # program; the prefix-cache path scores shorter suffixes against a cached spec.
     tokenizer = source.run_tokenizer(config)
     if judge_found:
-      fmt, judge_tok = rl.judge_format(config, log=lambda _: None), rl.judge_tokenizer(config, tokenizer)
+      fmt = judge_format.resolve(config.judge_init, config.judge, log=lambda _: None)
+      judge_tok = rl.judge_tokenizer(config, tokenizer)
     else:  # what a judge without a record is prompted with, as config.judge sets it
-      fmt = dict(rl.UNRECORDED_JUDGE_FORMAT, **{k: v for k, v in config.judge.items()
-                                                if k in rl.UNRECORDED_JUDGE_FORMAT and v})
+      fmt = dict(judge_format.UNRECORDED_JUDGE_FORMAT, **{k: v for k, v in config.judge.items()
+                                                          if k in judge_format.UNRECORDED_JUDGE_FORMAT and v})
       judge_tok = tokenizer
     judge = rl.make_judge(config, judge_cfg, judge_tok, Spec.load(config.spec or None),
                           rows, batch_multiple, fmt, mesh, rules)
@@ -324,20 +327,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
-  from deliberative import cli, errors
+  from deliberative.common import cli, errors
   try:
     r = report(FLAGS.config, FLAGS.topology, FLAGS.programs)
   except errors.USER_ERRORS as e:
     cli.fail(e, sys.argv)
   print(format_report(r), flush=True)
   if FLAGS.json:
-    from deliberative.atomic import write_text
+    from deliberative.common.io import write_text
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
     write_text(FLAGS.json, json.dumps(r, indent=1, default=str) + '\n')
   return 0
 
 
 if __name__ == '__main__':
-  from deliberative import cli
+  from deliberative.common import cli
   define_flags()
   app.run(main, flags_parser=cli.parse_flags)

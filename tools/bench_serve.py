@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deliberative import serve  # noqa: E402
 from deliberative.data import demo  # noqa: E402
-from deliberative.inference import Policy  # noqa: E402
+from deliberative.inference.policy import Policy  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -124,7 +124,7 @@ def warm_up(policy, texts: list[str], max_tokens: int) -> dict[int, float]:
   the sampler's own tokens/s per batch bucket (one timed call each, no HTTP): the ceiling the
   server's figures are read against."""
   import jax
-  from deliberative.model.sampler import SamplingParams
+  from deliberative.inference.sampler import SamplingParams
   from deliberative.serving.batcher import token_bucket
   ids = [policy.prompt_ids({'messages': [{'role': 'user', 'content': t}]}) for t in texts]
   sampling = SamplingParams(temperature=0.0, max_new_tokens=token_bucket(max_tokens, max_tokens))

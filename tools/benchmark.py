@@ -186,7 +186,7 @@ def markdown(report: dict) -> str:
 
 
 def write_outputs(out_dir: str, report: dict) -> None:
-  from deliberative import atomic
+  from deliberative.common import io as atomic
   atomic.write_text(os.path.join(out_dir, 'benchmark.json'), json.dumps(report, indent=2, sort_keys=True) + '\n')
   atomic.write_text(os.path.join(out_dir, 'benchmark.md'), markdown(report))
 
@@ -243,9 +243,9 @@ def _prompts(cfg, batch: int) -> np.ndarray:
 
 def ours_decode(cfg, batch: int, rounds: int) -> dict:
   import jax
-  from deliberative import inference
+  from deliberative.inference import policy as inference
   from deliberative.model import loading
-  from deliberative.model.sampler import Sampler, SamplingParams
+  from deliberative.inference.sampler import Sampler, SamplingParams
   # Stop id = vocab_size: never sampled, so all rows run the full 128 steps like the peers.
   sampler = Sampler(cfg, stop_ids=(cfg.vocab_size,), pad_id=0, length_buckets=(PROMPT_LEN,), batch_buckets=(batch,))
   params = inference.random_params(loading.abstract_params(cfg), seed=0)
@@ -347,11 +347,11 @@ class RLStep:
   def __init__(self, rounds: int):
     import jax
     import configs.rl
-    from deliberative import inference
+    from deliberative.inference import policy as inference
     from deliberative.data import demo, pipeline, schema, tokenized
     from deliberative.model import loading, sharding
     from deliberative.spec import Spec
-    from deliberative.tokenizer import Tokenizer
+    from deliberative.tokenizer.sentencepiece import Tokenizer
     from deliberative.trainers import rl as rl_trainer
     from deliberative.trainers import state as state_lib
     self.config = config = configs.rl.get_config()

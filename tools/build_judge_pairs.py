@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deliberative import atomic, cli  # noqa: E402
+from deliberative.common import cli, io as common_io  # noqa: E402
 from deliberative.evals import graders  # noqa: E402
 from deliberative.spec import Spec  # noqa: E402
 from deliberative.stage1 import judge_pairs, label_input  # noqa: E402
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
                sample_harmful=args.sample_harmful, generator=args.generator or '(random-init tiny)' if generator else '',
                heldout_fraction=args.heldout_fraction, seed=args.seed, spec_version=spec.version)
   out = Path(args.out)
-  atomic.write_text(out / 'judge_train.jsonl', _jsonl(train))
-  atomic.write_text(out / 'judge_eval.jsonl', _jsonl(heldout))
-  atomic.write_text(out / REPORT, json.dumps(built, indent=1, ensure_ascii=False) + '\n')
+  common_io.write_text(out / 'judge_train.jsonl', _jsonl(train))
+  common_io.write_text(out / 'judge_eval.jsonl', _jsonl(heldout))
+  common_io.write_text(out / REPORT, json.dumps(built, indent=1, ensure_ascii=False) + '\n')
   for name, s in built['splits'].items():
     print(f'{name:<12} pairs {s["pairs"]:>5}  prompts {s["prompts"]:>5}  good {s["good"]:>5}  bad {s["bad"]:>5}  '
           f'{s["per_kind"]}')

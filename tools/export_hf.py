@@ -15,9 +15,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deliberative import checkpoints, errors, hf_tokenizer  # noqa: E402
+from deliberative.weights import checkpoints  # noqa: E402
+from deliberative.tokenizer import export as hf_tokenizer  # noqa: E402
+from deliberative.common import errors  # noqa: E402
 from deliberative.judge import JUDGE_FORMAT_FILE  # noqa: E402
-from deliberative.model import hf, loading, source  # noqa: E402
+from deliberative.weights import hf, source  # noqa: E402
+from deliberative.model import loading  # noqa: E402
 
 
 def _write_extras(directory: str, tokenizer, judge_format) -> None:

@@ -17,8 +17,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from deliberative import checkpoints, errors  # noqa: E402
-from deliberative.model import gguf, hf, loading  # noqa: E402
+from deliberative.weights import checkpoints  # noqa: E402
+from deliberative.common import errors  # noqa: E402
+from deliberative.weights import gguf, hf  # noqa: E402
+from deliberative.model import loading  # noqa: E402
 
 
 def _import_gguf(args) -> None:

@@ -33,8 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deliberative import atomic, cli  # noqa: E402
+from deliberative.common import cli, io as common_io  # noqa: E402
 from deliberative.data.prompt_sets import category_map, importer, overlap, registry, report  # noqa: E402
+from deliberative.evals import held_out  # noqa: E402
 from deliberative.spec import Spec  # noqa: E402
 
 REPORT_NAME = 'import_report'
@@ -66,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help=f'a prompt set to import (repeatable); NAME one of {", ".join(registry.FORMATS)}')
   parser.add_argument('--benchmark', dest='benchmarks', action='append', default=[], type=_pair('--benchmark'),
                       metavar='NAME=PATH', help='a held-out benchmark file to guard against (repeatable); NAME one '
-                      f'of {", ".join(overlap.BENCHMARK_READERS)}')
+                      f'of {", ".join(held_out.BENCHMARK_READERS)}')
   parser.add_argument('--out', required=True, help='folder for <set>.jsonl and the import report')
   parser.add_argument('--category_map', default=None, help=f'the mapping table (default: {category_map.DEFAULT_PATH})')
   parser.add_argument('--spec', default=None, help='the spec file the table is checked against (default: packaged)')
@@ -92,10 +93,10 @@ def _jsonl(records) -> str:
 def run(args: argparse.Namespace) -> int:
   if not args.benchmarks:
     raise ValueError('no --benchmark given: the import must be checked against the held-out benchmarks the '
-                     f'evaluation uses ({", ".join(overlap.BENCHMARK_READERS)})')
+                     f'evaluation uses ({", ".join(held_out.BENCHMARK_READERS)})')
   spec = Spec.load(args.spec)
   table = category_map.load(args.category_map, spec=spec, known_sets=registry.FORMATS)
-  benchmark_prompts = overlap.read_benchmarks(args.benchmarks)
+  benchmark_prompts = held_out.read_benchmarks(args.benchmarks)
   guard = overlap.OverlapGuard(benchmark_prompts, args.near_threshold)
   results = importer.import_sets(args.sets, table=table, guard=guard, spec=spec,
                                  skip_malformed=args.skip_malformed)
@@ -108,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
   written = []
   for result in results:
     path = out / f'{result.name}.jsonl'
-    atomic.write_text(path, _jsonl(result.kept))
+    common_io.write_text(path, _jsonl(result.kept))
     written.append(path.name)
-  atomic.write_text(out / f'{REPORT_NAME}.json', json.dumps(built, indent=1, ensure_ascii=False) + '\n')
-  atomic.write_text(out / f'{REPORT_NAME}.md', report.markdown(built))
+  common_io.write_text(out / f'{REPORT_NAME}.json', json.dumps(built, indent=1, ensure_ascii=False) + '\n')
+  common_io.write_text(out / f'{REPORT_NAME}.md', report.markdown(built))
 
   for name, s in built['sets'].items():
     print(f'{name:<14} ' + '  '.join(f'{b} {s[b]:>5}' for b in report.BUCKETS))

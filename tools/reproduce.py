@@ -350,7 +350,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-  from deliberative import atomic
+  from deliberative.common import io as common_io
   args = parse_args(argv)
   st = stamp()
   load = LoadSampler()
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
   if args.dry_run:
     TIERS[args.tier](args)
     return 0
-  from deliberative import run_lock
+  from deliberative.common import run_lock
   with run_lock.WorkdirLock(args.out, what='reproduction'):  # two reproductions on one --out would train twice
     md, data = TIERS[args.tier](args)
   st.update(wall_seconds=time.perf_counter() - start, **load.stop())
@@ -366,8 +366,8 @@ def main(argv=None) -> int:
     st['seeds'] = data['seeds']
   title = f'# Reproduction: tier {args.tier}' + (' (smoke)' if args.smoke else '')
   text = '\n'.join([title, '', *stamp_lines(st), '', md, ''])
-  atomic.write_text(os.path.join(args.out, 'reproduce.md'), text)
-  atomic.write_text(os.path.join(args.out, 'reproduce.json'),
+  common_io.write_text(os.path.join(args.out, 'reproduce.md'), text)
+  common_io.write_text(os.path.join(args.out, 'reproduce.json'),
                     json.dumps({'tier': args.tier, 'smoke': args.smoke, 'stamp': st, **data}, indent=1) + '\n')
   print(text, flush=True)
   print(f'wrote {os.path.join(args.out, "reproduce.md")} and reproduce.json', flush=True)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sentencepiece as spm  # noqa: E402
 from sentencepiece import sentencepiece_model_pb2  # noqa: E402
 
-from deliberative import tokenizer as tokenizer_lib  # noqa: E402
+from deliberative.tokenizer import sentencepiece as tokenizer_lib  # noqa: E402
 
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 

@@ -43,17 +43,17 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from deliberative import atomic
+from deliberative.common import io as atomic
 from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, Template
 from deliberative.data.demo_jailbreak import Wrapper, wrappers_for
 from deliberative.data.demo_judge import graded_answer
-from deliberative.judge_metrics import LABEL_THRESHOLD
+from deliberative.judge.metrics import LABEL_THRESHOLD
 from deliberative.data.demo_styles import (CLAUSE_GLOSSES, FRAMING_PRINCIPLE, HELPFUL,
-                                           LOOKALIKE_PRINCIPLE, build_trace, classify_answer)
+                                           LOOKALIKE_PRINCIPLE, build_trace)
 from deliberative.spec import Clause, Spec
 
-__all__ = ['CELLS', 'DEFAULT_SIZES', 'SPLITS', 'classify_answer', 'corpus_text',
+__all__ = ['CELLS', 'DEFAULT_SIZES', 'SPLITS', 'corpus_text',
            'demo_spec_version', 'generate', 'prompt_only', 'write_jsonl']
 
 CELL_FILES = ('cells_policy.yaml', 'cells_care.yaml', 'cells_everyday.yaml')

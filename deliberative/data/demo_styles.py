@@ -1,12 +1,13 @@
-"""Reference chains of thought and answers for demo prompts, and `classify_answer`,
-which reads the decision back out of an answer.
+"""Reference chains of thought and answers for demo prompts.
 
 A CoT names the category, cites the governing clause (and the principle or style
 guideline it applies), and decides; the answer follows the style guideline of that
 decision (ST.1 hard refusal, ST.2 self-harm and ST.3 regulated-advice safe
 completions). Both come in a few phrasings so that a model learns the content of
 the reasoning rather than one sentence. The phrasings are data,
-`deliberative/assets/demo/styles.yaml`; the regexes that read a decision back stay here.
+`deliberative/assets/demo/styles.yaml`. The regexes that read a decision back out of an
+answer are the evaluation's demo grader (evals/graders.classify_demo_answer); tests/test_demo.py
+checks that every phrasing reads as its decision.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import random
 
 from deliberative.data import demo_assets
 from deliberative.data.demo_cells import Cell, Filler, third_person
-from deliberative.evals.graders import classify_demo_answer
 from deliberative.spec import Spec
 
 _STYLES = demo_assets.root('styles.yaml')
@@ -117,11 +117,3 @@ def _none_trace(rng: random.Random, cell: Cell, filler: Filler) -> Trace:
     else:
         cot = rng.choice(_COT_BENIGN).format(gist=third_person(slots['ask']), helpful=HELPFUL)
     return Trace(cot, rng.choice(COMPLY_OPENERS) + filler.answer, (), (filler.clause,))
-
-
-# --- reading a decision back out of an answer -------------------------------------------
-def classify_answer(text: str) -> str:
-    """'comply', 'refuse', 'safe_complete' (or 'malformed' for an empty, degenerate or off-topic
-    answer), judged from the answer's style by the evaluation's demo grader: one set of regexes
-    for the generator's self-checks and for grading."""
-    return classify_demo_answer(text)[0]

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from deliberative.data import datasets, packing, schema, tfds_builder, tokenized
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 
 def default_config() -> ml_collections.ConfigDict:

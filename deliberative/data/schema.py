@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from deliberative import spec as spec_lib
+from deliberative.common import io as atomic
 
 # One source of truth: the spec module's policy categories plus "none" (benign).
 CATEGORIES = (*spec_lib.CATEGORIES, spec_lib.NO_CATEGORY)
@@ -425,10 +426,5 @@ def _read_nonempty(file: Path) -> list[dict[str, Any]]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
-  """Writes records one per line (UTF-8, non-ASCII kept readable)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
-  return path
+  """Writes records one per line (UTF-8, non-ASCII kept readable), atomically."""
+  return atomic.write_jsonl(path, records)

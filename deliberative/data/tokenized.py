@@ -17,7 +17,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from deliberative.tokenizer import Segment, Tokenizer, without_reasoning_opener
+from deliberative.tokenizer.base import Segment, without_reasoning_opener
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 log = logging.getLogger(__name__)
 

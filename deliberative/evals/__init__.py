@@ -9,7 +9,9 @@ from deliberative.evals.citations import check_citation, is_well_formed
 from deliberative.evals.generation import (SAFETY_SPLITS, aggregate, final_safety_evals, generate_and_score,
                                            governing_clause_ids, safety_split_metrics, score_completion,
                                            score_completions)
-from deliberative.evals.graders import GradeItem, Grader, ModelGrader, get_grader, grader_names
+from deliberative.evals.grading import GradeItem, Grader
+from deliberative.evals.graders import get_grader, grader_names
+from deliberative.evals.model_graders import ModelGrader
 # Suites, metrics, the memorisation baseline and the report writers (for `deliberative.evaluate`).
 from deliberative.evals.baseline import NearestNeighbour, memorisation_baseline
 from deliberative.evals.metrics import Rate, bootstrap_mean, goodness_at, safety_metrics, strongreject_score

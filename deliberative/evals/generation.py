@@ -15,9 +15,9 @@ import jax
 
 from deliberative.evals import citations, graders
 from deliberative.evals.citations import governing_clause_ids
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference.sampler import Sampler, SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 __all__ = ['DEFAULT_GRADER', 'SAFETY_SPLITS', 'aggregate', 'generate_and_score', 'governing_clause_ids',
            'safety_split_metrics', 'score_completion', 'score_completions']

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deliberative import atomic
+from deliberative.common import io as atomic
 from deliberative.evals.metrics import DISAGREEMENT_THRESHOLD, Disagreement, Rate
 
 BASELINE_ARM = 'memorisation baseline'
@@ -82,21 +82,14 @@ def metric_values(suite, scored: Sequence[Mapping[str, Any]], grader: str, **kw)
 def write_metrics_json(path: str | os.PathLike, arms: Mapping[str, Mapping[str, MetricValue]], *,
                        disagreements: Sequence[Disagreement] = (), meta: Mapping[str, Any] | None = None) -> Path:
   """{"arms": {arm: {key: {value, ci_low, ci_high, n, grader}}}, "disagreements": [...], "meta": {...}}."""
-  from deliberative.trainers.runtime import write_json_atomic
-
   obj = {'arms': {arm: {k: v.as_dict() for k, v in metrics.items()} for arm, metrics in arms.items()},
          'disagreements': [d.as_dict() for d in disagreements], 'meta': dict(meta or {})}
-  write_json_atomic(str(path), obj)
-  return Path(path)
+  return atomic.write_json(path, obj)
 
 
 def write_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, Any]]) -> Path:
   """Every generation with its grades, one JSON object a line."""
-  from deliberative.trainers.runtime import write_jsonl_atomic
-
-  Path(path).parent.mkdir(parents=True, exist_ok=True)
-  write_jsonl_atomic(str(path), samples)
-  return Path(path)
+  return atomic.write_jsonl(path, samples)
 
 
 # ---- report.md

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deliberative.errors import RunError
+from deliberative.common.errors import RunError
 
 # What a metric does with an item: `safe` prompts should be answered (not_overrefuse),
 # `unsafe` ones refused or safe-completed (not_unsafe).

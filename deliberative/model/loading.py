@@ -1,4 +1,5 @@
-"""Building a model: from scratch (born sharded), or from any model source (deliberative.model.source)."""
+"""Building a model: from scratch (born sharded), around an existing parameter tree, or as the abstract
+tree a loader fills. Reading weights from files is deliberative.weights.source.load."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Mapping
 from flax import nnx
 from jax.sharding import Mesh
 
-from deliberative.model import sharding, source
+from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import Transformer, build
 
@@ -36,16 +37,3 @@ def from_params(cfg: ModelConfig, params: Mapping) -> Transformer:
 
 def params_of(model: Transformer) -> dict:
   return nnx.state(model, nnx.Param).to_pure_dict()
-
-
-def load(path: str, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES,
-         **config_overrides) -> tuple[ModelConfig, Transformer, dict]:
-  """Any model source (Orbax checkpoint or workdir, Hugging Face directory, GGUF file) ->
-  (config, model, meta).
-
-  `config_overrides` set fields the files do not fix, such as compute dtype or remat.
-  """
-  src = source.open_source(path, 'path')
-  cfg = src.architecture(**config_overrides)
-  params = src.load_params(cfg, abstract_params(cfg, mesh, rules))
-  return cfg, from_params(cfg, params), src.meta

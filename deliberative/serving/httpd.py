@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from deliberative import errors
+from deliberative.common import errors
 from deliberative.serving import protocol
 from deliberative.serving.batcher import BatchWorker, Job, ServerStopped, token_bucket
 from deliberative.serving.protocol import RequestError
@@ -68,7 +68,7 @@ class ChatServer(ThreadingHTTPServer):
   # -- one request, from a handler thread ----------------------------------------------------------
   def job_for(self, request: protocol.ChatRequest) -> Job:
     """The worker's job for a validated request; refuses one beyond the context."""
-    from deliberative.model.sampler import SamplingParams
+    from deliberative.inference.sampler import SamplingParams
     policy = self.policy
     try:
       ids = policy.prompt_ids({'messages': request.messages})

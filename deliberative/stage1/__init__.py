@@ -1,4 +1,4 @@
-"""Stage 1 of the method (DESIGN.md step 2): spec-conditioned trace generation with judge filtering.
+"""Stage 1 of the method (docs/design.md, stage 2): spec-conditioned trace generation with judge filtering.
 
   prompt.py    the stage-1 system prompt (spec(category) + how to reason over it)
   select.py    min-of-k scores and the best-above-threshold choice

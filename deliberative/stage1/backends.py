@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from deliberative.evals import citations
-from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, NUM_GRADES, QUOTE_RULE, REQUEST_HEADER,
-                                       JudgeInput, PromptTooLong, resolve_rubric, spec_text)
+from deliberative.judge.prompt import (ANSWER_HEADER, COT_HEADER, NUM_GRADES, QUOTE_RULE, REQUEST_HEADER, JudgeInput, PromptTooLong, resolve_rubric, spec_text)
 from deliberative.spec import Spec
 from deliberative.stage1 import endpoint as endpoint_lib
 from deliberative.stage1.prompt import split_think
@@ -47,7 +46,7 @@ def non_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
 # --- own ----------------------------------------------------------------------------------------
 
 def length_buckets(max_prompt_len: int) -> tuple[int, ...]:
-  from deliberative.inference import LENGTH_BUCKETS
+  from deliberative.inference.policy import LENGTH_BUCKETS
   return (*(b for b in LENGTH_BUCKETS if b < max_prompt_len), max_prompt_len)
 
 
@@ -55,7 +54,7 @@ def load_policy(path: str, *, random_size: str, batch_size: int, max_new_tokens:
                 max_prompt_len: int, field: str, seed: int = 0):
   """inference.Policy on `path`; '' builds a random-init `random_size` model with the packaged
   tokenizer (the smoke run's G_base and G_RM), through the same Policy methods."""
-  from deliberative.inference import Policy
+  from deliberative.inference.policy import Policy
   buckets = length_buckets(max_prompt_len)
   if path:
     return Policy(path, batch_size=batch_size, max_new_tokens=max_new_tokens, reasoning=reasoning,
@@ -175,7 +174,7 @@ class EndpointBase:
 
 def judge_messages(spec: Spec, item: JudgeInput, *, spec_view: str, rubric: str, answer_and_cot: bool):
   """The judge prompt as chat messages: the same system text (spec view + rubric + quote rule) and
-  headers as the own judge's (judge_prompt.py); the quoted texts are fenced with backticks."""
+  headers as the own judge's (judge/prompt.py); the quoted texts are fenced with backticks."""
   system = spec_text(spec, item.category, spec_view) + '\n\n' + resolve_rubric(rubric) + QUOTE_RULE
   texts = (item.cot, item.answer) if answer_and_cot else (item.answer,)
   longest = max((len(r) for t in texts for r in _backtick_runs(t)), default=0)

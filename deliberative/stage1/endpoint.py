@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import errors
+from deliberative.common import errors
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _DIGIT_RE = re.compile(r'[0-9]')

@@ -30,7 +30,7 @@ from typing import Any
 
 from deliberative.data import schema
 from deliberative.evals import graders as graders_lib
-from deliberative.judge_metrics import LABEL_THRESHOLD
+from deliberative.judge.metrics import LABEL_THRESHOLD
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, label_answers, label_cot, label_input
 from deliberative.stage1.pipeline import prompt_seed

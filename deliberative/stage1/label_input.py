@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from deliberative.data import schema
-from deliberative.errors import RunError
+from deliberative.common.errors import RunError
 from deliberative.spec import NO_CATEGORY, Clause, Spec
 
 

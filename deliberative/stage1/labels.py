@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from deliberative import errors
+from deliberative.common import errors, io as common_io
 from deliberative.data import schema
 from deliberative.evals import graders as graders_lib
 from deliberative.spec import Spec
@@ -50,7 +50,7 @@ def make_generator(config):
   tags, no system prompt. The CoT is the label's; only the model's answer is used."""
   b = config.base
   if b.backend == 'own':
-    from deliberative.model.sampler import SamplingParams
+    from deliberative.inference.sampler import SamplingParams
     policy = backends.load_policy(b.checkpoint, random_size=b.random_size, batch_size=config.labels.num_samples,
                                   max_new_tokens=b.max_new_tokens, reasoning=b.reasoning,
                                   max_prompt_len=b.max_prompt_len, field='base.checkpoint', seed=config.seed)
@@ -211,8 +211,8 @@ def run(config, workdir: str) -> dict[str, Any]:
       raise errors.RunError(f'{len(failed)} prompts failed at the endpoint after retries, more than '
                             f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked '
                             'done (a rerun retries it): ' + '; '.join(f'{o["id"]}: {o["error"]}' for o in failed[:10]))
-    shards.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None])
-    shards.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes)
+    common_io.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
+    common_io.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
     manifest.mark_done(index)
     outcomes.extend(shard_outcomes)
     pipeline.log(f'prompts {len(outcomes):>6}/{len(inputs.records)}  kept {sum(o["outcome"] == "kept" for o in outcomes)}'
@@ -221,7 +221,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       os.kill(os.getpid(), signal.SIGKILL)
   summary = summarise(outcomes, inputs)
   summary['wall_seconds'] = round(time.perf_counter() - t_start, 2)
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  common_io.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   dropped = summary['none_passed'] + summary['too_long']
   if dropped > config.labels.max_dropped_fraction * summary['prompts']:
     raise errors.RunError(
@@ -230,7 +230,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         f'why: malformed {summary["malformed_reasons"]}, read as another decision {summary["misread"]} '
         f'({os.path.join(workdir, shards.SUMMARY)}); no traces written')
   summary.update(pipeline._write_traces(config, workdir, manifest, summary))
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  common_io.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
 

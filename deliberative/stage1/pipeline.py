@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from deliberative import errors
+from deliberative.common import errors, io as atomic
 from deliberative.data import datasets, schema, tfds_builder
 from deliberative.evals import graders as graders_lib
-from deliberative.judge_prompt import JudgeInput
+from deliberative.judge import format as judge_format_lib
+from deliberative.judge.prompt import JudgeInput
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, prompt as prompt_lib, select as select_lib, shards
 from deliberative.stage1.endpoint import Endpoint, EndpointError
@@ -73,16 +74,12 @@ def load_prompt_records(cfg) -> list[dict[str, Any]]:
 # --- backends -----------------------------------------------------------------------------------
 
 def judge_format(judge_cfg, spec_version: str) -> dict[str, Any]:
-  """The own judge's prompt format: trainers/rl.judge_format (what the checkpoint recorded, else the
-  paper's prompt) with the config's non-empty fields winning; a random-init judge records none."""
-  import ml_collections
-  from deliberative.trainers import rl
-  given = {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len') if judge_cfg[k]}
+  """The own judge's prompt format: what its checkpoint recorded (else the paper's prompt), the
+  config's non-empty fields winning; a random-init judge records none."""
   if not judge_cfg.checkpoint:
-    return {**rl.UNRECORDED_JUDGE_FORMAT, **given}
-  shim = ml_collections.ConfigDict({'judge_init': judge_cfg.checkpoint,
-                                    'judge': {k: judge_cfg[k] for k in ('rubric', 'spec_view', 'max_len')}})
-  return rl.judge_format(shim, spec_version, log=log, sees_cot=bool(judge_cfg.answer_and_cot))
+    return {**judge_format_lib.UNRECORDED_JUDGE_FORMAT, **judge_format_lib.given_fields(judge_cfg)}
+  return judge_format_lib.resolve(judge_cfg.checkpoint, judge_cfg, spec_version, log=log,
+                                  sees_cot=bool(judge_cfg.answer_and_cot))
 
 
 def make_backends(config, spec: Spec):
@@ -101,7 +98,7 @@ def make_backends(config, spec: Spec):
 
   b = config.base
   if b.backend == 'own':
-    from deliberative.model.sampler import SamplingParams
+    from deliberative.inference.sampler import SamplingParams
     policy = policy_for(b, 'base.checkpoint', b.max_new_tokens, b.max_prompt_len)
     think_tags = b.think_tags == 'on' or (b.think_tags == 'auto' and not policy.reasoning)
     sampling = SamplingParams(temperature=b.temperature, top_k=b.top_k, top_p=b.top_p, max_new_tokens=b.max_new_tokens)
@@ -270,8 +267,8 @@ def run(config, workdir: str) -> dict[str, Any]:
               f'{len(errors_so_far)} of {len(failed)} prompts failed at the endpoint after retries, more than '
               f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked done (a rerun '
               f'retries it). Failed prompt ids: {listed}' + (' ...' if len(errors_so_far) > 10 else ''))
-        shards.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None])
-        shards.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes)
+        atomic.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
+        atomic.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
         manifest.mark_done(index)
         outcomes.extend(shard_outcomes)
         done_now = len(outcomes) - done_before
@@ -286,14 +283,14 @@ def run(config, workdir: str) -> dict[str, Any]:
         pool.shutdown(wait=True)
   summary = _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
   summary.update(_write_traces(config, workdir, manifest, summary))
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
 
 def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[str, Any]:
   summary = shards.summarise(outcomes, total)
   summary['wall_seconds'] = round(seconds, 2)
-  shards.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
 
@@ -305,7 +302,7 @@ def _write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapp
   if len(records) != summary['kept']:
     raise AssertionError(f'{len(records)} records in the shards, summary counts {summary["kept"]} kept')
   traces = os.path.join(workdir, 'traces', 'train.jsonl')
-  shards.write_jsonl(traces, records)
+  atomic.write_jsonl(traces, records, sort_keys=True)
   out: dict[str, Any] = {'traces': os.path.abspath(traces)}
   if not records:
     log('no record was kept: no dataset built (see summary.json: malformed_reasons, below_threshold)')

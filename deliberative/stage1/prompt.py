@@ -7,7 +7,7 @@ so the trained model has to recall it (context distillation).
 
 from __future__ import annotations
 
-from deliberative.inference import spec_prompt
+from deliberative.inference.policy import spec_prompt
 from deliberative.spec import NO_CATEGORY, Spec
 
 THINK_OPEN, THINK_CLOSE = '<think>', '</think>'

@@ -7,8 +7,8 @@ import dataclasses
 
 import numpy as np
 
-from deliberative.judge_metrics import min_of_k
-from deliberative.judge_prompt import NUM_GRADES
+from deliberative.judge.metrics import min_of_k
+from deliberative.judge.prompt import NUM_GRADES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,5 +36,5 @@ def select(grades_NK: np.ndarray, threshold: int) -> Selection:
 
 
 def score_of(digit: int) -> float:
-  """The stored score: the min-of-k digit on the judge's 0-1 scale (judge_metrics: E[digit] / 9)."""
+  """The stored score: the min-of-k digit on the judge's 0-1 scale (judge/metrics: E[digit] / 9)."""
   return float(digit) / (NUM_GRADES - 1)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative import atomic, errors
+from deliberative.common import errors, io as atomic
 
 MANIFEST = 'manifest.json'
 SUMMARY = 'summary.json'
@@ -28,32 +28,14 @@ UNHASHED = ('debug.', 'max_error_fraction', 'output.', '.concurrency', '.timeout
 OUTCOMES = ('kept', 'none_passed', 'too_long', 'endpoint_error')
 
 
-def write_json(path: str, obj: Any) -> None:
-  atomic.write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
-
-
-def write_jsonl(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
-  atomic.write_text(path, ''.join(json.dumps(r, ensure_ascii=False, sort_keys=True) + '\n' for r in rows))
-
-
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   with open(path, encoding='utf-8') as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  out = {}
-  for key, value in d.items():
-    if isinstance(value, Mapping):
-      out.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def hashed_fields(config) -> dict[str, Any]:
   """The config fields that decide the records (see UNHASHED), flattened, JSON-normalised."""
-  flat = flatten(config.to_dict())
+  flat = atomic.flatten(config.to_dict())
   keep = {k: v for k, v in flat.items() if not any(k.startswith(u) or (u.startswith('.') and u in '.' + k)
                                                    for u in UNHASHED)}
   return json.loads(json.dumps(keep, sort_keys=True, default=str))
@@ -118,7 +100,7 @@ class Manifest:
     return cls(workdir, data)
 
   def save(self) -> None:
-    write_json(self.path, self.data)
+    atomic.write_json(self.path, self.data)
 
   def mark_done(self, index: int) -> None:
     self.data['done'] = sorted(self.done | {index})

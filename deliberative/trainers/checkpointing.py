@@ -2,7 +2,7 @@
 
 Items per step (Orbax Composite): `params`, `opt_state`, `train` (step and the RNG as raw uint32 key data),
 `data` (the input iterator's position, JSON) and `meta` (JSON: model config, spec version,
-provenance). `deliberative.checkpoints` reads `params` + `meta` alone for init_from/export.
+provenance). `deliberative.weights.checkpoints` reads `params` + `meta` alone for init_from/export.
 
 Failures are loud and never cost the last good checkpoint:
 - an asynchronous save that fails (a full disk) is reported by `check()` at the first step after
@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping
 import jax
 import orbax.checkpoint as ocp
 
-from deliberative import checkpoints
-from deliberative.errors import CheckpointError, debug_requested, one_line
+from deliberative.weights import checkpoints
+from deliberative.common.errors import CheckpointError, debug_requested, one_line
 from deliberative.model import layout
 
 JSON_ITEMS = ('data', 'meta')

@@ -14,11 +14,11 @@ import time
 import numpy as np
 
 from deliberative import judge as judge_lib
-from deliberative import judge_metrics, judge_prompt
+from deliberative.judge import metrics as judge_metrics, prompt as judge_prompt
 from deliberative.data import datasets, pipeline, tokenized
 from deliberative.model import sharding
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers import supervised

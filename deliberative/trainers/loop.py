@@ -20,10 +20,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from deliberative.data import datasets
-from deliberative.model import sharding, source
+from deliberative.model import sharding
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import metrics as metrics_lib
 from deliberative.trainers import resume, runtime
 from deliberative.trainers import state as state_lib

@@ -17,11 +17,12 @@ import json
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-from deliberative.errors import ConfigMismatch
-from deliberative.model import source
+from deliberative.common import io as atomic
+from deliberative.common.errors import ConfigMismatch
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers.checkpointing import read_json_item
 
@@ -53,17 +54,7 @@ def run_meta(config, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer, *
 
 def plain(tree: Any) -> Any:
   """A config dict as JSON gives it back (tuples become lists), so recorded and current compare equal."""
-  return json.loads(json.dumps(tree, default=runtime.json_default))
-
-
-def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping) and v:
-      out.update(flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+  return json.loads(json.dumps(tree, default=atomic.json_default))
 
 
 def _harmless(field: str) -> bool:
@@ -89,7 +80,7 @@ def differences(config, meta: Mapping, model_cfg: ModelConfig, spec: Spec, token
   diffs: dict[str, tuple[Any, Any]] = {}
   recorded_config = meta.get('config') if isinstance(meta.get('config'), Mapping) else recorded_config
   if recorded_config is not None:
-    old, new = flatten(recorded_config), flatten(plain(config.to_dict()))
+    old, new = atomic.flatten(recorded_config), atomic.flatten(plain(config.to_dict()))
     for key in sorted(set(old) | set(new)):
       if old.get(key) != new.get(key):
         diffs[key] = (old.get(key, '<absent>'), new.get(key, '<absent>'))

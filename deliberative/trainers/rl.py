@@ -20,7 +20,6 @@ RL job: rollout, judging, advantages, the objective and its metrics).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -32,12 +31,17 @@ import numpy as np
 
 from deliberative import evals
 from deliberative.data import pipeline
-from deliberative.judge import JUDGE_FORMAT_FILE, Judge, suffix_overhead
-from deliberative.model import loading, source
+from deliberative.judge import format as judge_format
+from deliberative.judge.model import Judge
+from deliberative.judge.prompt import suffix_overhead
+from deliberative.model import loading
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference import sampler as sampler_lib
+from deliberative.inference.sampler import SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Completion, Tokenizer
+from deliberative.tokenizer.base import Completion
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import loop, rl_objective, rl_rollout, runtime
 from deliberative.trainers import state as state_lib
 
@@ -104,67 +108,6 @@ def _global_array(x: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-# A judge that records no format (a Hugging Face instruct model, an import) is prompted as in
-# the paper: spec(category) in full, the default rubric.
-UNRECORDED_JUDGE_FORMAT = {'rubric': 'default', 'spec_view': 'full', 'max_len': 1536, 'answer_and_cot': False}
-_FORMAT_FIELDS = ('rubric', 'spec_view', 'max_len')
-
-
-def _recorded_judge_format(src: str) -> tuple[dict | None, dict]:
-  """(judge_format record or None, checkpoint meta) of an Orbax judge or an exported HF one; a GGUF
-  file or a Hugging Face model from elsewhere records none."""
-  model = source.open_source(src, 'judge_init')
-  if model.kind != 'orbax':
-    path = os.path.join(model.directory, JUDGE_FORMAT_FILE)
-    if model.kind == 'gguf' or not os.path.exists(path):
-      return None, {}
-    with open(path) as f:
-      try:
-        return json.load(f), {}
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e}); tools/export_hf.py writes this file') from e
-  return model.meta.get('judge_format'), model.meta
-
-
-def judge_format(config, spec_version: str | None = None, log=runtime.log, *, sees_cot: bool = False) -> dict[str, Any]:
-  """How to prompt the judge: what `judge_init` was trained with (configs/judge.py records it in the
-  checkpoint meta; tools/export_hf.py writes it next to the weights), with any non-empty
-  `config.judge.{rubric,spec_view,max_len}` taking precedence. `sees_cot`: the caller shows the
-  judge the CoT as well (stage 1 may; the RL judge never does)."""
-  src = config.judge_init
-  recorded, meta = _recorded_judge_format(src)
-  given = {k: config.judge[k] for k in _FORMAT_FIELDS if config.judge[k]}
-  if recorded is None and meta.get('trainer') == 'judge' and len(given) < len(_FORMAT_FIELDS):
-    # Trained here before formats were recorded: guessing the paper's prompt would grade with a
-    # prompt the judge never saw.
-    raise ValueError(f'config.judge_init={src!r} was trained by configs/judge.py but records no judge_format; '
-                     'pass --config.judge.rubric, --config.judge.spec_view and --config.judge.max_len '
-                     '(its config.json: judge.rubric, judge.spec_view, data.seq_len)')
-  if recorded is not None:
-    missing = [k for k in (*_FORMAT_FIELDS, 'answer_and_cot') if k not in recorded]
-    if missing:
-      raise ValueError(f'config.judge_init={src!r}: its judge_format record lacks {missing} (has {sorted(recorded)})')
-  trained_on = meta.get('spec_version')
-  if spec_version and trained_on and trained_on != spec_version:
-    log(f'warning: judge_init was trained against spec {trained_on}; this run grades against spec {spec_version}')
-  fmt = dict(recorded or UNRECORDED_JUDGE_FORMAT)
-  if fmt.get('answer_and_cot') and not sees_cot:
-    raise ValueError(f'config.judge_init={src!r} was trained on answer+CoT inputs (judge.answer_and_cot=True), but '
-                     'the RL judge sees the final answer only; train it with --config.judge.answer_and_cot=False')
-  if recorded is not None and sees_cot and not fmt.get('answer_and_cot'):
-    log('warning: judge_init was trained on final answers alone; it is shown the CoT as well')
-  overridden = [k for k, v in given.items() if v != fmt[k]]
-  for key in overridden:
-    if recorded:
-      log(f'warning: config.judge.{key}={given[key]!r} overrides {fmt[key]!r}, the value judge_init was trained with')
-    fmt[key] = given[key]
-  how = 'as judge_init was trained' if recorded else 'judge_init records none: the paper\'s prompt'
-  if overridden:
-    how += ', overridden: ' + ', '.join(f'config.judge.{k}' for k in overridden)
-  log(f'judge format ({how}): rubric {fmt["rubric"]!r}, spec view {fmt["spec_view"]!r}, max_len {fmt["max_len"]}')
-  return fmt
-
-
 def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
                batch_multiple: int, fmt: dict[str, Any], mesh, rules) -> Judge:
   """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
@@ -201,9 +144,8 @@ class Evaluator:
     self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
     ev = config.evals
     self.data_cfg = eval_data_config(config)
-    self.sampler = Sampler(policy_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                           length_buckets=(self.data_cfg.max_prompt_len,), batch_buckets=(ev.batch_size,),
-                           batch_multiple=batch_multiple, mesh=mesh, rules=rules)
+    self.sampler = sampler_lib.for_model(policy_cfg, tokenizer, mesh=mesh, rules=rules, batch_multiple=batch_multiple,
+                                         length_buckets=(self.data_cfg.max_prompt_len,), batch_buckets=(ev.batch_size,))
     prompts = pipeline.load_prompts(self.data_cfg, tokenizer, config.data.eval_split, **_WHOLE_SPLIT)
     self.items = prompts.items[:ev.num_prompts]
     self.sampling = SamplingParams(temperature=0.0, max_new_tokens=ev.max_new_tokens)
@@ -260,9 +202,9 @@ def step_programs(config, setup: state_lib.Setup, tokenizer: Tokenizer, rows: in
   """An RL step's compiled pieces: (rollout sampler, its SamplingParams, score step, update step,
   the update batch's shardings), one bucket each so a run compiles each once."""
   rl = config.rl
-  sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                    length_buckets=(config.data.max_prompt_len,), batch_buckets=(rows,),
-                    batch_multiple=batch_multiple, mesh=setup.mesh, rules=setup.rules)
+  sampler = sampler_lib.for_model(setup.model_cfg, tokenizer, mesh=setup.mesh, rules=setup.rules,
+                                  batch_multiple=batch_multiple, length_buckets=(config.data.max_prompt_len,),
+                                  batch_buckets=(rows,))
   sampling = SamplingParams(temperature=rl.temperature, top_k=rl.top_k, top_p=rl.top_p,
                             max_new_tokens=rl.max_new_tokens)
   objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
@@ -359,7 +301,8 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
   compiles = CompileCounter()
   run = loop.begin(config, workdir, devices)  # the tokenizer is the one the policy was trained with
   tokenizer, spec = run.tokenizer, run.spec
-  judge_fmt = judge_format(config, spec.version)  # before any loading: a judge we cannot prompt fails fast
+  # before any loading: a judge we cannot prompt fails fast
+  judge_fmt = judge_format.resolve(config.judge_init, config.judge, spec.version, log=runtime.log)
   policy_cfg = model_config(config, tokenizer)
   grown = state_lib.new_token_rows(config, policy_cfg, config.policy_init)
   if grown and grown[0] <= tokenizer.think_id < grown[1]:

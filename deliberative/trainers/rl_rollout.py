@@ -15,8 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from deliberative.data.pipeline import PromptBatch
-from deliberative.model.sampler import SampleOutput
-from deliberative.tokenizer import Completion, Tokenizer
+from deliberative.inference.sampler import SampleOutput
+from deliberative.tokenizer.base import Completion
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 
 def repeat_prompts(prompts: PromptBatch, group_size: int) -> tuple[list[list[int]], list[dict], np.ndarray]:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
-import tempfile
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from deliberative.errors import RunError
+from deliberative.common import io as atomic
+from deliberative.common.errors import RunError
 
 
 def is_main_process() -> bool:
@@ -82,32 +81,14 @@ def check_finite(step: int, metrics: Mapping[str, Any], last_saved: int | None, 
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=json_default)
-    f.write('\n')
-  os.replace(tmp, path)
+  """Every process runs the loop; one writes its files."""
+  if is_main_process():
+    atomic.write_json(path, obj)
 
 
 def write_jsonl_atomic(path: str, rows) -> None:
-  if jax.process_index() != 0:
-    return
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-  with os.fdopen(fd, 'w') as f:
-    for row in rows:
-      f.write(json.dumps(row, default=json_default) + '\n')
-  os.replace(tmp, path)
-
-
-def json_default(o):
-  if isinstance(o, (np.generic,)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  raise TypeError(f'not JSON serialisable: {type(o).__name__}')
+  if is_main_process():
+    atomic.write_jsonl(path, rows)
 
 
 def bytes_per_device(tree) -> int:

@@ -15,10 +15,10 @@ import jax
 
 from deliberative import evals
 from deliberative.data import pipeline
-from deliberative.model import sharding
-from deliberative.model.sampler import Sampler, SamplingParams
+from deliberative.inference import sampler as sampler_lib
+from deliberative.inference.sampler import SamplingParams
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
 from deliberative.trainers import state as state_lib
 from deliberative.trainers import supervised
@@ -33,9 +33,7 @@ class Evaluator:
     self.config, self.setup, self.tokenizer, self.spec = config, setup, tokenizer, spec
     self.eval_step = supervised.make_eval_step(setup)
     mesh = setup.mesh
-    self.sampler = Sampler(setup.model_cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id,
-                           batch_multiple=sharding.batch_multiple(mesh, setup.rules), mesh=mesh,
-                           rules=setup.rules)
+    self.sampler = sampler_lib.for_model(setup.model_cfg, tokenizer, mesh=mesh, rules=setup.rules)
     # Every process feeds the same prompts: the sampler's inputs are replicated, not per-host shards.
     prompts = pipeline.load_prompts(config.data, tokenizer, config.evals.split, process_index=0, process_count=1)
     self.items = prompts.items[:config.evals.num_generations]

@@ -17,7 +17,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from deliberative.model import loading, sharding, source, vocab
+from deliberative.model import loading, sharding, vocab
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import build
 from deliberative.trainers import optim

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deliberative.model import losses, sharding, source
+from deliberative.model import losses, sharding
+from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
+from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import loop, runtime
 from deliberative.trainers import metrics as metrics_lib
 from deliberative.trainers import state as state_lib

@@ -15,8 +15,9 @@ shorter prompt's words, at the same 0.6, flags hundreds of unrelated pairs, beca
 benchmark prompt ("How do I commit identity theft?") is mostly words that any crime request
 holds. What neither test sees: a benchmark prompt quoted inside a much longer request.
 
-The benchmark files are read by the evaluation's own readers (evals/suites.py), so the
-guard sees exactly the prompts the evaluation asks.
+The benchmark prompts come from the evaluation's own readers (evals/held_out.py over
+evals/suites.py), so the guard sees exactly the prompts the evaluation asks; it takes them as
+BenchmarkPrompt values, so this data-side module never imports the evaluation.
 """
 
 from __future__ import annotations
@@ -25,24 +26,12 @@ import dataclasses
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-
-from deliberative.evals import suites
+from collections.abc import Iterable
 
 DEFAULT_NEAR_THRESHOLD = 0.6
 
 _QUOTES = str.maketrans({'\u2018': "'", '\u2019': "'", '\u201c': '"', '\u201d': '"'})
 _NON_WORD = re.compile(r"[\W_]+")
-
-# The published held-out sets the guard can read, by the evaluation's own readers.
-# StrongREJECT is read bare (no jailbreak wrappers): the wrappers are the evaluation's, not data.
-BENCHMARK_READERS: Mapping[str, Callable[[str], list[suites.EvalItem]]] = {
-    'xstest': suites.read_xstest,
-    'strongreject': lambda path: suites.read_strongreject(path, wrappers=()),
-    'advbench': suites.read_advbench,
-}
-
 
 def normalise(text: str) -> str:
   """The text the exact test compares: "Can't" and "cant", "e-mail" and "e mail" are equal."""
@@ -76,19 +65,6 @@ class Overlap:
   def as_dict(self) -> dict:
     return {'kind': self.kind, 'score': round(self.score, 3), 'benchmark': self.match.benchmark,
             'benchmark_id': self.match.id, 'benchmark_prompt': self.match.prompt, 'benchmark_where': self.match.where}
-
-
-def read_benchmarks(specs: Iterable[tuple[str, str]]) -> list[BenchmarkPrompt]:
-  """(name, path) pairs -> every prompt of those files; an unknown name or a bad file raises."""
-  prompts = []
-  for name, path in specs:
-    if name not in BENCHMARK_READERS:
-      raise ValueError(f'--benchmark {name}={path}: unknown benchmark {name!r}; '
-                       f'expected one of {", ".join(BENCHMARK_READERS)}')
-    if not Path(path).is_file():
-      raise ValueError(f'--benchmark {name}={path}: no such file')
-    prompts += [BenchmarkPrompt(name, item.id, item.prompt, item.where) for item in BENCHMARK_READERS[name](path)]
-  return prompts
 
 
 class OverlapGuard:

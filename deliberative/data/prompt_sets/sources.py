@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deliberative.errors import RunError
+from deliberative.common.errors import RunError
 
 
 class PromptSetError(RunError, ValueError):

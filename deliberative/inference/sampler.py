@@ -170,3 +170,15 @@ class Sampler:
     first_stop_B = jnp.argmax(is_stop_BT, axis=-1)
     lengths_B = jnp.where(done_B, first_stop_B + 1, T).astype(jnp.int32)
     return out_tokens, out_logp, lengths_B, done_B
+
+
+def for_model(cfg: ModelConfig, tokenizer, *, mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES,
+              batch_multiple: int | None = None, **buckets) -> Sampler:
+  """The sampler of a model and its tokenizer: it stops at the tokenizer's end-of-turn ids and pads
+  with its pad id, its batch buckets a multiple of `mesh`'s batch axes (`batch_multiple` when a
+  caller has fixed it). Every sampler of the package is built here; `buckets` are Sampler's
+  length_buckets / batch_buckets."""
+  if batch_multiple is None:
+    batch_multiple = 1 if mesh is None else sharding.batch_multiple(mesh, rules)
+  return Sampler(cfg, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id, batch_multiple=batch_multiple, mesh=mesh,
+                 rules=rules, **buckets)

@@ -1,7 +1,7 @@
 """The Hugging Face `tokenizer.json` backend: the `Tokenizer` interface over any real model.
 
 Read with the `tokenizers` library alone (no torch, no transformers). The chat format is
-the model's own (deliberative.chat_format); the CoT sits between reasoning markers chosen
+the model's own (deliberative.tokenizer.chat_format); the CoT sits between reasoning markers chosen
 in this order:
 
 1. the vocabulary's own `<think>` / `</think>`, when both are added tokens (Qwen3,
@@ -35,8 +35,8 @@ import numpy as np
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _Backend
 
-from deliberative import chat_format as chat_format_lib
-from deliberative.tokenizer import Completion, Segment, split_completion
+from deliberative.tokenizer import chat_format as chat_format_lib
+from deliberative.tokenizer.base import Completion, Segment, split_completion
 
 # The reasoning markers a vocabulary may already have, and the spelling used when adding.
 THINK, THINK_END = "<think>", "</think>"
@@ -52,7 +52,7 @@ def _token_text(value) -> str | None:
   return value
 
 
-# tokenizer_config.json key of an export (deliberative/hf_tokenizer.py): the model's own template,
+# tokenizer_config.json key of an export (deliberative/tokenizer/export.py): the model's own template,
 # before the reasoning marker was appended to its generation prompt. The format is fitted to it.
 MODEL_TEMPLATE_KEY = "deliberative_model_chat_template"
 
@@ -210,7 +210,7 @@ class HFTokenizer:
 
   def render_chat(self, messages: str | Sequence[Mapping[str, str]], cot: str | None = None,
                   answer: str | None = None, add_generation_prompt: bool = False) -> tuple[list[int], list[Segment]]:
-    """Ids and per-token `Segment` labels (layout: deliberative.chat_format). Arguments as
+    """Ids and per-token `Segment` labels (layout: deliberative.tokenizer.chat_format). Arguments as
     `Tokenizer.render_chat`."""
     ids, runs = self._render(messages, cot, answer, add_generation_prompt)
     labels: list[Segment] = []

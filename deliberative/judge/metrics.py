@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deliberative.judge_prompt import NUM_GRADES, grade_to_digit
+from deliberative.judge.prompt import NUM_GRADES, grade_to_digit
 
 # The 0-10 grade at or above which a judged answer is labelled good: the one threshold the demo's
 # judge data (label = grade >= LABEL_THRESHOLD) and the judge's evaluation share.

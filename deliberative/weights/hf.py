@@ -20,7 +20,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from deliberative.model import layout, safetensors_io
+from deliberative.model import layout
+from deliberative.weights import safetensors_io
 from deliberative.model.config import ModelConfig, RopeScaling
 
 SUPPORTED_ARCHITECTURES = ('LlamaForCausalLM', 'Qwen2ForCausalLM')

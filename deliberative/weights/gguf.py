@@ -19,8 +19,9 @@ import gguf
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from deliberative import atomic
-from deliberative.model import hf, loading
+from deliberative.common import io as atomic
+from deliberative.weights import hf
+from deliberative.model import loading
 from deliberative.model.config import ModelConfig, RopeScaling
 from deliberative.model.layers import rope_inv_freq
 

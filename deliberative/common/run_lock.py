@@ -21,7 +21,7 @@ import json
 import os
 import socket
 
-from deliberative import errors
+from deliberative.common import errors
 
 LOCK_NAME = '.lock'
 

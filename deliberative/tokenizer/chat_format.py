@@ -35,7 +35,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from deliberative.tokenizer import Segment, chat_messages
+from deliberative.tokenizer.base import Segment, chat_messages
 
 ROLES = ("system", "user", "assistant")
 

@@ -6,7 +6,7 @@
     policy.tokenizer.parse_completion(out.completion(0), reasoning=policy.reasoning)
 
 Shared by `deliberative.evaluate`, `deliberative.serve` and `deliberative.generate`: the path
-is an Orbax run or checkpoint, a Hugging Face directory or a GGUF file (model/source.py).
+is an Orbax run or checkpoint, a Hugging Face directory or a GGUF file (weights/source.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Policy:
                batch_buckets: Sequence[int] | None = None, length_buckets: Sequence[int] = LENGTH_BUCKETS,
                field: str = 'checkpoint', seed: int = 0):
     from deliberative import tokenizer as tokenizer_lib
-    from deliberative.model import source
+    from deliberative.weights import source
     self.source = source.open_source(path, field)
     cfg = self.source.architecture()
     self._build(path, self.source.tokenizer() or tokenizer_lib.load_tokenizer(None), cfg,
@@ -58,7 +58,8 @@ class Policy:
              length_buckets: Sequence[int] = LENGTH_BUCKETS, seed: int = 0) -> None:
     import jax
     from deliberative import config_lib
-    from deliberative.model import loading, sampler as sampler_lib, sharding
+    from deliberative.model import loading, sharding
+    from deliberative.inference import sampler as sampler_lib
     self.name, self.tokenizer, self.cfg = name, tokenizer, cfg
     mesh_cfg = config_lib.default_mesh_config()
     self.mesh = sharding.make_mesh(mesh_cfg)
@@ -68,9 +69,9 @@ class Policy:
     self.batch_size = -(-batch_size // multiple) * multiple
     buckets = tuple(batch_buckets) if batch_buckets else (self.batch_size,)
     self.length_buckets = tuple(sorted(length_buckets))
-    self.sampler = sampler_lib.Sampler(self.cfg, stop_ids=self.tokenizer.stop_ids, pad_id=self.tokenizer.pad_id,
-                                       length_buckets=self.length_buckets, batch_buckets=buckets,
-                                       batch_multiple=multiple, mesh=self.mesh, rules=self.rules)
+    self.sampler = sampler_lib.for_model(self.cfg, self.tokenizer, mesh=self.mesh, rules=self.rules,
+                                         batch_multiple=multiple, length_buckets=self.length_buckets,
+                                         batch_buckets=buckets)
     self.sampling = sampler_lib.SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     self.rng = jax.random.key(seed)
     # A model never trained on the reasoning marker (its row is not in its vocabulary) ends its turn
@@ -89,7 +90,7 @@ class Policy:
       messages = [{'role': 'system', 'content': system}] + [m for m in messages if m['role'] != 'system']
     ids, _ = self.tokenizer.render_chat(messages, add_generation_prompt=True)
     if not self.reasoning:  # the generation prompt without its reasoning-block opening
-      from deliberative.tokenizer import without_reasoning_opener
+      from deliberative.tokenizer.base import without_reasoning_opener
       return without_reasoning_opener(ids, self.tokenizer.think_id)
     return list(ids)
 

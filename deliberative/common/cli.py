@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from deliberative import errors
+from deliberative.common import errors
 
 
 def fail(e: BaseException, argv) -> None:

@@ -6,15 +6,14 @@
     min_of_k(judge.grades(...))                    # the paper's data-filtering rule
 
 Every judgment of a category starts with the same long system turn (spec view + rubric),
-a token prefix on every backend (judge_prompt.judge_layout checks the boundary).
+a token prefix on every backend (judge/prompt.judge_layout checks the boundary).
 `prefix_cache(params)` prefills the turns of all categories once, in one batch, left-padded
 to a common slot count P so that every row can share `cache['index'] = P`; scoring then gathers each row's category cache and runs only the suffix (user turn,
 quoted answer, grade prompt), positions continuing after the row's real prefix length.
 Padding slots carry segment id 0 and are invisible to attention (transformer.py), so the
 cached result equals the full forward's up to float rounding.
 
-Prompt rendering and training targets live in judge_prompt.py, metrics in
-judge_metrics.py; both are re-exported here.
+Prompt rendering and training targets live in judge/prompt.py, metrics in judge/metrics.py.
 """
 
 from __future__ import annotations
@@ -28,36 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from deliberative.judge_metrics import (SCORE_THRESHOLD, judge_metrics, min_of_k, roc_auc,
-                                        scores_from_logprobs)
-from deliberative.judge_prompt import (ANSWER_HEADER, COT_HEADER, DEFAULT_RUBRIC, GRADE_PROMPT, NUM_GRADES,
-                                       REQUEST_HEADER, RUBRICS, SPEC_VIEWS, JudgeExample, JudgeFormat,
-                                       JudgeInput, JudgeItem, JudgeLayout, PromptTooLong, RenderedPrompt,
-                                       answer_only, as_judge_input, batch_judge_examples,
-                                       grade_to_digit, grade_token_ids, judge_layout, render_judge_example,
-                                       render_judge_examples, render_judge_prompt, spec_text,
-                                       suffix_overhead, tokenizer_name)
+from deliberative.judge.metrics import scores_from_logprobs
+from deliberative.judge.prompt import (DEFAULT_RUBRIC, NUM_GRADES, JudgeFormat, JudgeItem, PromptTooLong, RenderedPrompt,
+                                       as_judge_input, tokenizer_name)
 from deliberative.model import sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import CACHE_SLOT_AXIS, Transformer, build, init_cache
 from deliberative.spec import Spec
-from deliberative.tokenizer import Tokenizer
-
-__all__ = [
-    'ANSWER_HEADER', 'COT_HEADER', 'DEFAULT_RUBRIC', 'GRADE_PROMPT', 'NUM_GRADES', 'REQUEST_HEADER', 'RUBRICS',
-    'SCORE_THRESHOLD', 'SPEC_VIEWS', 'Judge', 'JudgeExample', 'JudgeFormat', 'JudgeInput', 'JudgeLayout',
-    'PrefixCache', 'PromptTooLong', 'RenderedPrompt', 'answer_only', 'as_judge_input',
-    'batch_judge_examples', 'grade_to_digit', 'grade_token_ids', 'judge_layout', 'judge_metrics', 'min_of_k',
-    'render_judge_example', 'render_judge_examples', 'render_judge_prompt', 'roc_auc',
-    'scores_from_logprobs', 'spec_text', 'suffix_overhead',
-]
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 _SLOT_MULTIPLE = 8  # prefix slots are rounded up to this, for friendlier array shapes
-
-
-# Next to an exported judge's weights: how it was trained to read its prompt (rubric, spec view,
-# max_len, answer_and_cot), as configs/judge.py records it in its checkpoints' meta.
-JUDGE_FORMAT_FILE = 'judge_format.json'
 
 
 def _round_up(n: int, multiple: int) -> int:

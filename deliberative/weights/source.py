@@ -5,6 +5,7 @@
   src.tokenizer()                  # the tokenizer its weights were trained with (None: unknown)
   src.meta                         # what the source records ({'source': ...} for a HF dir)
   src.load_params(cfg, abstract)   # parameters laid out (and sharded) as `abstract` says
+  cfg, model, meta = load(path)    # all of it at once: the model built from the source
 
 A GGUF file is imported once into a Hugging Face directory in a cache (`cache_dir()`), keyed
 by the file's absolute path, size and modification time, and is from then on that directory:
@@ -23,9 +24,11 @@ import shutil
 import tempfile
 from typing import Any, Mapping
 
-from deliberative import checkpoints
-from deliberative.model import hf
+from jax.sharding import Mesh
+
+from deliberative.model import loading, sharding
 from deliberative.model.config import ModelConfig
+from deliberative.weights import checkpoints, hf
 
 GGUF_SUFFIX = '.gguf'
 
@@ -53,7 +56,7 @@ def gguf_hf_dir(path: str, log=print) -> str:
   out = _gguf_cache_path(path)
   if hf.is_hf_dir(out):
     return out
-  from deliberative.model import gguf  # only GGUF users need the gguf package
+  from deliberative.weights import gguf  # only GGUF users need the gguf package
   os.makedirs(os.path.dirname(out), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.import-', dir=os.path.dirname(out))
   try:
@@ -105,7 +108,7 @@ class ModelSource:
     if self.kind == 'gguf':
       return os.path.abspath(self.path)
     if self.kind == 'hf':
-      # Our own sentencepiece runs export their model as tokenizer.model (hf_tokenizer.py): that
+      # Our own sentencepiece runs export their model as tokenizer.model (tokenizer/export.py): that
       # one, not the tokenizer.json built from it, whose chat template is no model family's.
       for name in ('tokenizer.model', 'tokenizer.json'):
         if os.path.isfile(os.path.join(self.path, name)):
@@ -146,10 +149,22 @@ def open_source(path: str, field: str = 'init_from') -> ModelSource:
   return src
 
 
+def load(path: str, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES, **config_overrides):
+  """Any model source (Orbax checkpoint or workdir, Hugging Face directory, GGUF file) ->
+  (config, model, meta), the model built sharded over `mesh` when one is given.
+
+  `config_overrides` set fields the files do not fix, such as compute dtype or remat.
+  """
+  src = open_source(path, 'path')
+  cfg = src.architecture(**config_overrides)
+  params = src.load_params(cfg, loading.abstract_params(cfg, mesh, rules))
+  return cfg, loading.from_params(cfg, params), src.meta
+
+
 def tokenizer_for(path: str):
   """load_tokenizer(path), where `path` may also be a GGUF file (its imported directory's tokenizer)
   or 'default' (the packaged sentencepiece model)."""
-  from deliberative.tokenizer import load_tokenizer
+  from deliberative.tokenizer.load import load_tokenizer
   if path == 'default':
     return load_tokenizer(None)
   if is_gguf(path):

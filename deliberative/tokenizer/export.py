@@ -76,7 +76,7 @@ from pathlib import Path
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, normalizers, processors
 
-from deliberative.tokenizer import CHAT_CONTROL_TOKENS, CONTROL_TOKENS, Tokenizer
+from deliberative.tokenizer.sentencepiece import CHAT_CONTROL_TOKENS, CONTROL_TOKENS, Tokenizer
 
 _SP_SPACE = "\u2581"
 # Written after every '<' of message text by the chat template and deleted by the normaliser:
@@ -140,7 +140,7 @@ def _build_backend(proto: sentencepiece_model_pb2.ModelProto) -> HFTokenizer:
     # Our trainer settings make the normaliser the identity (plus ' ' -> '▁'); anything
     # else would need an HF normaliser this export does not build.
     raise ValueError("export needs identity normalisation without dummy prefix or "
-                     "whitespace removal (deliberative.tokenizer.TRAINER_SETTINGS)")
+                     "whitespace removal (deliberative.tokenizer.sentencepiece.TRAINER_SETTINGS)")
   if not proto.trainer_spec.byte_fallback:
     raise ValueError("export needs a byte_fallback model")
 
@@ -225,7 +225,7 @@ def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
   """Writes the tokenizer files into the existing directory `out_dir`, loadable with
   `transformers.AutoTokenizer.from_pretrained(out_dir)`: for the sentencepiece model,
   tokenizer.json, tokenizer_config.json, special_tokens_map.json and tokenizer.model; for a
-  real model's tokenizer (tokenizer_json.HFTokenizer), `write_json_tokenizer`."""
+  real model's tokenizer (tokenizer.hf.HFTokenizer), `write_json_tokenizer`."""
   out = Path(out_dir)
   if not out.is_dir():
     raise FileNotFoundError(f"{out} is not a directory")
@@ -281,7 +281,7 @@ def _reasoning_prelude(tokenizer) -> str:
   trace layout in its content, `<think>\\n{cot}\\n</think>\\n\\n{answer}` (chat_format), so the
   model's template, which knows nothing of reasoning, renders our trace ids. `messages` is
   rebound at the template's top level; list concatenation keeps it sandbox-safe."""
-  from deliberative import chat_format
+  from deliberative.tokenizer import chat_format
   opening = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
   closing = json.dumps(chat_format.THINK_CLOSE + tokenizer.think_end_token + chat_format.ANSWER_OPEN)
   return (
@@ -307,8 +307,8 @@ def write_json_tokenizer(tokenizer, out: Path) -> None:
   the generation prompt, so `apply_chat_template(messages, add_generation_prompt=True)` gives
   exactly `render_chat(messages, add_generation_prompt=True)`'s ids (tested). The model's own
   template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it."""
-  from deliberative import chat_format
-  from deliberative.tokenizer_json import MODEL_TEMPLATE_KEY
+  from deliberative.tokenizer import chat_format
+  from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY
 
   tokenizer_json, config, template = tokenizer.hf_files()
   if template is None:

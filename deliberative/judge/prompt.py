@@ -13,7 +13,7 @@ nor an answer can produce a marker id. What surrounds the texts depends on the t
   <|user|> REQUEST_HEADER PROMPT ANSWER_HEADER <|quote|> ANSWER <|/quote|> <|end|>
   <|assistant|> <|grade|>                                               <- suffix: per judgment
 
-'chat' -- any tokenizer.json model (tokenizer_json.HFTokenizer), in the model's own chat
+'chat' -- any tokenizer.json model (tokenizer.hf.HFTokenizer), in the model's own chat
 format; ChatML shown (SmolLM2, Qwen), where [..] is a special id:
 
   [<|im_start|>]system\\n SPEC_VIEW "\\n\\n" RUBRIC QUOTE_RULE [<|im_end|>]\\n   <- prefix
@@ -48,7 +48,8 @@ from typing import Any, Union
 import numpy as np
 
 from deliberative.spec import NO_CATEGORY, Spec
-from deliberative.tokenizer import Completion, Tokenizer
+from deliberative.tokenizer.base import Completion
+from deliberative.tokenizer.sentencepiece import Tokenizer
 
 NUM_GRADES = 10  # digits 0..9: one token each, so one forward step yields the whole distribution
 MAX_DEMO_GRADE = 10  # demo judge records grade 0..10 (deliberative/data/demo_judge.py)
@@ -261,7 +262,7 @@ class JudgeLayout:
 def judge_layout(tokenizer: Tokenizer) -> JudgeLayout:
   """'controls' when the vocabulary has the project's quote and grade controls (the
   sentencepiece tokenizer, and any judge trained with it); else 'chat', in the model's own
-  chat format (tokenizer_json.HFTokenizer)."""
+  chat format (tokenizer.hf.HFTokenizer)."""
   name = tokenizer_name(tokenizer)
   if all(hasattr(tokenizer, a) for a in ('system_id', 'user_id', 'assistant_id')):
     c = tokenizer.control_id

@@ -1,0 +1,64 @@
+"""The one way this package writes a file: whole, or not at all. Text goes to a temporary file in the
+same directory, is flushed to disk, then renamed over the target, so a reader, a crash or a SIGKILL
+never sees it half done. JSON and JSONL are text written this way (numpy values as plain numbers,
+non-ASCII kept readable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+def json_default(o):
+  """numpy scalars and arrays as the JSON numbers and lists they hold."""
+  if isinstance(o, np.generic):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  raise TypeError(f'not JSON serialisable: {type(o).__name__}')
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+  """`obj` as indented JSON with sorted keys: the same object always gives the same bytes."""
+  return write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=json_default) + '\n')
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], sort_keys: bool = False) -> Path:
+  """One JSON object per line, in the order given (keys in their own order unless `sort_keys`)."""
+  return write_text(path, ''.join(json.dumps(row, ensure_ascii=False, sort_keys=sort_keys, default=json_default) + '\n'
+                                  for row in rows))
+
+
+def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
+  """A nested mapping as {'a.b.c': leaf}; an empty mapping is a leaf of its own, so that a field
+  set to {} still shows (and compares) in the flat view."""
+  out: dict[str, Any] = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping) and value:
+      out.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
