@@ -39,7 +39,8 @@ def run(config, workdir: str | None = None, allow_config_change=(), devices=None
   """Programmatic entry: what `main` does, for tests and notebooks. `devices`: the mesh's (default
   all of them; a subset runs the same config on fewer, e.g. one, in the same process)."""
   import jax
-  from deliberative import config_lib, run_lock
+  from deliberative import config_lib
+  from deliberative.common import run_lock
   from deliberative.trainers import resume, runtime
 
   workdir = workdir or os.path.join('runs', config.name)
