@@ -90,6 +90,15 @@ def parse_args(argv):
     p.error(f'--arms {",".join(unknown) or "(empty)"}: choose from {",".join(ARMS)}')
   # Subprocesses run in the repository root: a file suite's path or a data dir relative to here must survive.
   args.suite = [_absolute_suite(s) for s in args.suite or DEFAULT_SUITES]
+  # A bad suite once passed the dry run and failed after every arm had trained: checked here, before any work.
+  from deliberative.evals import suites
+  for spec in args.suite:
+    try:
+      _, path = suites.parse_suite_spec(spec)
+    except ValueError as e:
+      p.error(f'--suite: {e}')
+    if path is not None and not args.dry_run and not os.path.isfile(path):
+      p.error(f'--suite {spec}: no such file')
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
   return args
 

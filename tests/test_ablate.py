@@ -215,3 +215,13 @@ def test_a_preempted_training_is_not_done(tmp_path):
   assert not ablate._done(step)
   (workdir / 'summary.json').write_text(json.dumps({'final_step': 200, 'preempted': False}))
   assert ablate._done(step)
+
+
+@pytest.mark.parametrize('suite, message, dry_run', [('bogus', "unknown suite 'bogus'", True),
+                                                     ('xstest', 'give it as xstest=PATH', True),
+                                                     ('xstest=/no/such.csv', 'no such file', False)])
+def test_a_bad_suite_is_refused_before_any_training(tmp_path, capsys, suite, message, dry_run):
+  with pytest.raises(SystemExit) as e:
+    ablate.parse_args(['--root', str(tmp_path / 'grid'), '--suite', suite] + (['--dry_run'] if dry_run else []))
+  assert e.value.code == 2 and message in capsys.readouterr().err
+  assert not (tmp_path / 'grid').exists()

@@ -213,6 +213,20 @@ def test_invalid_json_unknown_path_and_wrong_model_through_the_client(server, cl
   assert e.value.code == 'model_not_found'
 
 
+@pytest.mark.parametrize('raw, expected', [
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 'not a JSON number'),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "top_p": Infinity}', 'not a JSON number'),
+    (b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', 'lone surrogate'),
+    (b'[' * 200_000 + b']' * 200_000, 'nested too deeply'),
+])
+def test_hostile_json_gets_400_not_500(server, raw, expected):
+  """NaN once passed the temperature's range check and was answered with garbage (HTTP 200); a lone
+  surrogate and 200k-deep nesting got HTTP 500."""
+  status, body = raw_post(server, '/v1/chat/completions', raw)
+  assert status == 400 and body['error']['code'] == 'invalid_json', body
+  assert expected in body['error']['message']
+
+
 def test_a_request_beyond_the_context_is_refused_not_truncated(client, policy, server):
   batches = server.stats.batches
   with pytest.raises(openai.BadRequestError) as e:  # longer than the largest length bucket (128)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 import uuid
@@ -70,7 +71,7 @@ def _is_int(x) -> bool:
 
 
 def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _content_text(content, where: str) -> str:
@@ -135,13 +136,42 @@ def _refuse_unsupported(body: Mapping) -> None:
                        code='unsupported_parameter')
 
 
+def _no_constant(name: str):
+  raise ValueError(f'{name} is not a JSON number')  # Python's json accepts NaN/Infinity; JSON does not
+
+
+def _lone_surrogate_at(body) -> str | None:
+  """The first string (key or value) that cannot be UTF-8 (a lone surrogate from a \\ud800 escape),
+  found without recursion: the tokenizer would fail on it mid-request."""
+  stack = [body]
+  while stack:
+    node = stack.pop()
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+      for text in (key, value):
+        if isinstance(text, str):
+          try:
+            text.encode('utf-8')
+          except UnicodeEncodeError:
+            return text[:40]
+      if isinstance(value, (dict, list)):
+        stack.append(value)
+  return None
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
   try:
-    body = json.loads(raw)
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    body = json.loads(raw, parse_constant=_no_constant)
+  except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
     raise RequestError(f'the request body is not valid JSON: {e}', code='invalid_json') from None
+  except RecursionError:
+    raise RequestError('the request body is nested too deeply', code='invalid_json') from None
   if not isinstance(body, dict):
     raise RequestError('the request body must be a JSON object', code='invalid_json')
+  bad = _lone_surrogate_at(body)
+  if bad is not None:
+    raise RequestError(f'the request body holds a string that is not valid Unicode (a lone surrogate): {bad!r}',
+                       code='invalid_json')
   return body
 
 
