@@ -81,10 +81,3 @@ def test_in_process_second_holder_and_cleanup(tmp_path):
     (kept / 'metrics.jsonl').write_text('{}\n')
   assert sorted(os.listdir(kept)) == ['.lock', 'metrics.jsonl']
 
-
-def test_a_refused_config_leaves_no_workdir_behind(tmp_path):
-  workdir = tmp_path / 'never'
-  done = _entry('deliberative.train', '--config', 'configs/sft.py:smoke', '--workdir', str(workdir),
-                '--config.batch_size=-3')
-  assert done.returncode != 0 and 'batch_size' in done.stderr
-  assert not workdir.exists()

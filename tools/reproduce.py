@@ -49,13 +49,13 @@ sys.path.insert(0, os.path.join(REPO, 'launch'))
 import ablate  # noqa: E402  (launch/ablate.py: one grid per seed)
 
 ARMS = ('sft', 'sft_rl')
-# (row label, source, key): source 'judge' / 'rl' read ROOT/<source>/summary.json; an arm name reads that
-# arm's evaluation (ROOT/<arm>/eval/metrics.json); 'lookup' reads the memorisation baseline there.
+# (row label, source, key): a 'summary:' key reads ROOT/<source>/summary.json; any other key reads the arm's
+# evaluation (ROOT/<arm>/eval/metrics.json), and source 'lookup' the memorisation baseline there.
 DEMO_ROWS = (
-    ('judge ROC AUC (judge_eval)', 'judge', 'eval/judge_auc'),
-    ('judge accuracy (judge_eval)', 'judge', 'eval/judge_accuracy'),
-    ('judge majority-label accuracy (judge_eval)', 'judge', 'eval/judge_majority_accuracy'),
-    ('judge ROC AUC, untrained', 'judge', 'eval_start/judge_auc'),
+    ('judge ROC AUC (judge_eval)', 'judge', 'summary:eval/judge_auc'),
+    ('judge accuracy (judge_eval)', 'judge', 'summary:eval/judge_accuracy'),
+    ('judge majority-label accuracy (judge_eval)', 'judge', 'summary:eval/judge_majority_accuracy'),
+    ('judge ROC AUC, untrained', 'judge', 'summary:eval_start/judge_auc'),
     ('RL mean judge reward (eval), start', 'sft_rl', 'summary:eval/mean_reward_start'),
     ('RL mean judge reward (eval), end', 'sft_rl', 'summary:eval/mean_reward_end'),
     ('RL decision accuracy (eval), start', 'sft_rl', 'summary:eval/decision_accuracy_start'),
@@ -73,16 +73,16 @@ DEMO_CHANGES = (
 )
 XSTEST_LIMIT, SMOLLM2_NEW_TOKENS, SMOLLM2_SFT_STEPS = 100, 192, 30
 BENCH_ARGS = ('--parts', 'train,decode,rl', '--shapes', 'tiny,smollm2', '--rounds', '2')
-# The docs' AOT table: (config with its argument, topology, extra flags); presets of >= 1B parameters
-# default to FSDP over every chip (config_lib.default_mesh_config).
+# The docs' AOT table: (config with its argument, topology); presets of >= 1B parameters default to FSDP
+# over every chip (config_lib.default_mesh_config), so no mesh flags are needed.
 AOT_ROWS = (
-    ('configs/sft.py:size=llama3.2-1b', 'v5p:2x2x2', ()),
-    ('configs/sft.py:size=llama3.2-1b', 'v5e:4x4', ()),
-    ('configs/sft.py:size=llama3.1-8b', 'v5p:2x2x2', ()),
-    ('configs/sft.py:size=llama3.1-8b', 'v5e:4x4', ()),
-    ('configs/sft.py:size=qwen2.5-7b', 'v5p:2x2x2', ()),
-    ('configs/rl.py:size=llama3.2-1b', 'v5p:4x4x4', ()),
-    ('configs/rl.py:size=llama3.1-8b', 'v5p:4x4x4', ()),
+    ('configs/sft.py:size=llama3.2-1b', 'v5p:2x2x2'),
+    ('configs/sft.py:size=llama3.2-1b', 'v5e:4x4'),
+    ('configs/sft.py:size=llama3.1-8b', 'v5p:2x2x2'),
+    ('configs/sft.py:size=llama3.1-8b', 'v5e:4x4'),
+    ('configs/sft.py:size=qwen2.5-7b', 'v5p:2x2x2'),
+    ('configs/rl.py:size=llama3.2-1b', 'v5p:4x4x4'),
+    ('configs/rl.py:size=llama3.1-8b', 'v5p:4x4x4'),
 )
 
 
@@ -169,10 +169,8 @@ def read_seed(root: str) -> dict[tuple[str, str], float]:
     summary = os.path.join(root, source, 'summary.json')
     if os.path.exists(summary):
       for key, value in _read_json(summary).items():
-        if isinstance(value, (int, float)) and value is not None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
           values[(source, f'summary:{key}')] = float(value)
-          if source == 'judge':
-            values[(source, key)] = float(value)
     metrics = os.path.join(root, source, 'eval', 'metrics.json')
     if os.path.exists(metrics):
       from deliberative.evals.report import BASELINE_ARM
@@ -308,20 +306,20 @@ def run_aot(args) -> tuple[str, dict]:
   out = os.path.join(os.path.abspath(args.out), 'aot')
   lines = ['| run | slice | peak per chip (GiB) | of (GiB) | verdict | compile (s) |', '|---|---|---|---|---|---|']
   rows = []
-  for config, topology, extra in AOT_ROWS:
+  for config, topology in AOT_ROWS:
     name = f'{config.split("/")[-1].replace(".py:size=", "_")}_{topology.replace(":", "_")}'
     path = os.path.join(out, name + '.json')
     if not os.path.exists(path):
       cmd = [sys.executable, os.path.join(REPO, 'tools', 'aot_compile.py'), f'--config={config}',
-             f'--topology={topology}', f'--json={path}', *extra]
+             f'--topology={topology}', f'--json={path}']
       if _run_logged(cmd, os.path.join(out, name + '.log'), args.dry_run):
         raise SystemExit(f'error: tools/aot_compile.py failed for {config} on {topology}; see {out}/{name}.log')
     if args.dry_run:
       continue
     report = _read_json(path)
-    rows.append({'config': config, 'topology': topology, 'extra': list(extra), 'report': report})
+    rows.append({'config': config, 'topology': topology, 'report': report})
     compile_seconds = sum(p['compile_seconds'] for p in report['programs'])
-    lines.append(f'| {config} {" ".join(extra)} | {topology} | {report["peak_bytes_per_chip"] / 2**30:.2f} | '
+    lines.append(f'| {config} | {topology} | {report["peak_bytes_per_chip"] / 2**30:.2f} | '
                  f'{report["hbm_per_chip_bytes"] / 2**30:.0f} | {"fits" if report["fits"] else "does not fit"} | '
                  f'{compile_seconds:.0f} |')
   return '\n'.join(lines), {'rows': rows}

@@ -229,7 +229,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         f'{summary["too_long"]}), more than config.labels.max_dropped_fraction={config.labels.max_dropped_fraction}; '
         f'why: malformed {summary["malformed_reasons"]}, read as another decision {summary["misread"]} '
         f'({os.path.join(workdir, shards.SUMMARY)}); no traces written')
-  summary.update(pipeline._write_traces(config, workdir, manifest, summary))
+  summary.update(pipeline.write_traces(config, workdir, manifest, summary))
   common_io.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 

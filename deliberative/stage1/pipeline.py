@@ -282,7 +282,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       if pool:
         pool.shutdown(wait=True)
   summary = _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
-  summary.update(_write_traces(config, workdir, manifest, summary))
+  summary.update(write_traces(config, workdir, manifest, summary))
   atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
 
@@ -294,7 +294,7 @@ def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[s
   return summary
 
 
-def _write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapping[str, Any]) -> dict[str, Any]:
+def write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapping[str, Any]) -> dict[str, Any]:
   """WORKDIR/traces/train.jsonl (every kept record, in shard order) and its TFDS build."""
   records = []
   for index in sorted(manifest.done):
