@@ -130,10 +130,12 @@ def _labels_mode(c: ml_collections.ConfigDict, arg) -> None:
   del c.base['think_tags']
   c.base.max_new_tokens = 384  # a closed answer is kept; one cut at this length is dropped as truncated
   c.labels = ml_collections.ConfigDict(dict(
-      ignore='import_report.*',  # names in a prompts folder that are not prompts (comma-separated fnmatch)
+      ignore='import_report.*,mix_report.*',  # names in a prompts folder that are not prompts (comma-separated fnmatch)
       per_file=0,  # the first N prompts of each file (0 = all)
       comply_without_answer='sample',  # sample (self-distillation through `base`) | skip (counted, left out)
       num_samples=4,  # K generator answers per comply prompt without a shipped answer
+      # A sample cut at base.max_new_tokens: drop it, or trim it to its last whole sentence (counted).
+      truncated='drop',
       cot_max_chars=250,  # ~56 SmolLM2 tokens at ~4.5 characters a token: issue 22's 64-token goal
       max_dropped_fraction=0.5,  # above this share of prompts dropped, the run stops (summary.json says why)
   ))

@@ -45,6 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--grader', action='append', default=[],
                  help='repeatable: graders added to each suite\'s default (demo_regex, xstest_string_match, model:PATH)')
   p.add_argument('--limit', type=int, default=None, help='items per suite (a stratified, deterministic subset)')
+  p.add_argument('--suite_limit', action='append', default=[], metavar='NAME=N',
+                 help='repeatable: items of suite NAME, in place of --limit (e.g. strongreject=50 beside --limit 100)')
   p.add_argument('--wrapper_limit', type=int, default=None, help='jailbreak wrappers per prompt (strongreject, demo_jailbreak)')
   p.add_argument('--max_new_tokens', type=int, default=256)
   p.add_argument('--batch_size', type=int, default=16)
@@ -66,6 +68,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     value = getattr(args, flag)
     if value is not None and value < 1:
       p.error(f'--{flag} must be >= 1, got {value}')
+  args.suite_limits = {}
+  for item in args.suite_limit:
+    name, sep, value = item.partition('=')
+    if not sep or not value.strip().isdigit() or int(value) < 1:
+      p.error(f'--suite_limit {item}: expected NAME=N with N >= 1')
+    if name not in {s.partition('=')[0].strip() for s in args.suite}:
+      p.error(f'--suite_limit {item}: no --suite named {name!r}')
+    args.suite_limits[name] = int(value)
   if os.path.exists(args.out) and not os.path.isdir(args.out):
     p.error(f'--out {args.out} exists and is not a directory')
   return args
@@ -148,7 +158,8 @@ def evaluate(args: argparse.Namespace) -> int:
   if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
     raise ValueError(f'--out {args.out} is the checkpoint itself; choose a directory of its own')
   start = time.perf_counter()
-  loaded = [suites.load_suite(s, limit=args.limit, wrapper_limit=args.wrapper_limit, data_dir=args.data_dir)
+  loaded = [suites.load_suite(s, limit=args.suite_limits.get(suites.parse_suite_spec(s)[0], args.limit),
+                              wrapper_limit=args.wrapper_limit, data_dir=args.data_dir)
             for s in args.suite]  # every file is checked before the model loads
   spec = Spec.load(None)
   train_records = None if args.no_baseline else suites.read_split_records(args.train_split, args.train,
@@ -174,7 +185,7 @@ def _generate_and_grade(args, loaded, spec, train_records, start: float) -> int:
     disagreements += s_dis
     notes += s_notes
   meta = {'checkpoint': os.path.abspath(args.checkpoint), 'suites': args.suite, 'graders': args.grader,
-          'limit': args.limit, 'wrapper_limit': args.wrapper_limit, 'spec_in_context': args.spec_in_context,
+          'limit': args.limit, 'suite_limits': args.suite_limits, 'wrapper_limit': args.wrapper_limit, 'spec_in_context': args.spec_in_context,
           'max_new_tokens': args.max_new_tokens, 'reasoning': policy.reasoning, 'spec_version': spec.version,
           'wall_seconds': time.perf_counter() - start}
   paths = report.write_report(args.out, arms, samples=samples, disagreements=disagreements, meta=meta, notes=notes,

@@ -67,6 +67,7 @@ class Step:
   kind: str  # 'train' | 'eval'
   cmd: list[str]
   done: str  # the file whose presence means this step already ran
+  log: str = ''  # where its output goes ('' = ROOT/<arm>/log.txt)
 
 
 def parse_args(argv):
@@ -80,6 +81,10 @@ def parse_args(argv):
   p.add_argument('--max_new_tokens', type=int, default=None, help='evaluate (default: 128 tiny, 192 smollm2)')
   p.add_argument('--batch_size', type=int, default=None, help='evaluate: prompts per generation batch')
   p.add_argument('--data_dir', default=None, help='the demo dataset\'s directory, for trainings and evaluations')
+  p.add_argument('--suite_limit', action='append', default=[], metavar='NAME=N',
+                 help='evaluate: repeatable, items of suite NAME in place of --limit')
+  p.add_argument('--baseline_train', default=None,
+                 help='evaluate --train: the traces the memorisation baseline looks up (default: the demo dataset)')
   p.add_argument('--train_arg', action='append', default=[], help='repeatable: added to every training command')
   p.add_argument('--smoke', action='store_true', help='each config\'s `smoke` argument and tiny evaluations')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
@@ -145,8 +150,12 @@ def eval_cmd(args, checkpoint: str, out: str, spec_in_context: bool = False, rea
     value = value if value is not None else smoke.get(key, defaults.get(key))
     if value is not None:
       cmd += [f'--{key}', str(value)]
+  for item in getattr(args, 'suite_limit', []):
+    cmd += ['--suite_limit', item]
   if args.data_dir:
     cmd += ['--data_dir', args.data_dir]
+  if getattr(args, 'baseline_train', None):
+    cmd += ['--train', args.baseline_train]
   if spec_in_context:
     cmd.append('--spec_in_context')
   if reasoning != 'auto':
@@ -154,8 +163,18 @@ def eval_cmd(args, checkpoint: str, out: str, spec_in_context: bool = False, rea
   return cmd
 
 
-def plan(args) -> list[Step]:
+@dataclasses.dataclass
+class Wiring:
+  """What a caller (launch/recipe.py) adds to the grid's commands: per-config training flags, and a
+  judge it trained itself for RL (else size=tiny trains ROOT/judge and smollm2 uses its zero-shot judge)."""
+  sft: list[str] = dataclasses.field(default_factory=list)
+  rl: list[str] = dataclasses.field(default_factory=list)
+  judge_init: str = ''
+
+
+def plan(args, wiring: Wiring | None = None) -> list[Step]:
   """Every training and evaluation the chosen arms need, in an order where each input exists first."""
+  wiring = wiring or Wiring()
   root = os.path.abspath(args.root)
   arms = set(args.arms)
   wd = lambda name: os.path.join(root, name)  # noqa: E731
@@ -171,20 +190,21 @@ def plan(args) -> list[Step]:
         '--config.evals.num_generations=8', '--config.evals.max_new_tokens=16', '--config.evals.batch_size=8',
         '--config.evals.loss_batches=1', '--config.evals.final_splits='), summary('base')))
   if arms & {'sft', 'sft_rl'}:
-    steps.append(Step('sft', 'train', train_cmd(args, 'sft', wd('sft')), summary('sft')))
-  judge = []
-  if args.size == 'tiny' and arms & {'rl', 'sft_rl'}:
+    steps.append(Step('sft', 'train', train_cmd(args, 'sft', wd('sft'), *wiring.sft), summary('sft')))
+  judge = [f'--config.judge_init={wiring.judge_init}'] if wiring.judge_init else []
+  if args.size == 'tiny' and arms & {'rl', 'sft_rl'} and not wiring.judge_init:
     steps.append(Step('judge', 'train', train_cmd(args, 'judge', wd('judge')), summary('judge')))
     judge = [f'--config.judge_init={wd("judge")}']
   if 'rl' in arms:
-    steps.append(Step('rl', 'train', train_cmd(args, 'rl', wd('rl'), f'--config.policy_init={base}', *judge),
-                      summary('rl')))
+    steps.append(Step('rl', 'train', train_cmd(args, 'rl', wd('rl'), *wiring.rl, f'--config.policy_init={base}',
+                                               *judge), summary('rl')))
   if 'sft_rl' in arms:
     # configs/rl.py:size=smollm2 accepts direct answers (a base model never opens <think>); an SFT
     # run has learnt the CoT format, so it must produce one again, as on the tiny model.
     cot = ['--config.rl.require_cot=True'] if args.size != 'tiny' else []
-    steps.append(Step('sft_rl', 'train', train_cmd(args, 'rl', wd('sft_rl'), f'--config.policy_init={wd("sft")}',
-                                                   *judge, *cot), summary('sft_rl')))
+    steps.append(Step('sft_rl', 'train', train_cmd(args, 'rl', wd('sft_rl'), *wiring.rl,
+                                                   f'--config.policy_init={wd("sft")}', *judge, *cot),
+                      summary('sft_rl')))
   checkpoints = {'base': base, 'spec': base, 'sft': wd('sft'), 'rl': wd('rl'), 'sft_rl': wd('sft_rl')}
   for arm in ARMS:
     if arm in arms:
@@ -216,7 +236,7 @@ def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
   start = time.perf_counter()
   for i, step in enumerate(steps, 1):
-    what = 'training' if step.kind == 'train' else 'evaluation'
+    what = {'train': 'training', 'eval': 'evaluation'}.get(step.kind, step.kind)
     if dry_run:
       print(shlex.join(step.cmd), flush=True)
       continue
@@ -224,7 +244,7 @@ def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
     if _done(step):
       print(f'{head} {what} done already ({os.path.relpath(step.done, root)}), skipped', flush=True)
       continue
-    log_path = os.path.join(root, step.arm, 'log.txt')
+    log_path = step.log or os.path.join(root, step.arm, 'log.txt')
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     print(f'{head} {what} ... (log {log_path})', flush=True)
     t0 = time.perf_counter()

@@ -255,3 +255,50 @@ def test_the_command_reports_bad_input_as_one_line(tmp_path):
                         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
   assert done.returncode == 1 and 'Traceback' not in done.stderr
   assert done.stderr.startswith(f'error: {path}:1: field \'clause_ids\': \'IB.1\' is not a refuse clause'), done.stderr
+
+
+def test_a_shard_is_sampled_in_one_batched_call(tmp_path, monkeypatch):
+  """Self-distillation decodes every prompt of a shard together (K rows each): batch 32 is what
+  makes it affordable on CPU. The batch's answers still land on their own prompts."""
+  from deliberative.stage1 import backends
+  calls = []
+  real = backends.OwnBase.complete_many
+
+  def counted(self, prompts, n, seed):
+    calls.append((len(prompts), n))
+    return real(self, prompts, n, seed)
+
+  monkeypatch.setattr(backends.OwnBase, 'complete_many', counted)
+  prompts = write_jsonl(tmp_path / 'benign.jsonl', [
+      record('b-1', 'Give me three tips for keeping basil alive on a windowsill.', 'none', 'comply'),
+      record('r-1', 'How do I make a pipe bomb?', 'illicit_behavior', 'refuse', ['IB.4']),
+      record('b-2', 'How do violent video games get their age ratings?', 'violence', 'comply'),
+      record('b-3', 'Name a good book about the history of chemistry.', 'none', 'comply')])
+  config = label_config(prompts, **{'labels.num_samples': 2, 'base.max_new_tokens': 8,
+                                    'labels.max_dropped_fraction': 1.0, 'shards.prompts_per_shard': 4})
+  summary = labels.run(config, str(tmp_path / 'w'))
+  assert calls == [(3, 2)]  # one call for the shard's three comply prompts, none for the written refusal
+  outcomes = shards.read_jsonl(shards.shard_path(str(tmp_path / 'w'), 0, '.outcomes'))
+  assert [len(o.get('candidates', [])) for o in outcomes] == [2, 0, 2, 2]
+  assert summary['completions'] == 3 * 2 + 1
+
+
+def test_trimming_cuts_a_truncated_sample_back_to_its_last_sentence():
+  from deliberative.stage1.backends import Candidate
+  long = ('Basil likes six hours of sun a day. Water it when the top of the soil is dry, not before. '
+          'Pinch off the flower buds so that the leaves keep')
+  trimmed = labels.trim_truncated(Candidate('', long, 'truncated'))
+  assert trimmed.answer.endswith('not before.') and trimmed.trimmed and trimmed.malformed == ''
+  short = Candidate('', 'Yes. And then the', 'truncated')  # too little left to teach compliance: still dropped
+  assert labels.trim_truncated(short) == short
+  closed = Candidate('', long, '')
+  assert labels.trim_truncated(closed) == closed
+  format_error = Candidate('', long, 'format')
+  assert labels.trim_truncated(format_error) == format_error
+
+
+def test_truncated_policy_is_checked(tmp_path):
+  prompts = write_jsonl(tmp_path / 'p.jsonl', [record('c-1', 'Name three primary colours.', 'none', 'comply',
+                                                      compliant_answer='Red, yellow and blue.')])
+  with pytest.raises(ValueError, match=r"labels.truncated='cut': expected drop or trim"):
+    labels.run(label_config(prompts, **{'labels.truncated': 'cut'}), str(tmp_path / 'w'))

@@ -35,6 +35,7 @@ class Candidate:
   cot: str
   answer: str
   malformed: str = ''  # '' = well formed; else why not (no_answer, no_cot, truncated, ...)
+  trimmed: bool = False  # labels.truncated=trim: cut at max_new_tokens, then back to its last sentence
 
 
 def non_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
@@ -80,27 +81,36 @@ class OwnBase:
     return ids
 
   def complete(self, ids: list[int], n: int, seed: int) -> list[Candidate]:
+    return self.complete_many([ids], n, seed)[0]
+
+  def complete_many(self, prompts: Sequence[list[int]], n: int, seed: int) -> list[list[Candidate]]:
+    """n samples of each prompt, in sampler calls of at most the policy's batch size."""
     import jax
-    with self.lock:
-      out = self.policy.sample([ids] * n, self.sampling, rng=jax.random.key(seed))
+    rows = [ids for ids in prompts for _ in range(n)]
+    step = max(self.policy.batch_size // n, 1) * n
+    candidates = []
+    for start in range(0, len(rows), step):
+      with self.lock:
+        out = self.policy.sample(rows[start:start + step], self.sampling, rng=jax.random.key(seed + start))
+      candidates.extend(self._candidate(out, i) for i in range(len(rows[start:start + step])))
+    return [candidates[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+  def _candidate(self, out, i: int) -> Candidate:
     tok = self.policy.tokenizer
     stops = set(tok.stop_ids)
-    candidates = []
-    for i in range(n):
-      completion = out.completion(i)
-      if self.think_tags:  # a model without a reasoning channel, asked to write <think> as text
-        cot, answer, reason = inline_reasoning(tok.decode([t for t in completion if t not in stops]),
-                                               self.require_cot, 'no_think_block')
-        if not reason and not bool(out.stopped[i]):
-          reason = 'truncated'
-      else:
-        parsed = tok.parse_completion(completion, reasoning=self.policy.reasoning)
-        cot, answer = parsed.cot, parsed.answer
-        ok = citations.is_well_formed(cot, answer, parsed.well_formed) or (
-            not self.require_cot and parsed.well_formed and bool(answer.strip()))
-        reason = '' if ok else ('truncated' if not bool(out.stopped[i]) else 'format')
-      candidates.append(Candidate(cot.strip(), answer.strip(), reason))
-    return candidates
+    completion = out.completion(i)
+    if self.think_tags:  # a model without a reasoning channel, asked to write <think> as text
+      cot, answer, reason = inline_reasoning(tok.decode([t for t in completion if t not in stops]),
+                                             self.require_cot, 'no_think_block')
+      if not reason and not bool(out.stopped[i]):
+        reason = 'truncated'
+    else:
+      parsed = tok.parse_completion(completion, reasoning=self.policy.reasoning)
+      cot, answer = parsed.cot, parsed.answer
+      ok = citations.is_well_formed(cot, answer, parsed.well_formed) or (
+          not self.require_cot and parsed.well_formed and bool(answer.strip()))
+      reason = '' if ok else ('truncated' if not bool(out.stopped[i]) else 'format')
+    return Candidate(cot.strip(), answer.strip(), reason)
 
 
 def inline_reasoning(text: str, require_cot: bool, missing: str) -> tuple[str, str, str]:

@@ -26,8 +26,10 @@ model-judge path (pipeline.py, config source=model) is unchanged, for users with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -51,7 +53,9 @@ def make_generator(config):
   b = config.base
   if b.backend == 'own':
     from deliberative.inference.sampler import SamplingParams
-    policy = backends.load_policy(b.checkpoint, random_size=b.random_size, batch_size=config.labels.num_samples,
+    # One sampler call per shard: every prompt of the shard that needs an answer, K rows each.
+    rows = config.shards.prompts_per_shard * config.labels.num_samples
+    policy = backends.load_policy(b.checkpoint, random_size=b.random_size, batch_size=rows,
                                   max_new_tokens=b.max_new_tokens, reasoning=b.reasoning,
                                   max_prompt_len=b.max_prompt_len, field='base.checkpoint', seed=config.seed)
     sampling = SamplingParams(temperature=b.temperature, top_k=b.top_k, top_p=b.top_p, max_new_tokens=b.max_new_tokens)
@@ -69,6 +73,7 @@ class LabelStage1:
     self.config, self.spec, self.grader, self.digest = config, spec, grader, digest
     self.cots = label_cot.CotWriter(spec, config.labels.cot_max_chars)
     self._generator = None
+    self._presampled: dict[str, list[backends.Candidate] | backends.TooLong] = {}
 
   @property
   def generator(self):
@@ -77,8 +82,33 @@ class LabelStage1:
     return self._generator
 
   def _sampled(self, record, seed: int) -> list[backends.Candidate]:
-    prepared = self.generator.prepare(record, '')
-    return self.generator.complete(prepared, self.config.labels.num_samples, seed)
+    got = self._presampled.pop(record['id'], None)
+    if isinstance(got, backends.TooLong):
+      raise got
+    if got is None:
+      got = self.generator.complete(self.generator.prepare(record, ''), self.config.labels.num_samples, seed)
+    if self.config.labels.truncated == 'trim':
+      got = [trim_truncated(c) for c in got]
+    return got
+
+  def presample(self, records) -> None:
+    """Samples the answers of every record in `records` that needs one in one batched sampler call
+    (own backend; an endpoint keeps its per-prompt requests). Decode at batch K x prompts is what
+    makes self-distillation affordable on CPU: SmolLM2 decodes ~3x more tokens/s at batch 32 than at
+    batch 4. The batch's seed is its first prompt's, so a resumed shard samples the same answers."""
+    wanted = [r for r in records if label_input.needs_sampling(r) and r['decision'] in ('comply', 'safe_complete')]
+    if not wanted or not hasattr(self.generator, 'complete_many'):
+      return
+    prepared = []
+    for r in wanted:
+      try:
+        prepared.append((r, self.generator.prepare(r, '')))
+      except backends.TooLong as e:
+        self._presampled[r['id']] = e
+    if prepared:
+      seed = pipeline.prompt_seed(self.config.seed, prepared[0][0]['id'])
+      outs = self.generator.complete_many([ids for _, ids in prepared], self.config.labels.num_samples, seed)
+      self._presampled.update({r['id']: c for (r, _), c in zip(prepared, outs)})
 
   def _candidates(self, record, rng: random.Random, clause, seed: int) -> tuple[list[backends.Candidate], str]:
     """The answers to choose from, and where they came from: dataset, written or sampled."""
@@ -140,8 +170,9 @@ class LabelStage1:
                                      'kept': int(bool(kept))}},
                answer_from=answer_from.split(':')[0])
     if answer_from.startswith('sampled'):  # the audit trail of self-distillation: every sample and its fate
-      out['candidates'] = [{'answer': c.answer, 'malformed': c.malformed, 'kept': i == (kept[0] if kept else None)}
-                           for i, c in enumerate(candidates)]
+      out['candidates'] = [{'answer': c.answer, 'malformed': c.malformed, 'trimmed': c.trimmed,
+                            'kept': i == (kept[0] if kept else None)} for i, c in enumerate(candidates)]
+      out['kept_trimmed'] = bool(kept) and candidates[kept[0]].trimmed
     if not kept:
       return {**out, 'outcome': 'none_passed'}, None
     trace = {'id': pid, 'messages': backends.non_system(record['messages']), 'category': category,
@@ -150,6 +181,24 @@ class LabelStage1:
              'source': record['source'], 'source_label': record.get('source_label', ''),
              'answer_from': answer_from, 'generator': f'{LABELS_JUDGE}+{self.digest}', 'judge': LABELS_JUDGE}
     return {**out, 'outcome': 'kept'}, schema.validate_record(trace, f'label traces: prompt {pid!r}')
+
+
+# A sentence ends at . ! or ? (closing quotes or brackets allowed) before whitespace.
+_SENTENCE_END = re.compile(r'[.!?]["\')\]]*(?=\s)')
+TRIM_MIN_CHARS = 80  # a trimmed answer shorter than this says too little to teach compliance
+
+
+def trim_truncated(candidate: backends.Candidate) -> backends.Candidate:
+  """A sample cut at max_new_tokens, cut back to its last whole sentence (labels.truncated=trim):
+  a small model's answers often run past a CPU-sized budget, and dropping them all keeps only the
+  shortest prompts' answers. The trimmed answer is closed but not the model's own ending: it is
+  marked (malformed='' but trimmed=True in the outcome) and counted in the summary."""
+  if candidate.malformed != 'truncated':
+    return candidate
+  ends = [m.end() for m in _SENTENCE_END.finditer(candidate.answer + ' ')]
+  if not ends or ends[-1] < TRIM_MIN_CHARS:
+    return candidate
+  return dataclasses.replace(candidate, answer=candidate.answer[:ends[-1]].rstrip(), malformed='', trimmed=True)
 
 
 def _methods_clauses(spec: Spec) -> set[str]:
@@ -172,7 +221,8 @@ def summarise(outcomes, inputs: label_input.LabelledPrompts) -> dict[str, Any]:
     misread.update(o.get('misread', {}))
     if o['outcome'] == 'kept':
       answer_from[o['answer_from']] += 1
-  summary.update(judge=LABELS_JUDGE, records_read=inputs.read, per_source=dict(sorted(per_source.items())),
+  summary.update(judge=LABELS_JUDGE, records_read=inputs.read,
+                 kept_trimmed=sum(bool(o.get('kept_trimmed')) for o in outcomes), per_source=dict(sorted(per_source.items())),
                  misread=dict(sorted(misread.items())), answer_from=dict(sorted(answer_from.items())),
                  skipped_no_answer=dict(sorted(inputs.skipped.items())), skipped_no_answer_ids=inputs.skipped_ids[:20])
   cells = [c for by_decision in per_source.values() for c in by_decision.values()]
@@ -190,6 +240,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   spec = Spec.load(config.spec or None)
   if config.shards.prompts_per_shard < 1 or config.labels.num_samples < 1:
     raise ValueError('config.shards.prompts_per_shard and config.labels.num_samples must be >= 1')
+  if config.labels.truncated not in ('drop', 'trim'):
+    raise ValueError(f'config.labels.truncated={config.labels.truncated!r}: expected drop or trim')
   grader = graders_lib.get_grader(config.grader)
   inputs = label_input.read(config.prompts, config.labels, spec)
   by_id = {r['id']: r for r in inputs.records}
@@ -203,7 +255,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                f'skipped; workdir {os.path.abspath(workdir)}; config hash {digest}; spec {spec.version}')
   outcomes = pipeline.done_outcomes(workdir, manifest)
   stage = LabelStage1(config, spec, grader, digest)
+  started, done_before = time.perf_counter(), len(outcomes)
   for index in todo:
+    stage.presample([by_id[pid] for pid in manifest.shards[index]])
     results = [stage.run_prompt(by_id[pid]) for pid in manifest.shards[index]]
     shard_outcomes = [o for o, _ in results]
     failed = [o for o in outcomes + shard_outcomes if o['outcome'] == 'endpoint_error']
@@ -211,12 +265,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       raise errors.RunError(f'{len(failed)} prompts failed at the endpoint after retries, more than '
                             f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked '
                             'done (a rerun retries it): ' + '; '.join(f'{o["id"]}: {o["error"]}' for o in failed[:10]))
-    common_io.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
-    common_io.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
-    manifest.mark_done(index)
-    outcomes.extend(shard_outcomes)
-    pipeline.log(f'prompts {len(outcomes):>6}/{len(inputs.records)}  kept {sum(o["outcome"] == "kept" for o in outcomes)}'
-                 f'  shard {index + 1}/{len(manifest.shards)}')
+    pipeline.commit_shard(workdir, manifest, index, results, outcomes, len(inputs.records), started, done_before)
     if config.debug.kill_after_shard == index:  # tests: die as a preempted host would, mid-run
       os.kill(os.getpid(), signal.SIGKILL)
   summary = summarise(outcomes, inputs)
@@ -236,7 +285,9 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def report_lines(summary: Mapping[str, Any]) -> list[str]:
   """What deliberative.generate prints after the common summary line."""
-  lines = [f'  answers kept: {summary["answer_from"]}; read as another decision: {summary["misread"]}']
+  lines = [f'  answers kept: {summary["answer_from"]}; read as another decision: {summary["misread"]}'
+           + (f'; sampled answers kept trimmed to their last sentence: {summary["kept_trimmed"]}'
+              if summary.get('kept_trimmed') else '')]
   for source, by_decision in summary['per_source'].items():
     cells = '  '.join(f'{d} {c["kept"]}/{c["prompts"]}' for d, c in by_decision.items())
     lines.append(f'  {source:<14} kept/prompts  {cells}')

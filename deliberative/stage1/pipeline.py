@@ -267,15 +267,7 @@ def run(config, workdir: str) -> dict[str, Any]:
               f'{len(errors_so_far)} of {len(failed)} prompts failed at the endpoint after retries, more than '
               f'config.max_error_fraction={config.max_error_fraction}; shard {index} is not marked done (a rerun '
               f'retries it). Failed prompt ids: {listed}' + (' ...' if len(errors_so_far) > 10 else ''))
-        atomic.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
-        atomic.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
-        manifest.mark_done(index)
-        outcomes.extend(shard_outcomes)
-        done_now = len(outcomes) - done_before
-        rate = done_now / max(time.perf_counter() - started, 1e-9)
-        kept = sum(o['outcome'] == 'kept' for o in outcomes)
-        log(f'prompts {len(outcomes):>6}/{len(records)}  kept {kept}  shard {index + 1}/{len(manifest.shards)}  '
-            f'{rate:.2f} prompts/s  ETA {_eta((len(records) - len(outcomes)) / rate if rate else 0)}')
+        commit_shard(workdir, manifest, index, results, outcomes, len(records), started, done_before)
         if config.debug.kill_after_shard == index:  # tests: die as a preempted host would, mid-run
           os.kill(os.getpid(), signal.SIGKILL)
     finally:
@@ -285,6 +277,21 @@ def run(config, workdir: str) -> dict[str, Any]:
   summary.update(write_traces(config, workdir, manifest, summary))
   atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
   return summary
+
+
+def commit_shard(workdir: str, manifest: shards.Manifest, index: int, results, outcomes: list, total: int,
+                 started: float, done_before: int) -> None:
+  """Writes one finished shard (its traces, then its outcomes) atomically, marks it done, adds its
+  outcomes to `outcomes` and logs progress with the rate since `started` and an ETA."""
+  shard_outcomes = [o for o, _ in results]
+  atomic.write_jsonl(shards.shard_path(workdir, index), [t for _, t in results if t is not None], sort_keys=True)
+  atomic.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
+  manifest.mark_done(index)
+  outcomes.extend(shard_outcomes)
+  rate = (len(outcomes) - done_before) / max(time.perf_counter() - started, 1e-9)
+  kept = sum(o['outcome'] == 'kept' for o in outcomes)
+  log(f'prompts {len(outcomes):>6}/{total}  kept {kept}  shard {index + 1}/{len(manifest.shards)}  '
+      f'{rate:.2f} prompts/s  ETA {_eta((total - len(outcomes)) / rate if rate else 0)}')
 
 
 def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""A training mix of imported prompts: at most N per set, drawn evenly over the set's own labels.
+
+The imports are lopsided (AART alone holds 2,853 harmful prompts; the benign sets 1,654 in all),
+and a model fine-tuned on them as they are learns that most requests are refused. A mix caps each
+set (`caps`, e.g. {'aart': 600}) and draws the cap round-robin over the set's `source_label`s in a
+seeded order, so that every harm type stays represented; a set without a cap is taken whole. The
+rows left out are counted per set, never silently dropped: `Mix.report()` says what was kept.
+
+  records = mix.read_imports('runs/prompts')
+  m = mix.draw(records, caps={'aart': 600, 'catqa': 300}, seed=0)
+  m.write('runs/mix')          # one <set>.jsonl per set, and mix_report.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deliberative.common import io as common_io
+from deliberative.data import schema
+
+REPORT = 'mix_report.json'
+
+
+def read_imports(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
+  """tools/import_prompts.py's output: set name -> its records, in file order."""
+  folder = Path(folder)
+  files = sorted(p for p in folder.glob('*.jsonl'))
+  if not files:
+    raise schema.SchemaError(f'{folder}: no *.jsonl files (expected tools/import_prompts.py --out)')
+  return {p.stem: list(schema.iter_jsonl(p)) for p in files}
+
+
+def parse_caps(text: str) -> dict[str, int]:
+  """'aart=600,catqa=300' -> {'aart': 600, 'catqa': 300}; a cap must be a positive integer."""
+  caps = {}
+  for part in filter(None, (p.strip() for p in text.split(','))):
+    name, sep, value = part.partition('=')
+    if not sep or not value.strip().isdigit() or int(value) < 1:
+      raise ValueError(f'mix cap {part!r}: expected SET=N with N >= 1')
+    caps[name.strip()] = int(value)
+  return caps
+
+
+@dataclasses.dataclass
+class Mix:
+  records: dict[str, list[dict[str, Any]]]
+  available: dict[str, int]
+  caps: dict[str, int]
+  seed: int
+
+  def report(self) -> dict[str, Any]:
+    per_set = {}
+    for name, rows in self.records.items():
+      per_set[name] = dict(available=self.available[name], kept=len(rows), left_out=self.available[name] - len(rows),
+                           cap=self.caps.get(name), decisions=dict(sorted(Counter(r['decision'] for r in rows).items())))
+    decisions = Counter(r['decision'] for rows in self.records.values() for r in rows)
+    return dict(seed=self.seed, caps=self.caps, per_set=per_set, kept=sum(decisions.values()),
+                decisions=dict(sorted(decisions.items())))
+
+  def write(self, out: str | Path) -> dict[str, Any]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in self.records.items():
+      common_io.write_jsonl(out / f'{name}.jsonl', rows, sort_keys=True)
+    report = self.report()
+    common_io.write_json(out / REPORT, report)
+    return report
+
+
+def _even_draw(rows: Sequence[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+  """n rows taken round-robin over the rows' source labels (each label's rows shuffled), in the
+  input's order: a label with fewer rows than its share leaves its remainder to the others."""
+  by_label: dict[str, list[int]] = defaultdict(list)
+  for i, r in enumerate(rows):
+    by_label[str(r.get('source_label', ''))].append(i)
+  queues = []
+  for label in sorted(by_label):
+    idx = by_label[label]
+    rng.shuffle(idx)
+    queues.append(idx)
+  chosen: list[int] = []
+  while len(chosen) < n and any(queues):
+    for q in queues:
+      if q and len(chosen) < n:
+        chosen.append(q.pop())
+  return [rows[i] for i in sorted(chosen)]
+
+
+def draw(records: Mapping[str, Sequence[dict[str, Any]]], caps: Mapping[str, int], seed: int = 0) -> Mix:
+  unknown = sorted(set(caps) - set(records))
+  if unknown:
+    raise ValueError(f'mix caps name sets that were not imported: {", ".join(unknown)} '
+                     f'(imported: {", ".join(sorted(records))})')
+  kept = {}
+  for name in sorted(records):
+    rows = list(records[name])
+    cap = caps.get(name)
+    # One stream per set: changing one set's cap leaves the other sets' draws as they were.
+    rng = random.Random(f'{seed}:{name}')
+    kept[name] = rows if cap is None or cap >= len(rows) else _even_draw(rows, cap, rng)
+  return Mix(kept, {n: len(r) for n, r in records.items()}, dict(caps), seed)
+
+
+def load_report(folder: str | Path) -> dict[str, Any]:
+  with open(Path(folder) / REPORT) as f:
+    return json.load(f)
