@@ -180,7 +180,8 @@ def _data_steps(args) -> list[ablate.Step]:
               # Long shipped answers (CoCoNot's) are cut to fit: whether an answer refuses shows in its opening.
               '--config.data.max_overlong_fraction=0.5', f'--config.total_steps={s.judge_steps}',
               f'--config.checkpoint.every_steps={s.judge_steps}', f'--config.evals.every_steps={s.judge_steps}')
-  steps.append(ablate.Step('judge', 'train', judge, os.path.join(p['judge'], 'summary.json')))
+  if {'rl', 'sft_rl'} & set(args.arms):  # only RL reads the judge
+    steps.append(ablate.Step('judge', 'train', judge, os.path.join(p['judge'], 'summary.json')))
   return steps
 
 
@@ -357,8 +358,9 @@ def report(args, times: dict) -> dict:
                          title=f'Recipe on SmolLM2-135M-Instruct{" (smoke)" if args.smoke else ""}')
   lines = ['', '## The recipe\'s stages', '']
   imp = _read_json(os.path.join(p['prompts'], 'import_report.json'))
-  total = imp.get('total', imp.get('all', {}))
-  lines.append(f'- import: {json.dumps(total, sort_keys=True)}')
+  total = imp['totals']
+  lines.append('- import: ' + ', '.join(f'{k} {v}' for k, v in total.items()) + ' (benchmarks checked: '
+               + (', '.join(imp['benchmarks']) or 'none') + ')')
   m = _read_json(os.path.join(p['mix'], 'mix_report.json'))
   lines.append(f'- mix: {m["kept"]} prompts {m["decisions"]} (caps {m["caps"]})')
   t = _read_json(os.path.join(p['traces'], 'summary.json'))
@@ -368,10 +370,14 @@ def report(args, times: dict) -> dict:
   pairs = _read_json(os.path.join(p['pairs'], 'judge_pairs_report.json'))
   lines.append('- judge pairs: ' + '; '.join(f'{k} {v["pairs"]} pairs ({v["good"]} good, {v["bad"]} bad)'
                                             for k, v in pairs['splits'].items()))
-  judge = _read_json(os.path.join(p['judge'], 'summary.json'))
-  metrics = {k: v for k, v in judge.items() if 'judge_' in k and '/' in k and k.count('/') == 1}
-  lines.append(f'- judge (held-out prompts): ' + ', '.join(f'{k} {v:.3f}' for k, v in sorted(metrics.items())
-                                                          if isinstance(v, (int, float))))
+  judge_summary = os.path.join(p['judge'], 'summary.json')
+  if os.path.exists(judge_summary):
+    judge = _read_json(judge_summary)
+    metrics = {k: v for k, v in judge.items() if k.startswith('eval') and k.count('/') == 1 and 'judge_' in k}
+    lines.append('- judge (held-out prompts): ' + ', '.join(f'{k} {v:.3f}' for k, v in sorted(metrics.items())
+                                                           if isinstance(v, (int, float))))
+  else:
+    lines.append('- judge: not trained (no RL arm in --arms)')
   for arm in EXPORTED:
     v = os.path.join(p['export'], arm, 'verified.json')
     if os.path.exists(v):

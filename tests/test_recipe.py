@@ -1,0 +1,101 @@
+"""launch/recipe.py: the plan's wiring (dry run), and a killed recipe resuming without redoing a stage."""
+
+import importlib.util
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / 'tests' / 'fixtures' / 'prompt_sets'
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / 'launch' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+recipe = _load('recipe')
+
+
+def _commands(capsys, *argv):
+  assert recipe.main(['--dry_run', *argv]) == 0
+  out = capsys.readouterr().out.splitlines()
+  return out, [shlex.split(line) for line in out if line.startswith(sys.executable)]
+
+
+def _by_workdir(cmds):
+  return {c[c.index('--workdir') + 1].rsplit('/', 1)[-1]: c for c in cmds if '--workdir' in c}
+
+
+def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
+  xstest = FIXTURES / 'benchmarks' / 'xstest_prompts.csv'
+  out, cmds = _commands(capsys, '--root', str(tmp_path), '--xstest', str(xstest), '--strongreject', str(xstest))
+  assert out[0].startswith(f'recipe: SmolLM2-135M-Instruct under {tmp_path}; 22 steps, 0 done; estimated')
+  runs = _by_workdir(cmds)
+  assert set(runs) == {'traces', 'judge', 'sft', 'rl', 'sft_rl'}
+  assert f'--config.prompts.jsonl={tmp_path}/mix' in runs['traces']
+  assert '--config.data.dataset=recipe_traces' in runs['sft']
+  assert f'--config.data.data_dir={tmp_path}/traces/data' in runs['sft']
+  for arm in ('rl', 'sft_rl'):
+    assert f'--config.judge_init={tmp_path}/judge' in runs[arm]  # the recipe's judge, not the zero-shot one
+    assert '--config.data.dataset=recipe_prompts' in runs[arm]
+  assert f'--config.policy_init={tmp_path}/sft' in runs['sft_rl']
+  evals = [c for c in cmds if 'deliberative.evaluate' in c]
+  assert len(evals) == 5
+  for c in evals:
+    assert f'xstest={xstest}' in c and c[c.index('--suite_limit') + 1] == 'strongreject=50'
+    assert c[c.index('--train') + 1] == f'{tmp_path}/traces/traces'  # the baseline looks up the recipe's traces
+  exports = [c for c in cmds if 'tools/export_hf.py' in c]
+  assert [c[c.index('--out') + 1] for c in exports] == [f'{tmp_path}/export/{a}' for a in ('sft', 'rl', 'sft_rl')]
+  imports = next(c for c in cmds if 'tools/import_prompts.py' in c)
+  assert f'--benchmark=xstest={xstest}' in imports
+
+
+def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
+  out, cmds = _commands(capsys, '--root', str(tmp_path), '--smoke', '--arms', 'base,sft')
+  assert any('warning: without --xstest and --strongreject' in line for line in out)
+  assert not any('--benchmark' in ' '.join(c) for c in cmds)
+  assert set(_by_workdir(cmds)) == {'traces', 'sft'}  # no RL arm: no judge to train
+
+
+@pytest.mark.parametrize('argv, problem', [
+    (['--arms', 'base,bogus'], '--arms base,bogus'), (['--xstest', '/nonexistent.csv'], '--xstest /nonexistent.csv'),
+    (['--stop_after', 'lunch'], '--stop_after lunch')])
+def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
+  result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],
+                          capture_output=True, text=True)
+  assert result.returncode == 2 and problem in result.stderr and 'Traceback' not in result.stderr
+  assert not (tmp_path / 'r').exists()
+
+
+@pytest.mark.slow
+def test_a_killed_recipe_continues_without_repeating_finished_stages(tmp_path):
+  """Killed while writing traces (SmolLM2 sampling its benign answers), the recipe's second run skips
+  the import and the mix (same files, same times) and finishes the traces it had started."""
+  root = tmp_path / 'r'
+  cmd = [sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(root), '--smoke', '--stop_after', 'traces']
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  deadline = time.time() + 300
+  for line in proc.stdout:  # wait for the traces stage to start, then kill the whole process group
+    if 'traces: data ...' in line or time.time() > deadline:
+      break
+  time.sleep(3)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert (root / 'mix' / 'mix_report.json').exists() and not (root / 'traces' / 'traces' / 'train.jsonl').exists()
+  stamps = {p: p.stat().st_mtime_ns for p in (root / 'prompts').glob('*') if p.is_file()}
+  stamps.update({p: p.stat().st_mtime_ns for p in (root / 'mix').glob('*')})
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+  assert 'import: data done already' in again.stdout and 'mix: data done already' in again.stdout
+  assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+  assert (root / 'traces' / 'traces' / 'train.jsonl').exists() and (root / 'stages.json').exists()
