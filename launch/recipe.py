@@ -52,6 +52,7 @@ SETS = {  # the vendored files tools/import_prompts.py reads (their LICENSE and 
     'self_instruct': 'self_instruct/seed_tasks.jsonl'}
 ARMS = ablate.ARMS
 EXPORTED = ('sft', 'rl', 'sft_rl')
+RL_MAX_PROMPT_CHARS = 300  # ~75 SmolLM2 tokens: with the chat template's system turn, within 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Sizes:
   judge_seq_len: int
   judge_max_prompt_chars: int
   sft_steps: int
+  sft_seq_len: int
   rl_steps: int
   rl_prompts: int  # ROOT/data's rl split
   eval_prompts: int  # ROOT/data's in-run eval split (prompts the mix left out)
@@ -76,11 +78,11 @@ class Sizes:
 
 
 FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=192, prompts_per_shard=32,
-             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=80, rl_steps=10,
+             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=80, sft_seq_len=320, rl_steps=10,
              rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50, wrapper_limit=4,
              max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
-              prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=3,
+              prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=3, sft_seq_len=320,
               rl_steps=2, rl_prompts=16, eval_prompts=8, xstest_limit=8, strongreject_limit=2, wrapper_limit=2,
               max_new_tokens=16, eval_batch=8, smoke=True)
 
@@ -205,9 +207,15 @@ def grid_args(args) -> argparse.Namespace:
 def grid_steps(args) -> list[ablate.Step]:
   s, p = args.sizes, _paths(args.root)
   traces = ['--config.data.dataset=recipe_traces', f'--config.data.data_dir={os.path.join(p["traces"], "data")}',
+            # CoCoNot's shipped answers run to ~600 SmolLM2 tokens (median 534): cut back to the last whole
+            # sentence that fits a 320-token row; HarmBench's contextual prompts, which no cut can fit, are
+            # dropped (both counted in the log). A quarter of the mix is trimmed.
+            f'--config.data.seq_len={s.sft_seq_len}', '--config.data.overlong=trim_answer',
+            '--config.data.max_overlong_fraction=0.5', '--config.data.max_prompt_len=512',
             '--config.evals.split=train', '--config.evals.final_splits=', f'--config.total_steps={s.sft_steps}',
             f'--config.checkpoint.every_steps={s.sft_steps}', f'--config.evals.every_steps={s.sft_steps}']
-  rl = ['--config.data.dataset=recipe_prompts', f'--config.data.data_dir={p["data"]}',
+  rl = ['--config.data.dataset=recipe_prompts', f'--config.data.data_dir={p["data"]}', '--config.data.max_prompt_len=128',
+        '--config.evals.max_prompt_len=128',
         f'--config.total_steps={s.rl_steps}', f'--config.evals.every_steps={s.rl_steps}', '--config.evals.final_splits=',
         f'--config.evals.num_prompts={s.eval_prompts}', f'--config.checkpoint.every_steps={s.rl_steps}']
   wiring = ablate.Wiring(sft=traces, rl=rl, judge_init=p['judge'])
@@ -238,17 +246,21 @@ def task_rl_prompts(args) -> int:
   from deliberative.data.prompt_sets import mix, overlap
   p, s = _paths(args.root), args.sizes
   fields = ('id', 'prompt', 'category', 'decision', 'source', 'spec_version')
+  # RL's rollout rows are max_prompt_len + max_new_tokens slots: long prompts (HarmBench's contextual
+  # ones) would size every row for them, so RL and its eval take the prompts that fit 128 tokens.
+  fits = lambda r: len(r['prompt']) <= RL_MAX_PROMPT_CHARS  # noqa: E731
   mixed = [r for rows in mix.read_imports(p['mix']).values() for r in rows]
   imported = [r for rows in mix.read_imports(p['prompts']).values() for r in rows]
   rng = random.Random(0)
-  rl = rng.sample(mixed, min(s.rl_prompts, len(mixed)))
+  short = [r for r in mixed if fits(r)]
+  rl = rng.sample(short, min(s.rl_prompts, len(short)))
   seen = {overlap.normalise(r['prompt']) for r in mixed}
-  left_out = [r for r in imported if overlap.normalise(r['prompt']) not in seen]
+  left_out = [r for r in imported if overlap.normalise(r['prompt']) not in seen and fits(r)]
   eval_rows = rng.sample(left_out, min(s.eval_prompts, len(left_out)))
   common_io.write_jsonl(os.path.join(p['rl_prompts'], 'rl.jsonl'), [{k: r[k] for k in fields} for r in rl])
   common_io.write_jsonl(os.path.join(p['rl_prompts'], 'eval.jsonl'), [{k: r[k] for k in fields} for r in eval_rows])
-  print(f'rl prompts {len(rl)} (of {len(mixed)} in the mix); eval prompts {len(eval_rows)} (of {len(left_out)} '
-        'imported prompts the mix left out)')
+  print(f'rl prompts {len(rl)} (of {len(short)} in the mix within {RL_MAX_PROMPT_CHARS} characters, '
+        f'{len(mixed)} in all); eval prompts {len(eval_rows)} (of {len(left_out)} such imported prompts the mix left out)')
   return 0
 
 

@@ -186,6 +186,25 @@ def test_overlong_truncate_cot_keeps_the_answer_whole():
   assert it.stats()["overlong_dropped"] == 1
 
 
+def test_overlong_trim_answer_ends_the_answer_on_a_whole_sentence():
+  sentence = "Drop your weight and turn toward the thumb of the grabbing hand. "
+  long = record(100, answer=sentence * 40)
+  short_answer_only = record(102, answer="Keep it short " * 80)  # no sentence end anywhere: dropped
+  cfg = config(overlong="trim_answer", max_overlong_fraction=0.9)
+  it = pipeline.iterator_from_records([long, short_answer_only, record(1)], cfg, TOK, global_batch_size=2, seed=0,
+                                      num_epochs=1)
+  stats = it.stats()
+  assert (stats["overlong"], stats["overlong_truncated"], stats["overlong_dropped"]) == (2, 1, 1)
+  trimmed = tokenized.trim_answer(TOK, long, cfg.loss_on, cfg.seq_len + 1)
+  answer_ids = trimmed.ids[trimmed.labels == Segment.ANSWER]
+  text = TOK.decode([t for t in answer_ids.tolist() if t not in TOK.stop_ids])
+  assert text.strip().endswith("grabbing hand.") and len(trimmed.ids) <= cfg.seq_len + 1
+  assert trimmed.ids[-1] in TOK.stop_ids  # the turn still ends: the model learns to stop there
+  # The next sentence would not have fitted: the cut is the longest one that does.
+  longer = tokenized.tokenize_trace(TOK, {**long, "answer": text.strip() + " " + sentence.strip()}, cfg.loss_on)
+  assert len(longer.ids) > cfg.seq_len + 1
+
+
 def test_overlong_bound_fails_with_counts():
   recs = records(10) + [record(100 + i, cot_words=LONG) for i in range(3)]
   with pytest.raises(tokenized.OverlongError, match=rf"3 of 13 records \(23\.1%\) exceed {SEQ_LEN + 1} tokens.*bound 5\.0%"):

@@ -41,7 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.loss_on = "cot_answer"  # "cot_answer" | "answer": which targets carry loss
   cfg.packing = True  # several records per row (segment_ids) vs one padded record per row
   cfg.packing_lookahead = 16  # records a batch may defer while filling its rows (1 = plain first-fit)
-  cfg.overlong = "truncate_cot"  # "drop" | "truncate_cot": traces longer than seq_len + 1
+  # Traces longer than seq_len + 1: "drop", "truncate_cot" (cut the CoT), or "trim_answer" (cut the
+  # answer back to its last whole sentence that fits, end of turn kept).
+  cfg.overlong = "truncate_cot"
   cfg.max_overlong_fraction = 0.05  # fail at start-up when more records than this are overlong
   cfg.shuffle = True  # reshuffled every epoch, deterministically from the seed
   cfg.seed = 0

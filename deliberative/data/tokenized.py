@@ -17,6 +17,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from deliberative.data import sentences
 from deliberative.tokenizer.base import Segment, without_reasoning_opener
 from deliberative.tokenizer.sentencepiece import Tokenizer
 
@@ -26,7 +27,7 @@ LOSS_SEGMENTS = {
     "cot_answer": (Segment.COT, Segment.ANSWER),
     "answer": (Segment.ANSWER,),
 }
-OVERLONG_POLICIES = ("drop", "truncate_cot")
+OVERLONG_POLICIES = ("drop", "truncate_cot", "trim_answer")
 
 
 class OverlongError(ValueError):
@@ -76,6 +77,18 @@ def truncate_cot(trace: TokenizedTrace, max_tokens: int) -> TokenizedTrace | Non
   # Weights belong to targets ids[1:]; dropping token k drops target k-1.
   weights = trace.target_weights[keep[1:]]
   return TokenizedTrace(ids, labels, weights)
+
+
+def trim_answer(tokenizer: Tokenizer, record: Mapping[str, Any], loss_on: str,
+                max_tokens: int) -> TokenizedTrace | None:
+  """The trace with its answer cut back to the longest whole-sentence prefix that fits `max_tokens`
+  (data/sentences.py), its end-of-turn kept: a long shipped answer (CoCoNot's run to ~600 SmolLM2
+  tokens) teaches a shorter complete answer instead of being dropped. None if no cut fits."""
+  for cut in sentences.cuts(record["answer"]):
+    trace = tokenize_trace(tokenizer, {**record, "answer": record["answer"][:cut]}, loss_on)
+    if len(trace.ids) <= max_tokens:
+      return trace
+  return None
 
 
 @dataclasses.dataclass
@@ -216,7 +229,12 @@ def tokenize_traces(
     shortest_whole, shortest_cut = min(shortest_whole, len(trace.ids)), min(shortest_cut, cut_tokens)
     if len(trace.ids) > max_tokens:
       report.overlong += 1
-      trace = truncate_cot(trace, max_tokens) if overlong == "truncate_cot" else None
+      if overlong == "truncate_cot":
+        trace = truncate_cot(trace, max_tokens)
+      elif overlong == "trim_answer":
+        trace = trim_answer(tokenizer, shard[index], loss_on, max_tokens)
+      else:
+        trace = None
       if trace is None:
         report.dropped += 1
         report.truncatable += int(overlong == "drop" and cut_tokens <= max_tokens)

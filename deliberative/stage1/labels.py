@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -38,7 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deliberative.common import errors, io as common_io
-from deliberative.data import schema
+from deliberative.data import schema, sentences
 from deliberative.evals import graders as graders_lib
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, label_answers, label_cot, label_input, pipeline, shards
@@ -183,22 +182,17 @@ class LabelStage1:
     return {**out, 'outcome': 'kept'}, schema.validate_record(trace, f'label traces: prompt {pid!r}')
 
 
-# A sentence ends at . ! or ? (closing quotes or brackets allowed) before whitespace.
-_SENTENCE_END = re.compile(r'[.!?]["\')\]]*(?=\s)')
-TRIM_MIN_CHARS = 80  # a trimmed answer shorter than this says too little to teach compliance
-
-
 def trim_truncated(candidate: backends.Candidate) -> backends.Candidate:
   """A sample cut at max_new_tokens, cut back to its last whole sentence (labels.truncated=trim):
   a small model's answers often run past a CPU-sized budget, and dropping them all keeps only the
   shortest prompts' answers. The trimmed answer is closed but not the model's own ending: it is
-  marked (malformed='' but trimmed=True in the outcome) and counted in the summary."""
+  marked (trimmed=True in the outcome) and counted in the summary."""
   if candidate.malformed != 'truncated':
     return candidate
-  ends = [m.end() for m in _SENTENCE_END.finditer(candidate.answer + ' ')]
-  if not ends or ends[-1] < TRIM_MIN_CHARS:
+  trimmed = sentences.last_whole_sentence(candidate.answer + ' ')
+  if trimmed is None:
     return candidate
-  return dataclasses.replace(candidate, answer=candidate.answer[:ends[-1]].rstrip(), malformed='', trimmed=True)
+  return dataclasses.replace(candidate, answer=trimmed, malformed='', trimmed=True)
 
 
 def _methods_clauses(spec: Spec) -> set[str]:
