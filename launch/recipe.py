@@ -97,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--smoke', action='store_true', help='every stage at a few steps and items')
   p.add_argument('--dry_run', action='store_true', help='print the plan and the commands, run nothing')
   p.add_argument('--stop_after', default='', help='end after this stage (import, mix, traces, ..., grid, export)')
+  p.add_argument('--size', action='append', default=[], metavar='FIELD=N',
+                 help='repeatable: change one of the sizes (e.g. sft_steps=60); the plan prints them all')
   p.add_argument('--task', default='', help=argparse.SUPPRESS)  # the recipe's own in-process stages
   p.add_argument('--debug', action='store_true', help='show tracebacks')
   args = p.parse_args(argv)
@@ -112,6 +114,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error(f'--stop_after {args.stop_after}: choose from {", ".join(STAGES)}')
   args.root = os.path.abspath(args.root)
   args.sizes = SMOKE if args.smoke else FULL
+  fields = {f.name: f.type for f in dataclasses.fields(Sizes) if f.name != 'smoke'}
+  for item in args.size:
+    name, sep, value = item.partition('=')
+    if not sep or name not in fields:
+      p.error(f'--size {item}: expected FIELD=VALUE with FIELD one of {", ".join(fields)}')
+    try:
+      args.sizes = dataclasses.replace(args.sizes, **{name: value if fields[name] == 'str' else int(value)})
+    except ValueError:
+      p.error(f'--size {item}: {name} takes an integer')
   return args
 
 

@@ -60,6 +60,12 @@ def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
   assert f'--benchmark=xstest={xstest}' in imports
 
 
+def test_a_size_changes_the_command_that_uses_it(capsys, tmp_path):
+  out, cmds = _commands(capsys, '--root', str(tmp_path), '--size', 'sft_steps=7', '--size', 'caps=aart=5')
+  assert 'SFT 7 steps' in out[1] and 'mix caps aart=5' in out[1]
+  assert '--config.total_steps=7' in _by_workdir(cmds)['sft']
+
+
 def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
   out, cmds = _commands(capsys, '--root', str(tmp_path), '--smoke', '--arms', 'base,sft')
   assert any('warning: without --xstest and --strongreject' in line for line in out)
@@ -69,7 +75,8 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
 
 @pytest.mark.parametrize('argv, problem', [
     (['--arms', 'base,bogus'], '--arms base,bogus'), (['--xstest', '/nonexistent.csv'], '--xstest /nonexistent.csv'),
-    (['--stop_after', 'lunch'], '--stop_after lunch')])
+    (['--stop_after', 'lunch'], '--stop_after lunch'), (['--size', 'sft_step=60'], '--size sft_step=60'),
+    (['--size', 'sft_steps=many'], 'sft_steps takes an integer')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],
                           capture_output=True, text=True)
