@@ -180,10 +180,18 @@ def _check_finite(node, path: str) -> None:
     raise ValueError(f'{path}={node}: must be a finite number')
 
 
+def check_spec(config) -> None:
+  """Reads config.spec (a user's file) now, so a missing or unreadable one fails before a workdir is made."""
+  if config.get('spec'):
+    from deliberative.spec import Spec
+    Spec.load(config.spec)
+
+
 def validate(config, n_devices: int) -> None:
   """Fails on a value no run can use, naming the field, before anything is written."""
   from deliberative.model import sharding
   _check_finite(config, 'config')  # `--config.optim.lr=nan` once trained to a NaN checkpoint and exited 0
+  check_spec(config)
   bounds = {**MINIMUMS, **TRAINER_MINIMUMS.get(config.get('trainer'), {})}
   for field, low in bounds.items():
     node = config
