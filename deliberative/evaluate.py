@@ -31,8 +31,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative.common import cli, run_lock
-from deliberative.evals import baseline, generation, metrics, report, suites
+from deliberative.common import cli, errors, run_lock
+from deliberative.evals import baseline, generation, graders, metrics, report, suites
 from deliberative.inference.policy import LENGTH_BUCKETS, Policy, spec_prompt
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,6 +78,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.suite_limits[name] = int(value)
   if os.path.exists(args.out) and not os.path.isdir(args.out):
     p.error(f'--out {args.out} exists and is not a directory')
+  for name in args.grader:
+    try:
+      graders.check_grader_name(name)
+    except graders.UnknownGrader as e:
+      p.error(f'--grader {name}: {errors.one_line(e)}')
   return args
 
 
