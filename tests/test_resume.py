@@ -5,14 +5,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from deliberative.weights import checkpoints
 from deliberative import train
 from deliberative.common.errors import CheckpointError, ConfigMismatch
-from tests.train_fixtures import REPO, tiny_sft_config
+from tests.train_fixtures import run_python, tiny_sft_config
 
 
 @pytest.fixture(scope='module')
@@ -143,8 +142,7 @@ def test_bad_values_fail_at_start_naming_the_field_and_write_nothing(demo_data_d
 
 
 def _cli(*args, env=None):
-  return subprocess.run([sys.executable, '-m', 'deliberative.train', *args], cwd=REPO, capture_output=True,
-                        text=True, env={**os.environ, 'PYTHONPATH': REPO, **(env or {})}, timeout=300)
+  return run_python('-m', 'deliberative.train', *args, env=env)
 
 
 @pytest.mark.slow
