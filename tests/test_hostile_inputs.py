@@ -4,7 +4,9 @@ file:line, address, tensor), no traceback, and nothing written where it would ha
 
 No probe loads or trains a model: each is refused before that, which is the point."""
 
+import concurrent.futures
 import json
+import os
 import re
 import socket
 
@@ -83,6 +85,18 @@ def _evaluate_bogus_grader(tmp_path):
            '--out', out], "--grader bogus: unknown grader 'bogus'", [out])
 
 
+def _evaluate(tmp_path, *flags, culprit, out=None):
+  out = out or tmp_path / 'eval'
+  return (['-m', 'deliberative.evaluate', '--checkpoint', tmp_path / 'no_model', '--suite', 'demo', '--out', out,
+           *flags], culprit, [] if out.exists() else [out])
+
+
+def _evaluate_out_is_a_file(tmp_path):
+  out = tmp_path / 'report.txt'
+  out.write_text('mine\n')
+  return _evaluate(tmp_path, out=out, culprit=f'--out {out} exists and is not a directory')
+
+
 def _serve_port_out_of_range(tmp_path):
   return ['-m', 'deliberative.serve', '--checkpoint', tmp_path / 'no_model', '--port', '99999'], '--port 99999', []
 
@@ -98,6 +112,13 @@ PROBES = {
     'generate prompts.num_prompts=-3': lambda t: _generate(t, '--config.prompts.num_prompts=-3',
                                                             'config.prompts.num_prompts=-3: must be >= 0'),
     'evaluate --grader bogus': _evaluate_bogus_grader,
+    'evaluate --max_new_tokens 0': lambda t: _evaluate(t, '--max_new_tokens', '0', culprit='--max_new_tokens must be >= 1'),
+    'evaluate --out FILE': _evaluate_out_is_a_file,
+    'train --config.optim.lr=nan': lambda t: (
+        ['-m', 'deliberative.train', '--config', 'configs/sft.py:smoke', '--config.optim.lr=nan', '--workdir', t / 'run'],
+        'config.optim.lr=nan: must be a finite number', [t / 'run']),
+    'ablate --suite bogus': lambda t: (['launch/ablate.py', '--root', t / 'grid', '--suite', 'bogus'],
+                                       "--suite: unknown suite 'bogus'", [t / 'grid']),
     'serve --port 99999': _serve_port_out_of_range,
 }
 
@@ -112,10 +133,19 @@ def _assert_refused(done, culprit: str, untouched=()) -> None:
     assert not path.exists(), f'{path} was written'
 
 
+@pytest.fixture(scope='module')
+def refusals(tmp_path_factory):
+  """Every probe's process, run a few at a time (each spends most of its ~3 s importing):
+  {probe: (finished process, culprit, paths it must not have written)}."""
+  setups = {name: make(tmp_path_factory.mktemp('probe')) for name, make in PROBES.items()}
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+    done = dict(zip(setups, pool.map(lambda args: run_python(*args, timeout=120), [a for a, _, _ in setups.values()])))
+  return {name: (done[name], culprit, untouched) for name, (_, culprit, untouched) in setups.items()}
+
+
 @pytest.mark.parametrize('probe', list(PROBES))
-def test_a_plain_mistake_is_one_named_error_and_writes_nothing(tmp_path, probe):
-  args, culprit, untouched = PROBES[probe](tmp_path)
-  _assert_refused(run_python(*args, timeout=120), culprit, untouched)
+def test_a_plain_mistake_is_one_named_error_and_writes_nothing(refusals, probe):
+  _assert_refused(*refusals[probe])
 
 
 def test_serve_on_a_busy_port_names_the_address_before_loading(tmp_path):
