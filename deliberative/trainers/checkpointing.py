@@ -12,8 +12,8 @@ Failures are loud and never cost the last good checkpoint:
 - once a save is final, process 0 writes the sha256 of each of its files (`<step>/digests.json`,
   weights/checkpoints.py); a step is "the last good checkpoint" only from then on;
 - on start, `restore_newest_readable` skips a checkpoint that cannot be read (truncated array
-  files, an emptied JSON item) or whose files no longer match their digests (bit rot: Orbax itself
-  checks sizes only), says which and why, moves it aside into `checkpoints_damaged/` (so the
+  files, an emptied JSON item) or whose files no longer match their digests (bit rot, which Orbax
+  can read back without an error), says which and why, moves it aside into `checkpoints_damaged/` (so the
   run can save that step again) and resumes from the newest readable one; when none can be
   read it fails rather than start from scratch over them. A step without digests (saved before
   they existed, or stopped between the save and its digests) is read unverified, with a note.
@@ -195,7 +195,8 @@ class Checkpointer:
           state, data_state, _ = self.restore(abstract_state, step)
       except Exception as e:  # noqa: BLE001 - classified below
         reason = read_error(e)
-        if not (isinstance(e, checkpoints.DigestMismatch) or _is_damage(reason)):  # a structure mismatch, memory, a flaky mount: not the files' fault
+        # Anything else (a structure mismatch, memory, a flaky mount) is not the files' fault.
+        if not (isinstance(e, checkpoints.DigestMismatch) or _is_damage(reason)):
           raise
       # Each process reads its own shards: all must agree before one of them moves a step aside.
       if not _everywhere(reason is None):
