@@ -137,6 +137,20 @@ def test_bit_rot_in_the_latest_checkpoint_is_found_and_the_previous_one_used(fin
   assert checkpoints.verify_digests(os.path.join(workdir, 'checkpoints'), 5)  # the new save is sealed too
 
 
+def test_exports_and_evaluations_refuse_rotten_params_naming_the_file(finished_run, tmp_path):
+  from deliberative.model import loading
+  workdir, _ = _copy(finished_run, tmp_path)
+  ckpt = os.path.join(workdir, 'checkpoints')
+  abstract = checkpoints.abstract_of(loading.abstract_params(checkpoints.model_config_from_meta(
+      checkpoints.load_meta(ckpt, 4))))
+  damaged = _largest_array_file(os.path.join(ckpt, '4'))
+  with open(damaged, 'r+b') as f:
+    f.seek(os.path.getsize(damaged) // 4)
+    f.write(bytes(64))
+  with pytest.raises(checkpoints.DigestMismatch, match=f'{damaged}: sha256 mismatch'):
+    checkpoints.restore_params(ckpt, abstract, 4)
+
+
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(finished_run, tmp_path, capsys):
   workdir, config = _copy(finished_run, tmp_path)
   with open(os.path.join(workdir, 'checkpoints', '2', 'data', 'metadata'), 'w'):
