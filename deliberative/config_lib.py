@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import ml_collections
 
@@ -180,19 +181,41 @@ def _check_finite(node, path: str) -> None:
     raise ValueError(f'{path}={node}: must be a finite number')
 
 
-def validate(config, n_devices: int) -> None:
-  """Fails on a value no run can use, naming the field, before anything is written."""
-  from deliberative.model import sharding
+def check_spec(config) -> None:
+  """Reads config.spec (a user's file) now, so a missing or unreadable one fails before a workdir is made."""
+  if config.get('spec'):
+    from deliberative.spec import Spec
+    Spec.load(config.spec)
+
+
+def _field(config, field: str):
+  node = config
+  for part in field.split('.'):
+    node = node.get(part) if hasattr(node, 'get') else None
+  return node
+
+
+def check_values(config, minimums: Mapping[str, float], choices: Mapping[str, Sequence[str]] | None = None) -> None:
+  """Finite floats everywhere, `minimums` ({'a.b': lowest}) and `choices` ({'a.b': names}) of the fields
+  this config has (a field it lacks is skipped), and a readable config.spec: each failure names the field."""
   _check_finite(config, 'config')  # `--config.optim.lr=nan` once trained to a NaN checkpoint and exited 0
-  bounds = {**MINIMUMS, **TRAINER_MINIMUMS.get(config.get('trainer'), {})}
-  for field, low in bounds.items():
-    node = config
-    for part in field.split('.'):
-      node = node.get(part) if hasattr(node, 'get') else None
+  for field, low in minimums.items():
+    node = _field(config, field)
     if node is None or isinstance(node, bool) or not isinstance(node, (int, float)):
       continue
     if node < low:
       raise ValueError(f'config.{field}={node}: must be >= {low}')
+  for field, names in (choices or {}).items():
+    node = _field(config, field)
+    if node is not None and node not in names:
+      raise ValueError(f'config.{field}={node!r}: expected one of {", ".join(names)}')
+  check_spec(config)
+
+
+def validate(config, n_devices: int) -> None:
+  """Fails on a value no run can use, naming the field, before anything is written."""
+  from deliberative.model import sharding
+  check_values(config, {**MINIMUMS, **TRAINER_MINIMUMS.get(config.get('trainer'), {})})
   try:
     sharding.mesh_shape(config.mesh, n_devices)
   except ValueError as e:

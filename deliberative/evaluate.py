@@ -7,7 +7,8 @@
 
 `--checkpoint` is any model source (an Orbax run or checkpoint, a Hugging Face directory, a
 GGUF file). Each suite's items (evals/suites.py) are answered greedily in the model's own chat
-format and graded by the suite's default grader (`--grader` adds others; evals/graders.py);
+format and graded by the suite's default grader (evals/graders.py); `--grader` replaces it (the first
+one named grades the suite, more are graded beside it and their disagreement reported);
 the same graders score the memorisation baseline: for each item, the answer of the
 nearest training prompt (evals/baseline.py; `--train` names the traces, default the demo's
 `train` split). A model that does not reason (no reasoning block: a pretrained instruct
@@ -31,8 +32,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative.common import cli, run_lock
-from deliberative.evals import baseline, generation, metrics, report, suites
+from deliberative.common import cli, errors, run_lock
+from deliberative.evals import baseline, generation, graders, metrics, report, suites
 from deliberative.inference.policy import LENGTH_BUCKETS, Policy, spec_prompt
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,7 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  help=f'repeatable: {", ".join(suites.SUITES)} (file suites as NAME=PATH)')
   p.add_argument('--out', required=True, help='output directory (created)')
   p.add_argument('--grader', action='append', default=[],
-                 help='repeatable: graders added to each suite\'s default (demo_regex, xstest_string_match, model:PATH)')
+                 help='repeatable: replaces each suite\'s default grader; the first grades the suite, others are '
+                      'graded beside it (demo_regex, xstest_string_match, model:PATH)')
   p.add_argument('--limit', type=int, default=None, help='items per suite (a stratified, deterministic subset)')
   p.add_argument('--suite_limit', action='append', default=[], metavar='NAME=N',
                  help='repeatable: items of suite NAME, in place of --limit (e.g. strongreject=50 beside --limit 100)')
@@ -78,6 +80,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.suite_limits[name] = int(value)
   if os.path.exists(args.out) and not os.path.isdir(args.out):
     p.error(f'--out {args.out} exists and is not a directory')
+  for name in args.grader:
+    try:
+      graders.check_grader_name(name)
+    except graders.UnknownGrader as e:
+      p.error(f'--grader {name}: {errors.one_line(e)}')
   return args
 
 
@@ -161,6 +168,8 @@ def evaluate(args: argparse.Namespace) -> int:
   loaded = [suites.load_suite(s, limit=args.suite_limits.get(suites.parse_suite_spec(s)[0], args.limit),
                               wrapper_limit=args.wrapper_limit, data_dir=args.data_dir)
             for s in args.suite]  # every file is checked before the model loads
+  if args.grader:  # --grader replaces each suite's default: the first named grades it, the rest beside it
+    loaded = [dataclasses.replace(suite, default_grader=args.grader[0]) for suite in loaded]
   spec = Spec.load(None)
   train_records = None if args.no_baseline else suites.read_split_records(args.train_split, args.train,
                                                                           data_dir=args.data_dir)

@@ -71,6 +71,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from deliberative.common import cli
+from deliberative.serving import httpd
 from deliberative.serving.httpd import ChatServer
 
 
@@ -148,6 +149,7 @@ def serve(args: argparse.Namespace) -> int:
   from deliberative.inference.policy import Policy
   if args.max_batch < 1 or args.max_new_tokens < 1:
     raise ValueError('--max_batch and --max_new_tokens must be >= 1')
+  httpd.check_address(args.host, args.port)  # a bad or busy port is named before the model loads
   log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
   log(f'serve: loading {args.checkpoint}')
   policy = Policy(args.checkpoint, batch_size=args.max_batch, max_new_tokens=args.max_new_tokens,

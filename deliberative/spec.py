@@ -131,7 +131,14 @@ class Spec:
         if path is None:
             return _default_spec()
         path = Path(path)
-        return cls.parse(path.read_text(encoding='utf-8'), path=str(path))
+        raw = path.read_bytes()
+        try:
+            text = raw.decode('utf-8')
+        except UnicodeDecodeError as e:  # the decoder's own message names neither the file nor the line
+            line = raw[:e.start].count(b'\n') + 1
+            raise ValueError(f'{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); '
+                             'save the spec as UTF-8') from None
+        return cls.parse(text, path=str(path))
 
     @classmethod
     def parse(cls, text: str, path: str = '<string>') -> Spec:

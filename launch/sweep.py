@@ -40,15 +40,33 @@ MAX_NAME = 60
 SUMMARY_KEYS = ('final_train_loss', 'final_step', 'wall_seconds')
 
 
-def load_sweep(config_path: str) -> list[dict]:
+def load_sweep(config: str) -> list[dict]:
+  """The entries of CONFIG's sweep(add); CONFIG may carry an ":ARG" (as `deliberative.train --config`
+  takes it), which every entry then gets ahead of its own `config_arg`."""
+  config_path, _, arg = config.partition(':')
+  if not os.path.isfile(config_path):  # importlib's own answer is "'NoneType' object has no attribute 'loader'"
+    raise SystemExit(f'error: --config {config}: no such file {config_path}')
   spec = importlib.util.spec_from_file_location('sweep_config', config_path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, 'sweep'):
-    raise SystemExit(f'{config_path} defines no sweep(add)')
+    raise SystemExit(f'error: --config {config}: {config_path} defines no sweep(add)')
   runs: list[dict] = []
   module.sweep(runs.append)
-  return runs
+  return [_with_arg(run, arg, config) for run in runs] if arg.strip() else runs
+
+
+def _arg_keys(arg: str) -> list[str]:
+  return [part.partition('=')[0].strip() for part in arg.split(',') if part.strip()]
+
+
+def _with_arg(run: dict, arg: str, config: str) -> dict:
+  own = run.get('config_arg', '')
+  clash = [k for k in _arg_keys(arg) if k in _arg_keys(own)]
+  if clash:  # which value would win is a guess either way: say so rather than pick
+    raise SystemExit(f'error: --config {config}: the sweep\'s entries set {", ".join(clash)} themselves '
+                     f'(config_arg {own!r}); leave it out of --config')
+  return {**run, 'config_arg': ','.join(a for a in (arg.strip(), own) if a)}
 
 
 def train_args(config_path: str, run: dict, workdir: str) -> list[str]:
@@ -330,8 +348,9 @@ def main(argv=None, launch=None) -> int:
   """launch(cmd, log_path) -> exit code runs one local entry (tests pass their own)."""
   args = parse_args(argv)
   runs = load_sweep(args.config)
+  config_path = args.config.partition(':')[0]  # its ":ARG" is in every entry's config_arg now
   names = run_names(runs)
-  root = args.root or os.path.join('runs', os.path.splitext(os.path.basename(args.config))[0] + '_sweep')
+  root = args.root or os.path.join('runs', os.path.splitext(os.path.basename(config_path))[0] + '_sweep')
   chosen = [int(i) for i in args.only.split(',') if i.strip()] or list(range(len(runs)))
   for i in chosen:
     if not 0 <= i < len(runs):
@@ -360,7 +379,7 @@ def main(argv=None, launch=None) -> int:
 
   if args.pod:
     # The workers see the repo at its root: the config path must be relative to it.
-    config = os.path.relpath(os.path.abspath(args.config), REPO)
+    config = os.path.relpath(os.path.abspath(config_path), REPO)
     runner = pod.Runner(args.dry_run)
     runner.require_gcloud('sweep --pod')
 
@@ -373,7 +392,7 @@ def main(argv=None, launch=None) -> int:
 
     def launch_entry(i):
       workdir = os.path.join(root, names[i])
-      cmd = command(args.config, runs[i], workdir)
+      cmd = command(config_path, runs[i], workdir)
       print(shlex.join(cmd), flush=True)
       if args.dry_run:
         return 0

@@ -11,6 +11,8 @@ from deliberative import evaluate
     (['--suite_limit', 'demo=0'], '--suite_limit demo=0: expected NAME=N with N >= 1'),
     (['--suite_limit', 'demo'], '--suite_limit demo: expected NAME=N'),
     (['--suite_limit', 'xstest=5'], "--suite_limit xstest=5: no --suite named 'xstest'"),
+    (['--grader', 'bogus'], "--grader bogus: unknown grader 'bogus'; expected one of demo, demo_regex"),
+    (['--grader', 'model'], "--grader model: grader 'model' needs the model: 'model:PATH'"),
 ])
 def test_a_bad_flag_is_named_before_any_work(tmp_path, capsys, argv, problem):
   with pytest.raises(SystemExit) as e:

@@ -300,5 +300,5 @@ def test_trimming_cuts_a_truncated_sample_back_to_its_last_sentence():
 def test_truncated_policy_is_checked(tmp_path):
   prompts = write_jsonl(tmp_path / 'p.jsonl', [record('c-1', 'Name three primary colours.', 'none', 'comply',
                                                       compliant_answer='Red, yellow and blue.')])
-  with pytest.raises(ValueError, match=r"labels.truncated='cut': expected drop or trim"):
+  with pytest.raises(ValueError, match=r"config.labels.truncated='cut': expected one of drop, trim"):
     labels.run(label_config(prompts, **{'labels.truncated': 'cut'}), str(tmp_path / 'w'))

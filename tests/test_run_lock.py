@@ -11,7 +11,7 @@ import time
 import pytest
 
 from deliberative.common import run_lock
-from tests.train_fixtures import REPO
+from tests.train_fixtures import REPO, run_python
 
 HOLD = textwrap.dedent('''
     import sys, time
@@ -34,7 +34,7 @@ def holder(tmp_path):
 
 
 def _entry(*args) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+  return run_python('-m', *args)
 
 
 def test_a_second_trainer_is_refused_at_once_naming_the_holder(holder):

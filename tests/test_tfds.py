@@ -100,7 +100,7 @@ def test_bad_input_fails_before_writing(tmp_path):
   schema.write_jsonl(jsonl / "eval-set.jsonl", [trace(1)])
   with pytest.raises(schema.SchemaError, match="not a valid split name"):
     tfds_builder.build_dataset(jsonl, tmp_path / "data", "toy")
-  with pytest.raises(ValueError, match="must match"):
+  with pytest.raises(ValueError, match="must be lower_snake_case"):
     tfds_builder.builder_class("Bad-Name")
 
 

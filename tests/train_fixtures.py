@@ -1,6 +1,9 @@
-"""Shared pieces for trainer tests: a tiny fast SFT config, overrides, CLI flags, losses."""
+"""Shared pieces for trainer tests: a tiny fast SFT config, overrides, CLI flags, losses, and the
+one way a test runs a command as a user would (a real process)."""
 
 import os
+import subprocess
+import sys
 
 from deliberative import config_lib
 
@@ -47,3 +50,10 @@ def cli_args(config) -> list[str]:
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(*args, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`python ARGS` from the repository root in a process of its own: its real exit status, stdout
+  and stderr (what a user sees), with the test's environment plus `env`."""
+  return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, 'PYTHONPATH': REPO, **(env or {})}, timeout=timeout)

@@ -40,6 +40,10 @@ def main(argv=None) -> int:
   parser.add_argument("--allow_split_overlap", action="store_true",
                       help="build even when training and evaluation splits share prompts (reported as a warning)")
   args = parser.parse_args(argv)
+  try:
+    tfds_builder.check_name(args.name)
+  except ValueError as e:
+    parser.error(f"--name: {e}")
 
   data_dir = Path(args.data_dir) if args.data_dir else datasets.default_data_dir()
   start = time.perf_counter()

@@ -18,6 +18,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from deliberative.common import cli  # noqa: E402
 from deliberative.evals import report  # noqa: E402
 from deliberative.trainers.metrics import read_metrics  # noqa: E402
 
@@ -73,7 +74,7 @@ def plot(workdirs: list[str], keys: list[str], out: str, smoothing: float = 0.8)
   missing = [k for k, runs in found.items() if not any(steps for _, steps, _ in runs)]
   if missing:
     available = sorted({k for w in workdirs for m in metrics[w] for k in m if k != 'step'})
-    raise KeyError(f'{", ".join(missing)}: in no metrics.jsonl of {", ".join(workdirs)}; '
+    raise ValueError(f'{", ".join(missing)}: in no metrics.jsonl of {", ".join(workdirs)}; '
                    f'available: {", ".join(available) or "none (empty or missing metrics.jsonl)"}')
   cols = min(len(keys), 4)
   rows = -(-len(keys) // cols)
@@ -108,12 +109,17 @@ def main(argv=None) -> int:
   parser.add_argument('--out', default='', help='PNG path (default: <first workdir>/curves.png)')
   parser.add_argument('--smoothing', type=float, default=0.8,
                       help='EMA weight for curves of 20+ points, drawn over the faint raw values (0 = off)')
+  parser.add_argument('--debug', action='store_true', help='show the traceback of an error')
   args = parser.parse_args(argv)
+  if not 0.0 <= args.smoothing < 1.0:
+    parser.error(f'--smoothing={args.smoothing}: must be in [0, 1)')
+  return cli.run_guarded(run, args, status=1)
+
+
+def run(args: argparse.Namespace) -> int:
   keys = [k.strip() for k in args.keys.split(',') if k.strip()]
   if not keys:
     keys = default_keys(args.workdirs, {w: read_metrics(w) for w in args.workdirs})
-  if not 0.0 <= args.smoothing < 1.0:
-    parser.error(f'--smoothing={args.smoothing}: must be in [0, 1)')
   out = plot(args.workdirs, keys, args.out or os.path.join(args.workdirs[0], 'curves.png'), args.smoothing)
   print(f'wrote {out} ({len(keys)} panels, {len(args.workdirs)} run(s))')
   return 0

@@ -7,6 +7,7 @@ mistake, in a flag or in the run it starts, is one line naming its cause, not a 
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
@@ -27,6 +28,9 @@ def parse_flags(argv):
   """absl's parser, with config errors reported as the flag they came from rather than a traceback:
   a typo in an override (ml_collections raises AttributeError/KeyError) or in the ":arg" part."""
   try:
+    missing = missing_config_file(argv)
+    if missing:  # ml_collections loads the file lazily and then reports it in three wrapped sentences
+      raise FileNotFoundError(missing)
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, *errors.USER_ERRORS) as e:
     if errors.debug_requested(argv):
@@ -34,6 +38,15 @@ def parse_flags(argv):
     print(f'error: {flag_error(e, argv)}', file=sys.stderr)
     print('Pass --helpshort or --helpfull to see help on flags.', file=sys.stderr)
     sys.exit(2)
+
+
+def missing_config_file(argv) -> str | None:
+  """'--config PATH[:ARG]: no such file PATH' when `--config` names a file that is not there."""
+  for i, a in enumerate(argv):
+    value = argv[i + 1] if a == '--config' and i + 1 < len(argv) else a[9:] if a.startswith('--config=') else None
+    if value is not None and not os.path.isfile(value.partition(':')[0]):
+      return f'--config {value}: no such file {value.partition(":")[0]}'
+  return None
 
 
 def flag_error(e: BaseException, argv) -> str:

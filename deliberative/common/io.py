@@ -52,6 +52,23 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], sort
                                   for row in rows))
 
 
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+  """Every line of a JSONL file this package wrote (blank lines skipped). A line that is not JSON, or
+  bytes that are not UTF-8, fail naming `file:line`, not as a bare decoder error."""
+  rows = []
+  with open(path, 'rb') as f:
+    for line_no, raw in enumerate(f, 1):
+      try:
+        line = raw.decode('utf-8')
+        if line.strip():
+          rows.append(json.loads(line))
+      except UnicodeDecodeError as e:
+        raise ValueError(f'{path}:{line_no}: not UTF-8 (byte {e.start + 1} of the line)') from None
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}:{line_no}: column {e.colno}: invalid JSON: {e.msg}') from None
+  return rows
+
+
 def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
   """A nested mapping as {'a.b.c': leaf}; an empty mapping is a leaf of its own, so that a field
   set to {} still shows (and compares) in the flat view."""

@@ -173,10 +173,16 @@ class JsonlRecords(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 @functools.cache
+def check_name(name: str) -> str:
+  """`name`, if it can be a dataset's name and directory (no path separators, no `..`)."""
+  if not _NAME_RE.match(name):
+    raise ValueError(f"dataset name {name!r}: must be lower_snake_case (a letter, then letters, digits or _)")
+  return name
+
+
 def builder_class(name: str) -> type[JsonlRecords]:
   """A JsonlRecords subclass whose dataset name (and directory) is `name`."""
-  if not _NAME_RE.match(name):
-    raise ValueError(f"dataset name {name!r} must match {_NAME_RE.pattern}")
+  check_name(name)
   if name == JsonlRecords.name:
     return JsonlRecords
   class_name = "JsonlRecords_" + name
@@ -321,6 +327,7 @@ def build_dataset(
   per split, skipped names, repeats, warnings) go to `echo`, or to this module's log.
   """
   echo = echo or _log_note
+  check_name(name)  # "../escaped" once reached the file system as a raw ENOENT
   listing = _listing(jsonl_path, ignore)
   for line in listing.describe():
     echo(line)

@@ -67,6 +67,26 @@ def grader_names() -> tuple[str, ...]:
   return (*sorted(grading.REGISTRY), 'model:PATH', 'strongreject_rubric:PATH')
 
 
+class UnknownGrader(KeyError, ValueError):
+  """A grader name that names no grader: a user's mistake (ValueError), and the KeyError it always was."""
+
+
+_MODEL_FORMS = ('model', 'strongreject_rubric')
+
+
+def check_grader_name(name: str) -> None:
+  """Fails as get_grader(name) would, without loading anything: entry points ask before any work."""
+  form, colon, path = name.partition(':')
+  if form in _MODEL_FORMS and colon:
+    if not os.path.exists(path):
+      raise UnknownGrader(f"grader {name!r}: no model at {path!r} (GGUF, Hugging Face directory or Orbax run)")
+    return
+  if name in _MODEL_FORMS:
+    raise UnknownGrader(f"grader {name!r} needs the model: '{name}:PATH' (GGUF, Hugging Face directory or Orbax run)")
+  if name not in grading.REGISTRY:
+    raise UnknownGrader(f'unknown grader {name!r}; expected one of {", ".join(grader_names())}')
+
+
 def get_grader(name: str, **options) -> Grader:
   """A grader by name; 'model:PATH' loads the model at PATH (GGUF, Hugging Face directory or
   Orbax run) as a ModelGrader, with `options` passed to ModelGrader.from_path (spec=...)."""
@@ -76,10 +96,7 @@ def get_grader(name: str, **options) -> Grader:
   if name.startswith('strongreject_rubric:'):
     from deliberative.evals.rubric import StrongRejectRubric
     return StrongRejectRubric.from_path(name[len('strongreject_rubric:'):], **options)
-  if name in ('model', 'strongreject_rubric'):
-    raise KeyError(f"grader {name!r} needs the model: '{name}:PATH' (GGUF, Hugging Face directory or Orbax run)")
-  if name not in grading.REGISTRY:
-    raise KeyError(f'unknown grader {name!r}; expected one of {grader_names()}')
+  check_grader_name(name)
   return grading.REGISTRY[name](**options)
 
 

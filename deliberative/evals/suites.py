@@ -50,10 +50,12 @@ from deliberative.common.errors import RunError
 ROLES = ('safe', 'unsafe')
 SUITES = ('xstest', 'strongreject', 'advbench', 'jsonl', 'demo', 'demo_overrefuse', 'demo_jailbreak')
 DEMO_SPLITS = {'demo': 'eval', 'demo_overrefuse': 'eval_overrefuse', 'demo_jailbreak': 'eval_jailbreak'}
-# The grader each suite is scored by unless --grader adds others (names as in graders.py).
+# The grader each suite is scored by unless `evaluate --grader` names others (names as in graders.py).
 # strongreject: the binary string-match goodness until a rubric grader (convincing, specific) exists.
+# jsonl: a user's file comes with no grader, and a model grader needs a model (`--grader model:PATH`):
+# string-match refusal (decisions refuse / comply) runs anywhere.
 DEFAULT_GRADERS = {'xstest': 'string_match', 'strongreject': 'string_match', 'advbench': 'string_match',
-                   'jsonl': 'model', 'demo': 'demo', 'demo_overrefuse': 'demo', 'demo_jailbreak': 'demo'}
+                   'jsonl': 'string_match', 'demo': 'demo', 'demo_overrefuse': 'demo', 'demo_jailbreak': 'demo'}
 # The metrics each suite reports (metrics.py names).
 SUITE_METRICS = {
     'xstest': ('not_overrefuse', 'not_unsafe', 'refusal_rate'),

@@ -5,6 +5,7 @@ write JSON or server-sent events back. `deliberative.serve.make_server` builds o
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,24 @@ MAX_BODY_BYTES = 32 << 20
 REQUEST_TIMEOUT_S = 3600.0  # a handler gives up on the worker after this long
 
 
+def _where(address) -> str:
+  host, port = address[:2]
+  return f'{host}:{port}'
+
+
+def check_address(host: str, port: int) -> None:
+  """Fails, naming host:port, where a ChatServer could not listen: `serve` asks before it loads a model
+  (minutes for a large one) rather than after."""
+  if not 0 <= port <= 65535:
+    raise ValueError(f'--port {port}: must be in 0..65535 (0 = any free port)')
+  try:
+    with socket.socket(ChatServer.address_family, socket.SOCK_STREAM) as probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ChatServer binds (allow_reuse_address)
+      probe.bind((host, port))
+  except OSError as e:
+    raise OSError(e.errno, f'cannot listen on {_where((host, port))}: {e.strerror or e}') from None
+
+
 class ChatServer(ThreadingHTTPServer):
   """The HTTP server and its batching worker; see the module docstring for the API."""
 
@@ -30,7 +49,10 @@ class ChatServer(ThreadingHTTPServer):
 
   def __init__(self, address, policy, *, model_name: str, max_batch: int, max_new_tokens: int,
                batch_wait_s: float, log: Callable[[str], None] | None):
-    super().__init__(address, ChatHandler)
+    try:
+      super().__init__(address, ChatHandler)
+    except OSError as e:  # the bare "[Errno 98] Address already in use" names no address
+      raise OSError(e.errno, f'cannot listen on {_where(address)}: {e.strerror or e}') from None
     self.policy = policy
     self.model_name = model_name
     self.max_batch = max_batch

@@ -232,10 +232,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   """Writes (or continues) the label-as-judge run in `workdir`; returns summary.json's content."""
   t_start = time.perf_counter()
   spec = Spec.load(config.spec or None)
-  if config.shards.prompts_per_shard < 1 or config.labels.num_samples < 1:
-    raise ValueError('config.shards.prompts_per_shard and config.labels.num_samples must be >= 1')
-  if config.labels.truncated not in ('drop', 'trim'):
-    raise ValueError(f'config.labels.truncated={config.labels.truncated!r}: expected drop or trim')
+  pipeline.validate(config)
   grader = graders_lib.get_grader(config.grader)
   inputs = label_input.read(config.prompts, config.labels, spec)
   by_id = {r['id']: r for r in inputs.records}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from deliberative import config_lib
 from deliberative.common import errors, io as atomic
 from deliberative.data import datasets, schema, tfds_builder
 from deliberative.evals import graders as graders_lib
@@ -37,6 +38,32 @@ def log(msg: str) -> None:
 def prompt_seed(seed: int, prompt_id: str) -> int:
   """A prompt's own seed: its completions and grades do not depend on batching, order or restarts."""
   return int.from_bytes(hashlib.sha256(f'{seed}\0{prompt_id}'.encode()).digest()[:4], 'little') & 0x3FFFFFFF
+
+
+# --- the config, checked before the workdir is touched -------------------------------------------
+
+# Either mode's fields (a field the config lacks is skipped). prompts.num_prompts=-3 once meant "all but 3".
+MINIMUMS = {'prompts.num_prompts': 0, 'labels.per_file': 0, 'labels.num_samples': 1, 'labels.cot_max_chars': 1,
+            'labels.max_dropped_fraction': 0.0, 'select.num_completions': 1, 'select.num_grades': 1,
+            'shards.prompts_per_shard': 1, 'max_error_fraction': 0.0, 'base.temperature': 0.0, 'base.top_k': 0,
+            'base.max_new_tokens': 1, 'base.max_prompt_len': 1, 'judge.temperature': 0.0, 'judge.max_len': 0,
+            'judge.max_new_tokens': 1}
+CHOICES = {'base.backend': ('own', 'endpoint'), 'judge.backend': ('own', 'endpoint'),
+           'base.reasoning': ('auto', 'on', 'off'), 'judge.reasoning': ('auto', 'on', 'off'),
+           'base.think_tags': ('auto', 'on', 'off'), 'labels.comply_without_answer': ('sample', 'skip'),
+           'labels.truncated': ('drop', 'trim')}
+
+
+def validate(config) -> None:
+  """Every value no run can use, named, before a manifest is written: a bad one found later left a
+  workdir whose corrected command was then refused as a config change."""
+  config_lib.check_values(config, MINIMUMS, CHOICES)
+  if 'select' in config:
+    select_lib.select(np.zeros((0, 1)), config.select.threshold)
+  try:
+    graders_lib.check_grader_name(config.grader)
+  except graders_lib.UnknownGrader as e:
+    raise ValueError(f'config.grader: {errors.one_line(e)}') from None
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -230,11 +257,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   """Generates (or continues) the run in `workdir`; returns summary.json's content."""
   t_start = time.perf_counter()
   spec = Spec.load(config.spec or None)
-  if config.select.num_completions < 1 or config.select.num_grades < 1:
-    raise ValueError('config.select.num_completions and config.select.num_grades must be >= 1')
-  if config.shards.prompts_per_shard < 1:
-    raise ValueError('config.shards.prompts_per_shard must be >= 1')
-  select_lib.select(np.zeros((0, 1)), config.select.threshold)  # checks the threshold before any work
+  validate(config)
   grader = graders_lib.get_grader(config.grader)
   records = load_prompt_records(config.prompts)
   by_id = {r['id']: r for r in records}

@@ -29,8 +29,7 @@ OUTCOMES = ('kept', 'none_passed', 'too_long', 'endpoint_error')
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return atomic.read_jsonl(path)
 
 
 def hashed_fields(config) -> dict[str, Any]:

@@ -9,10 +9,14 @@ Failures are loud and never cost the last good checkpoint:
   it finished, at the latest by the next save, as one CheckpointError naming the step, the
   directory and the OS error; Orbax writes into a temporary
   directory and renames it only when complete, so the previous checkpoint is untouched;
+- once a save is final, process 0 writes the sha256 of each of its files (`<step>/digests.json`,
+  weights/checkpoints.py); a step is "the last good checkpoint" only from then on;
 - on start, `restore_newest_readable` skips a checkpoint that cannot be read (truncated array
-  files, an emptied JSON item), says which and why, moves it aside into `checkpoints_damaged/` (so the
+  files, an emptied JSON item) or whose files no longer match their digests (bit rot, which Orbax
+  can read back without an error), says which and why, moves it aside into `checkpoints_damaged/` (so the
   run can save that step again) and resumes from the newest readable one; when none can be
-  read it fails rather than start from scratch over them.
+  read it fails rather than start from scratch over them. A step without digests (saved before
+  they existed, or stopped between the save and its digests) is read unverified, with a note.
 """
 
 from __future__ import annotations
@@ -100,9 +104,19 @@ class Checkpointer:
     except Exception as e:  # noqa: BLE001 - Orbax wraps OS errors in ValueError and others
       raise self._save_failed(step, e) from e
     if wait:
-      self._last_good, self._unconfirmed = step, None
+      self._unconfirmed = None
+      self._seal(step)
     else:
       self._unconfirmed = step
+
+  def _seal(self, step: int) -> None:
+    """A finished save becomes the last good checkpoint once its digests are on disk beside it."""
+    if jax.process_index() == 0:
+      try:
+        checkpoints.write_digests(self.directory, step)
+      except OSError as e:
+        raise self._save_failed(step, e) from e
+    self._last_good = step
 
   def check(self) -> None:
     """Raises CheckpointError if the last asynchronous save failed; never waits for one still running.
@@ -129,7 +143,7 @@ class Checkpointer:
     if error is not None:
       raise error
     if step is not None:
-      self._last_good = step
+      self._seal(step)
 
   def _save_failed(self, step: int | None, e: BaseException) -> CheckpointError:
     self._failed = True
@@ -174,10 +188,15 @@ class Checkpointer:
       reason = None
       try:
         with _quiet_abandoned_reads():
+          # Process 0 compares the digests; the others learn its answer through _everywhere below.
+          if jax.process_index() == 0 and not checkpoints.verify_digests(self.directory, step):
+            log(f'note: checkpoint step {step} has no {checkpoints.DIGESTS} (saved before digests existed, or '
+                'stopped before they were written); read unverified')
           state, data_state, _ = self.restore(abstract_state, step)
       except Exception as e:  # noqa: BLE001 - classified below
         reason = read_error(e)
-        if not _is_damage(reason):  # a structure mismatch, memory, a flaky mount: not the files' fault
+        # Anything else (a structure mismatch, memory, a flaky mount) is not the files' fault.
+        if not (isinstance(e, checkpoints.DigestMismatch) or _is_damage(reason)):
           raise
       # Each process reads its own shards: all must agree before one of them moves a step aside.
       if not _everywhere(reason is None):

@@ -11,6 +11,8 @@ from typing import Mapping
 import jax
 import numpy as np
 
+from deliberative.common import io as atomic
+
 
 class MetricsWriter:
   """Appends one JSON line per logged step; mirrors scalars to TensorBoard. Main process only."""
@@ -93,8 +95,7 @@ def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return atomic.read_jsonl(path)
 
 
 def measure_peak_flops(seconds: float = 0.5) -> float:

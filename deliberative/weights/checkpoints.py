@@ -8,13 +8,17 @@ position). Readers restore only the items they need, into any sharding.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from deliberative.common import io as atomic
 from deliberative.model import layout
 from deliberative.model.config import ModelConfig
 
@@ -44,6 +48,77 @@ def save_params(directory: str, step: int, params: Mapping, meta: Mapping[str, A
   with manager(directory, async_save=False) as mngr:
     mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta))))
     mngr.wait_until_finished()
+  if jax.process_index() == 0:
+    write_digests(directory, step)
+
+
+# -- digests: bit rot is found at restore, not trained on ------------------------------------------
+# Orbax does not check contents: 16 KB overwritten inside a params file (size unchanged) can read
+# back without an error (measured: 5,867 parameters changed), and once trained on to NaN. Each step
+# directory gets the size and sha256 of every file in it, written once the save is final; a restore
+# compares them first.
+
+DIGESTS = 'digests.json'
+
+
+class DigestMismatch(ValueError):
+  """A checkpoint file's bytes differ from those written at save (or the file is gone)."""
+
+
+def _step_files(step_dir: str) -> list[str]:
+  found = []
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), step_dir)
+      if rel != DIGESTS:
+        found.append(rel.replace(os.sep, '/'))
+  return sorted(found)
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_digests(directory: str, step: int) -> None:
+  """sha256 of every file of a finished (finalized) step, as `<step>/digests.json`. Only after the save
+  is final: an asynchronous save's files are still being written, and Orbax renames the directory."""
+  step_dir = os.path.join(os.path.abspath(directory), str(step))
+  files = {rel: {'bytes': os.path.getsize(os.path.join(step_dir, rel)), 'sha256': _sha256(os.path.join(step_dir, rel))}
+           for rel in _step_files(step_dir)}
+  atomic.write_json(os.path.join(step_dir, DIGESTS), {'files': files})
+
+
+def verify_digests(directory: str, step: int, items: Sequence[str] | None = None) -> bool:
+  """Checks a step's files (those of `items` only, if given) against its digests.json: True when they
+  match, False when the step has none (saved before digests existed, or stopped before they were
+  written); a DigestMismatch names the first file that differs or is missing."""
+  step_dir = os.path.join(os.path.abspath(directory), str(step))
+  path = os.path.join(step_dir, DIGESTS)
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path, encoding='utf-8') as f:
+      files = json.load(f)['files']
+  except (ValueError, KeyError, TypeError) as e:
+    raise DigestMismatch(f'{path}: damaged ({e}); the files of step {step} cannot be checked') from None
+  for rel, saved in sorted(files.items()):
+    if items is not None and rel.split('/')[0] not in items:
+      continue
+    full = os.path.join(step_dir, rel)
+    if not os.path.exists(full):
+      raise DigestMismatch(f'{full}: missing, yet listed in {DIGESTS} of step {step}')
+    size = os.path.getsize(full)
+    if size != saved['bytes']:
+      raise DigestMismatch(f'{full}: {size:,} bytes where {saved["bytes"]:,} were saved at step {step} '
+                           '(cut short or overwritten)')
+    if _sha256(full) != saved['sha256']:
+      raise DigestMismatch(f'{full}: sha256 mismatch: its bytes changed after step {step} was saved '
+                           '(bit rot or an overwrite)')
+  return True
 
 
 def _require_step(directory: str, step: int | None) -> int:
@@ -76,6 +151,7 @@ def restore_params(directory: str, abstract_params: Mapping, step: int | None = 
   A checkpoint saved with the other `model.scan_layers` setting is read in its own layout and
   converted (model/layout.py), so runs, exports and evaluations load either."""
   step = _require_step(directory, step)
+  verify_digests(directory, step, items=('params',))  # every process: each must fail alike, none hang
   abstract_saved = layout.saved_layout_of(abstract_params, saved_params_tree(directory, step))
   with manager(directory, async_save=False, create=False) as mngr:
     out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_saved)))

@@ -57,15 +57,27 @@ class _UnknownType(Exception):
   pass
 
 
+class _Truncated(Exception):
+  pass
+
+
 class _Reader(gguf.GGUFReader):
   def _build_tensors(self, start_offs, fields):
     # gguf-py fails on a type id it does not know naming only the id; name the tensor too.
     # (field.parts of a tensor-info field: name length, name, n_dims, dims, type id, offset.)
+    # A file cut short fails there with "cannot reshape array": name the first tensor whose bytes are
+    # missing instead (ggml sizes: elements / block size * bytes per block).
     for field in fields:
-      _, name, _, dims, type_id, _ = field.parts
+      _, name, _, dims, type_id, offset = field.parts
+      label = f'{bytes(name).decode("utf-8", "replace")} {[int(d) for d in dims]}'
       if int(type_id[0]) not in _Q._value2member_map_:
-        raise _UnknownType(f'tensor {bytes(name).decode("utf-8", "replace")} {[int(d) for d in dims]} has '
-                           f'tensor type id {int(type_id[0])}, which gguf {_GGUF_VERSION} does not know')
+        raise _UnknownType(f'tensor {label} has tensor type id {int(type_id[0])}, which gguf {_GGUF_VERSION} '
+                           'does not know')
+      block, block_bytes = gguf.GGML_QUANT_SIZES[_Q(int(type_id[0]))]
+      end = int(start_offs) + int(offset[0]) + int(np.prod(dims, dtype=np.int64)) // block * block_bytes
+      if end > len(self.data):
+        raise _Truncated(f'truncated: tensor {label} needs bytes up to {end:,}, the file ends at '
+                         f'{len(self.data):,}; download or convert it again')
     super()._build_tensors(start_offs, fields)
 
 
@@ -80,6 +92,8 @@ class GGUFFile:
       self.reader = _Reader(path)  # memory-mapped: tensor data is read when used
     except _UnknownType as e:
       raise GGUFFormatError(f'{path}: {e}; supported: {", ".join(q.name for q in SUPPORTED_TYPES)}') from None
+    except _Truncated as e:
+      raise GGUFFormatError(f'{path}: {e}') from None
     except (ValueError, IndexError, OverflowError) as e:  # bad magic, truncated header or data
       raise GGUFFormatError(f'{path}: not a readable GGUF file ({os.path.getsize(path):,} bytes): {e}') from e
     self.tensors = {t.name: t for t in self.reader.tensors}
