@@ -64,6 +64,7 @@ class Sizes:
   judge_steps: int
   judge_seq_len: int
   judge_max_prompt_chars: int
+  judge_sampled: int  # harmful prompts whose SmolLM2 answers become bad pairs
   sft_steps: int
   sft_seq_len: int
   rl_steps: int
@@ -78,13 +79,13 @@ class Sizes:
 
 
 FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=192, prompts_per_shard=32,
-             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=80, sft_seq_len=320, rl_steps=10,
-             rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50, wrapper_limit=4,
-             max_new_tokens=192, eval_batch=32, smoke=False)
+             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300, sft_steps=80,
+             sft_seq_len=320, rl_steps=10, rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50,
+             wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
-              prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, sft_steps=3, sft_seq_len=320,
-              rl_steps=2, rl_prompts=16, eval_prompts=8, xstest_limit=8, strongreject_limit=2, wrapper_limit=2,
-              max_new_tokens=16, eval_batch=8, smoke=True)
+              prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
+              sft_steps=3, sft_seq_len=320, rl_steps=2, rl_prompts=16, eval_prompts=8, xstest_limit=8,
+              strongreject_limit=2, wrapper_limit=2, max_new_tokens=16, eval_batch=8, smoke=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -136,6 +137,11 @@ ESTIMATE = {
 }
 
 
+def _smollm2() -> str:
+  from deliberative import config_lib
+  return config_lib.installed_model('smollm2')
+
+
 def _py(*args: str) -> list[str]:
   return [sys.executable, *args]
 
@@ -171,12 +177,17 @@ def _data_steps(args) -> list[ablate.Step]:
                  + (',smoke' if s.smoke else ''), '--workdir', p['traces'], f'--config.prompts.jsonl={p["mix"]}',
                  f'--config.shards.prompts_per_shard={s.prompts_per_shard}',
                  '--config.labels.num_samples=1', f'--config.base.max_new_tokens={s.sample_tokens}',
-                 # SmolLM2 at temperature 1 writes word salad (measured: 0 of 64 samples kept); 0.3 answers.
+                 # SmolLM2 at temperature 1 writes word salad (docs/data.md: 0 of 64 samples kept); 0.3 answers.
                  '--config.base.temperature=0.3', '--config.base.top_p=0.9', '--config.labels.truncated=trim',
                  '--config.labels.per_file=0', '--config.output.dataset_name=recipe_traces')
   steps.append(ablate.Step('traces', 'data', generate, os.path.join(p['traces'], 'traces', 'train.jsonl')))
+  # Bad answers of both kinds: CoCoNot's refusals of benign prompts, and SmolLM2's own compliance with
+  # harmful ones (without the latter a judge never learns that complying can be wrong).
   steps.append(ablate.Step('pairs', 'data', _py('tools/build_judge_pairs.py', '--prompts', p['mix'], '--out',
-                                                p['pairs'], f'--max_prompt_chars={s.judge_max_prompt_chars}'),
+                                                p['pairs'], f'--max_prompt_chars={s.judge_max_prompt_chars}',
+                                                '--sample_harmful=1', f'--max_sampled_prompts={s.judge_sampled}',
+                                                f'--generator={_smollm2()}', f'--max_new_tokens={s.sample_tokens}',
+                                                '--temperature=0.3', '--top_p=0.9'),
                            os.path.join(p['pairs'], 'judge_pairs_report.json')))
   steps.append(ablate.Step('pairs', 'data', _py('tools/build_dataset.py', '--jsonl', p['pairs'], '--ignore',
                                                 'judge_pairs_report.*', '--name', 'recipe_judge_pairs',

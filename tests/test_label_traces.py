@@ -19,7 +19,7 @@ from deliberative.common import errors
 from deliberative.data import schema
 from deliberative.evals import citations, graders
 from deliberative.spec import Spec
-from deliberative.stage1 import label_input, label_text, labels, shards
+from deliberative.stage1 import backends, label_input, label_text, labels, shards
 from tests.train_fixtures import override
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,14 +287,14 @@ def test_trimming_cuts_a_truncated_sample_back_to_its_last_sentence():
   from deliberative.stage1.backends import Candidate
   long = ('Basil likes six hours of sun a day. Water it when the top of the soil is dry, not before. '
           'Pinch off the flower buds so that the leaves keep')
-  trimmed = labels.trim_truncated(Candidate('', long, 'truncated'))
+  trimmed = backends.trim_truncated(Candidate('', long, 'truncated'))
   assert trimmed.answer.endswith('not before.') and trimmed.trimmed and trimmed.malformed == ''
   short = Candidate('', 'Yes. And then the', 'truncated')  # too little left to teach compliance: still dropped
-  assert labels.trim_truncated(short) == short
+  assert backends.trim_truncated(short) == short
   closed = Candidate('', long, '')
-  assert labels.trim_truncated(closed) == closed
+  assert backends.trim_truncated(closed) == closed
   format_error = Candidate('', long, 'format')
-  assert labels.trim_truncated(format_error) == format_error
+  assert backends.trim_truncated(format_error) == format_error
 
 
 def test_truncated_policy_is_checked(tmp_path):

@@ -53,7 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--max_sampled_prompts', type=int, default=0,
                       help='harmful prompts to sample for, a seeded spread over the sets (0 = all)')
   parser.add_argument('--generator', default='', help="the generator's checkpoint ('' = random-init tiny)")
-  parser.add_argument('--max_new_tokens', type=int, default=256, help='per sampled answer; a longer one is dropped')
+  parser.add_argument('--max_new_tokens', type=int, default=256,
+                      help='per sampled answer; a longer one is cut back to its last whole sentence (counted)')
+  parser.add_argument('--temperature', type=float, default=None,
+                      help="sampling temperature (default: configs/generate.py's base.temperature)")
+  parser.add_argument('--top_p', type=float, default=None, help="nucleus sampling (default: configs/generate.py's)")
   parser.add_argument('--max_prompt_chars', type=int, default=0,
                       help="leave out (and count) prompts longer than this: the judge's data.seq_len must hold "
                       'spec view + request + answer, and HarmBench contextual prompts run to thousands (0 = keep all)')
@@ -72,7 +76,12 @@ def generator_config(args: argparse.Namespace):
   config.seed = args.seed
   config.base.checkpoint = args.generator
   config.base.max_new_tokens = args.max_new_tokens
+  if args.temperature is not None:
+    config.base.temperature = args.temperature
+  if args.top_p is not None:
+    config.base.top_p = args.top_p
   config.labels.num_samples = max(1, args.sample_harmful)
+  config.shards.prompts_per_shard = max(1, 32 // config.labels.num_samples)  # the sampler's batch: 32 rows
   return config
 
 
@@ -102,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
   too_long = [r for r in inputs.records if args.max_prompt_chars and len(r['prompt']) > args.max_prompt_chars]
   builder.counts[('any', 'prompt_too_long')] += len(too_long)
   long_ids = {r['id'] for r in too_long}
+  if generator is not None:
+    builder.presample([r for r in inputs.records if r['id'] in to_sample and r['id'] not in long_ids])
   pairs = [p for r in inputs.records if r['id'] not in long_ids for p in builder.pairs(r, sample=r['id'] in to_sample)]
   train, heldout = judge_pairs.split_by_prompt(pairs, args.heldout_fraction, args.seed)
   # The judge evaluates the first evals.num_examples records: shuffled, they span every set.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from deliberative.data import sentences
 from deliberative.evals import citations
 from deliberative.judge.prompt import (ANSWER_HEADER, COT_HEADER, NUM_GRADES, QUOTE_RULE, REQUEST_HEADER, JudgeInput, PromptTooLong, resolve_rubric, spec_text)
 from deliberative.spec import Spec
@@ -36,6 +37,19 @@ class Candidate:
   answer: str
   malformed: str = ''  # '' = well formed; else why not (no_answer, no_cot, truncated, ...)
   trimmed: bool = False  # labels.truncated=trim: cut at max_new_tokens, then back to its last sentence
+
+
+def trim_truncated(candidate: Candidate) -> Candidate:
+  """A sample cut at max_new_tokens, cut back to its last whole sentence (labels.truncated=trim, and
+  the judge pairs' sampled compliance): a small model's answers often run past a CPU-sized budget,
+  and dropping them all keeps only the shortest prompts' answers. The trimmed answer is closed but
+  not the model's own ending: it is marked (trimmed=True) and counted."""
+  if candidate.malformed != 'truncated':
+    return candidate
+  trimmed = sentences.last_whole_sentence(candidate.answer + ' ')
+  if trimmed is None:
+    return candidate
+  return dataclasses.replace(candidate, answer=trimmed, malformed='', trimmed=True)
 
 
 def non_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:

@@ -55,6 +55,21 @@ class PairBuilder:
     self.spec, self.grader, self.seed = spec, grader, seed
     self.generator, self.samples = generator, samples
     self.counts: Counter = Counter()  # (kind, 'kept' | why dropped) -> n
+    self._presampled: dict[str, Any] = {}
+
+  def presample(self, records) -> None:
+    """Samples every record's answers in batched sampler calls (the generator's batch size), so
+    that the per-record `pairs` only reads them back: decode at batch 32, not K."""
+    prepared = []
+    for r in records:
+      try:
+        prepared.append((r, self.generator.prepare(r, '')))
+      except backends.TooLong as e:
+        self._presampled[r['id']] = e
+    if prepared:
+      seed = prompt_seed(self.seed, prepared[0][0]['id'])
+      outs = self.generator.complete_many([ids for _, ids in prepared], self.samples, seed)
+      self._presampled.update({r['id']: c for (r, _), c in zip(prepared, outs)})
 
   def pairs(self, record, sample: bool = True) -> list[dict[str, Any]]:
     """The record's pairs; `sample=False` leaves a harmful prompt without sampled answers (a
@@ -97,10 +112,18 @@ class PairBuilder:
   def _sampled_compliance(self, record, seed: int) -> list[dict[str, Any]]:
     kind = 'sampled_compliance'
     try:
-      candidates = self.generator.complete(self.generator.prepare(record, ''), self.samples, seed)
+      candidates = self._presampled.pop(record['id'], None)
+      if isinstance(candidates, backends.TooLong):
+        raise candidates
+      if candidates is None:
+        candidates = self.generator.complete(self.generator.prepare(record, ''), self.samples, seed)
     except backends.TooLong:
       self.counts[(kind, 'too_long')] += self.samples
       return []
+    # A compliance cut at the token budget is still a compliance; ending it on a whole sentence keeps
+    # "cut mid-sentence" from being what tells bad answers from good ones.
+    candidates = [backends.trim_truncated(c) for c in candidates]
+    self.counts[(kind, 'trimmed')] += sum(c.trimmed for c in candidates)
     well = [(i, c) for i, c in enumerate(candidates) if not c.malformed]
     for c in candidates:
       if c.malformed:
@@ -143,7 +166,9 @@ def report(builder: PairBuilder, splits: dict[str, Sequence[dict[str, Any]]]) ->
         'per_kind': dict(sorted(Counter(r['kind'] for r in rows).items())),
         'per_source': dict(sorted(Counter(r['source'] for r in rows).items()))}
   for (kind, what), n in sorted(builder.counts.items()):
-    if what != 'kept':
+    if what == 'trimmed':  # kept, cut back to a whole sentence (backends.trim_truncated)
+      out.setdefault('trimmed', {})[kind] = n
+    elif what != 'kept':
       out['dropped'].setdefault(kind, {})[what] = n
   kept = sum(n for (_, what), n in builder.counts.items() if what == 'kept')
   if kept != sum(s['pairs'] for s in out['splits'].values()):

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from deliberative.common import errors, io as common_io
-from deliberative.data import schema, sentences
+from deliberative.data import schema
 from deliberative.evals import graders as graders_lib
 from deliberative.spec import Spec
 from deliberative.stage1 import backends, label_answers, label_cot, label_input, pipeline, shards
@@ -87,7 +87,7 @@ class LabelStage1:
     if got is None:
       got = self.generator.complete(self.generator.prepare(record, ''), self.config.labels.num_samples, seed)
     if self.config.labels.truncated == 'trim':
-      got = [trim_truncated(c) for c in got]
+      got = [backends.trim_truncated(c) for c in got]
     return got
 
   def presample(self, records) -> None:
@@ -180,19 +180,6 @@ class LabelStage1:
              'source': record['source'], 'source_label': record.get('source_label', ''),
              'answer_from': answer_from, 'generator': f'{LABELS_JUDGE}+{self.digest}', 'judge': LABELS_JUDGE}
     return {**out, 'outcome': 'kept'}, schema.validate_record(trace, f'label traces: prompt {pid!r}')
-
-
-def trim_truncated(candidate: backends.Candidate) -> backends.Candidate:
-  """A sample cut at max_new_tokens, cut back to its last whole sentence (labels.truncated=trim):
-  a small model's answers often run past a CPU-sized budget, and dropping them all keeps only the
-  shortest prompts' answers. The trimmed answer is closed but not the model's own ending: it is
-  marked (trimmed=True in the outcome) and counted in the summary."""
-  if candidate.malformed != 'truncated':
-    return candidate
-  trimmed = sentences.last_whole_sentence(candidate.answer + ' ')
-  if trimmed is None:
-    return candidate
-  return dataclasses.replace(candidate, answer=trimmed, malformed='', trimmed=True)
 
 
 def _methods_clauses(spec: Spec) -> set[str]:
