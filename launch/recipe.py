@@ -165,7 +165,7 @@ def data_steps(args) -> list[ablate.Step]:
 def _data_steps(args) -> list[ablate.Step]:
   s, p = args.sizes, _paths(args.root)
   benchmarks = [f'--benchmark={n}={getattr(args, n)}' for n in ('xstest', 'strongreject', 'advbench')
-                if getattr(args, n)]
+                if getattr(args, n)] or ['--no_overlap_check']
   steps = [
       ablate.Step('import', 'data', _py('tools/import_prompts.py', '--out', p['prompts'], *benchmarks,
                                         *[f'--set={n}={os.path.join(ASSETS, f)}' for n, f in SETS.items()]),

@@ -41,7 +41,7 @@ def test_the_draw_is_seeded_and_one_sets_cap_leaves_the_others_alone():
   assert first.records['aart'] != mix.draw(records, {'aart': 10, 'catqa': 10}, seed=4).records['aart']
 
 
-@pytest.mark.parametrize('text, problem', [('aart=0', 'N >= 1'), ('aart', 'SET=N'), ('aart=x', 'SET=N')])
+@pytest.mark.parametrize('text, problem', [('aart=-1', 'N >= 0'), ('aart', 'SET=N'), ('aart=x', 'SET=N')])
 def test_bad_caps_are_named(text, problem):
   with pytest.raises(ValueError, match=f"mix cap '{text}'.*{problem}"):
     mix.parse_caps(text)
@@ -61,3 +61,7 @@ def test_the_tool_writes_the_mix_and_refuses_an_unknown_set_before_writing(tmp_p
   assert ok.returncode == 0, ok.stderr
   assert len((tmp_path / 'mix' / 'aart.jsonl').read_text().splitlines()) == 4
   assert mix.load_report(tmp_path / 'mix')['per_set']['orbench']['kept'] == 5
+  left_out = subprocess.run(tool + ['--caps', 'orbench=0', '--out', str(tmp_path / 'm0')], capture_output=True, text=True)
+  assert left_out.returncode == 0 and not (tmp_path / 'm0' / 'orbench.jsonl').exists()
+  assert mix.load_report(tmp_path / 'm0')['per_set']['orbench'] == {'available': 5, 'kept': 0, 'left_out': 5, 'cap': 0,
+                                                                    'decisions': {}}

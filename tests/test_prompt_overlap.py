@@ -187,6 +187,15 @@ def test_missing_benchmarks_and_bad_flags_are_one_line_errors(tmp_path):
   assert result.returncode == 2 and 'expected a number in (0, 1]' in result.stderr
 
 
+def test_an_unchecked_import_must_be_asked_for_and_is_recorded(tmp_path):
+  result = run_tool(f'--set=aart={SETS["aart"]}', f'--out={tmp_path / "out"}', '--no_overlap_check')
+  assert result.returncode == 0, result.stderr
+  assert 'no held-out benchmark is checked' in result.stderr
+  assert json.loads((tmp_path / 'out' / 'import_report.json').read_text())['benchmarks'] == {}
+  both = run_tool(*set_args({'aart': SETS['aart']}), f'--out={tmp_path / "o2"}', '--no_overlap_check')
+  assert both.returncode == 1 and '--no_overlap_check with --benchmark' in both.stderr
+
+
 def test_contextual_behaviour_is_checked_without_its_context(tmp_path):
   harmbench = tmp_path / 'harmbench.csv'
   context = ' '.join(['A long passage about chemistry that shares no words with any benchmark.'] * 8)

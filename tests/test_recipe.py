@@ -70,6 +70,7 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
   out, cmds = _commands(capsys, '--root', str(tmp_path), '--smoke', '--arms', 'base,sft')
   assert any('warning: without --xstest and --strongreject' in line for line in out)
   assert not any('--benchmark' in ' '.join(c) for c in cmds)
+  assert '--no_overlap_check' in next(c for c in cmds if 'tools/import_prompts.py' in c)
   assert set(_by_workdir(cmds)) == {'traces', 'sft'}  # no RL arm: no judge to train
 
 
@@ -86,22 +87,23 @@ def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
 
 @pytest.mark.slow
 def test_a_killed_recipe_continues_without_repeating_finished_stages(tmp_path):
-  """Killed while writing traces (SmolLM2 sampling its benign answers), the recipe's second run skips
-  the import and the mix (same files, same times) and finishes the traces it had started."""
+  """Killed as it starts the traces, the recipe's second run skips the import and the mix (same
+  files, same times) and finishes the traces."""
   root = tmp_path / 'r'
-  cmd = [sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(root), '--smoke', '--stop_after', 'traces']
+  # OR-Bench left out: every answer is shipped or written, so no model loads and the stages take seconds.
+  cmd = [sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(root), '--smoke', '--stop_after', 'traces',
+         '--size', 'caps=aart=6,catqa=6,harmbench=6,orbench=0,coconot=6,self_instruct=6']
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
   deadline = time.time() + 300
   for line in proc.stdout:  # wait for the traces stage to start, then kill the whole process group
     if 'traces: data ...' in line or time.time() > deadline:
       break
-  time.sleep(3)
   os.killpg(proc.pid, signal.SIGKILL)
   proc.wait()
-  assert (root / 'mix' / 'mix_report.json').exists() and not (root / 'traces' / 'traces' / 'train.jsonl').exists()
+  assert (root / 'mix' / 'mix_report.json').exists()
   stamps = {p: p.stat().st_mtime_ns for p in (root / 'prompts').glob('*') if p.is_file()}
   stamps.update({p: p.stat().st_mtime_ns for p in (root / 'mix').glob('*')})
-  again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
   assert 'import: data done already' in again.stdout and 'mix: data done already' in again.stdout
   assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--near_threshold', type=_threshold, default=overlap.DEFAULT_NEAR_THRESHOLD,
                       help='Jaccard similarity of word sets at or above which a row is a near copy of a benchmark '
                       f'prompt (default {overlap.DEFAULT_NEAR_THRESHOLD})')
+  parser.add_argument('--no_overlap_check', action='store_true',
+                      help='import without any --benchmark (the report records that nothing was checked): for '
+                      'plumbing runs that have no benchmark files; never for data a reported evaluation trains on')
   parser.add_argument('--skip_malformed', action='store_true',
                       help='count and list malformed rows instead of stopping at the first')
   parser.add_argument('--debug', action='store_true', help='show the traceback of an error')
@@ -91,9 +94,15 @@ def _jsonl(records) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-  if not args.benchmarks:
+  if not args.benchmarks and not args.no_overlap_check:
     raise ValueError('no --benchmark given: the import must be checked against the held-out benchmarks the '
-                     f'evaluation uses ({", ".join(held_out.BENCHMARK_READERS)})')
+                     f'evaluation uses ({", ".join(held_out.BENCHMARK_READERS)}); --no_overlap_check imports '
+                     'unchecked, for plumbing runs only')
+  if args.benchmarks and args.no_overlap_check:
+    raise ValueError('--no_overlap_check with --benchmark: choose one')
+  if not args.benchmarks:
+    print('warning: --no_overlap_check: no held-out benchmark is checked; do not report evaluations of models '
+          'trained on this import', file=sys.stderr)
   spec = Spec.load(args.spec)
   table = category_map.load(args.category_map, spec=spec, known_sets=registry.FORMATS)
   benchmark_prompts = held_out.read_benchmarks(args.benchmarks)

@@ -37,12 +37,12 @@ def read_imports(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def parse_caps(text: str) -> dict[str, int]:
-  """'aart=600,catqa=300' -> {'aart': 600, 'catqa': 300}; a cap must be a positive integer."""
+  """'aart=600,catqa=300' -> {'aart': 600, 'catqa': 300}; a cap is an integer >= 0 (0 leaves the set out)."""
   caps = {}
   for part in filter(None, (p.strip() for p in text.split(','))):
     name, sep, value = part.partition('=')
-    if not sep or not value.strip().isdigit() or int(value) < 1:
-      raise ValueError(f'mix cap {part!r}: expected SET=N with N >= 1')
+    if not sep or not value.strip().isdigit():
+      raise ValueError(f'mix cap {part!r}: expected SET=N with N >= 0')
     caps[name.strip()] = int(value)
   return caps
 
@@ -67,7 +67,8 @@ class Mix:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in self.records.items():
-      common_io.write_jsonl(out / f'{name}.jsonl', rows, sort_keys=True)
+      if rows:  # a set capped at 0 is left out (and counted in the report), not written empty
+        common_io.write_jsonl(out / f'{name}.jsonl', rows, sort_keys=True)
     report = self.report()
     common_io.write_json(out / REPORT, report)
     return report
