@@ -86,7 +86,7 @@ def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
     raise ValueError(f'unknown model preset {preset!r}; known: {sorted(MODEL_PRESETS)}')
   fields = dict(head_dim=None, rope_theta=10_000.0, rope_scaling=None, norm_eps=1e-5, qkv_bias=False,
                 tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none',
-                attention='xla', loss_chunk=0, scan_layers=False)
+                attention='xla', attention_block=512, loss_chunk=0, scan_layers=False)
   fields.update(MODEL_PRESETS[preset])
   if fields['vocab_size'] >= LARGE_VOCAB:
     fields.update(POD_DEFAULTS)

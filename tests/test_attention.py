@@ -1,0 +1,95 @@
+"""The long-sequence attention paths (model/attention.py) equal the einsum ('xla') path: forward and
+gradients, packed rows of several segments with padding, GQA; and the blockwise path holds no
+[L, L] array in its forward or backward pass."""
+
+import dataclasses
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from deliberative.model import attention
+from deliberative.model.config import ModelConfig
+from deliberative.model.transformer import build
+
+# GQA: 4 query heads over 2 key/value heads.
+CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, tie_embeddings=True)
+
+
+def _packed_batch(B, L, seed=0):
+  """Rows of 1, 3 and 2 segments (the last row ending in padding), segments crossing block edges;
+  positions restart at each segment, as packing.py makes them."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, CFG.vocab_size, (B, L))
+  segments = np.ones((B, L), np.int32)
+  segments[1, L * 2 // 5:] = 2
+  segments[1, L * 4 // 5:] = 3
+  segments[2, L // 2:] = 2
+  segments[2, L - 2:] = 0
+  positions = np.zeros((B, L), np.int32)
+  for b in range(B):
+    for t in range(1, L):
+      positions[b, t] = positions[b, t - 1] + 1 if segments[b, t] == segments[b, t - 1] else 0
+  weights = rng.random((B, L)) * (segments != 0)  # the loss reads real positions only
+  return (jnp.asarray(tokens, jnp.int32), jnp.asarray(positions), jnp.asarray(segments),
+          jnp.asarray(weights, jnp.float32))
+
+
+def _logits_and_grads(cfg, tokens, positions, segments, weights):
+  model = build(cfg, seed=1)()
+
+  def loss(m):
+    logits, _ = m(tokens, positions, segments)
+    return jnp.sum(jax.nn.log_softmax(logits)[..., 0] * weights), logits
+  (_, logits), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(model)
+  return np.asarray(logits), nnx.state(grads, nnx.Param).to_pure_dict()
+
+
+def _assert_same_as_xla(cfg, batch):
+  tokens, positions, segments, weights = batch
+  logits, grads = _logits_and_grads(cfg, *batch)
+  ref_logits, ref_grads = _logits_and_grads(dataclasses.replace(cfg, attention='xla'), *batch)
+  real = np.asarray(segments) != 0  # padding positions attend to nothing; no real position reads them
+  np.testing.assert_allclose(logits[real], ref_logits[real], rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), grads, ref_grads)
+
+
+@pytest.mark.parametrize('block', [4, 5, 16])  # 4 blocks; a length not a multiple (padded); one block
+def test_chunked_equals_xla_forward_and_gradients(block):
+  _assert_same_as_xla(dataclasses.replace(CFG, attention='chunked', attention_block=block), _packed_batch(3, 16))
+
+
+def test_chunked_scanned_and_rematerialised_layers_equal_xla():
+  cfg = dataclasses.replace(CFG, attention='chunked', attention_block=4, scan_layers=True, remat='full')
+  _assert_same_as_xla(cfg, _packed_batch(3, 13, seed=2))
+
+
+def _all_shapes(jaxpr):
+  """Every intermediate's shape in a jaxpr, inside loops, scans and custom rules too."""
+  for eqn in jaxpr.eqns:
+    yield from (v.aval.shape for v in eqn.outvars if hasattr(v.aval, 'shape'))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _all_shapes(sub)
+
+
+def test_chunked_holds_no_length_by_length_array():
+  B, L, K, G, D, block = 1, 256, 2, 2, 8, 32
+  keys = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(keys[0], (B, L, K, G, D))
+  k, v = (jax.random.normal(kk, (B, L, K, D)) for kk in keys[1:])
+  seg = jnp.ones((B, L), jnp.int32)
+
+  def loss(q, k, v):
+    return jnp.sum(attention.chunked(q, k, v, seg, block) ** 2)
+  jaxpr = jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v).jaxpr
+  shapes = list(_all_shapes(jaxpr))
+  assert any(block in s and s.count(block) == 2 for s in shapes)  # the walk sees the block scores
+  assert not [s for s in shapes if sum(d >= L for d in s) >= 2], 'an [L, L] intermediate'
+
+
+def test_attention_block_must_be_positive():
+  with pytest.raises(ValueError, match='model.attention_block'):
+    dataclasses.replace(CFG, attention='chunked', attention_block=0)
