@@ -1,8 +1,13 @@
 """The long-sequence attention paths (model/attention.py) equal the einsum ('xla') path: forward and
 gradients, packed rows of several segments with padding, GQA; and the blockwise path holds no
-[L, L] array in its forward or backward pass."""
+[L, L] array in its forward or backward pass.
+
+Splash is a TPU kernel: here it runs in Pallas's interpreter (`interpret=True`), the same kernel
+code executed op by op on the CPU. tests/test_aot_compile.py compiles it for a TPU topology.
+"""
 
 import dataclasses
+import functools
 
 import jax
 import jax.extend
@@ -11,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from deliberative.model import attention
+from deliberative.model import attention, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import build
 
@@ -93,3 +98,37 @@ def test_chunked_holds_no_length_by_length_array():
 def test_attention_block_must_be_positive():
   with pytest.raises(ValueError, match='model.attention_block'):
     dataclasses.replace(CFG, attention='chunked', attention_block=0)
+
+
+@pytest.fixture
+def interpreted_splash(monkeypatch):
+  monkeypatch.setattr(attention, 'splash', functools.partial(attention.splash, interpret=True))
+
+
+@pytest.mark.slow
+def test_splash_interpreted_equals_xla_forward_and_gradients(interpreted_splash):
+  cfg = dataclasses.replace(CFG, attention='splash', attention_block=128)  # the kernel's smallest block
+  _assert_same_as_xla(cfg, _packed_batch(3, 128, seed=3))
+
+
+@pytest.mark.slow
+def test_splash_runs_per_shard_on_a_mesh(interpreted_splash):
+  """On the 8 fake devices as (data, fsdp, tensor) = (2, 2, 2): rows split four ways and key heads two,
+  each shard's kernel given its own rows and heads (a wrong split would mix rows or heads)."""
+  B, L, K, G, D = 4, 128, 2, 2, 8
+  keys = jax.random.split(jax.random.key(1), 3)
+  q = jax.random.normal(keys[0], (B, L, K, G, D))
+  k, v = (jax.random.normal(kk, (B, L, K, D)) for kk in keys[1:])
+  seg = jnp.asarray(np.repeat(np.arange(1, B + 1)[:, None], L, axis=1))  # one segment id per row
+  seg = seg.at[:, L // 2:].add(10)  # and a second segment in each
+  mesh = jax.make_mesh((2, 2, 2), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  sharded = jax.jit(sharding.under_mesh(attention.splash, mesh, sharding.DEFAULT_RULES), static_argnums=4)
+  expected = attention.chunked(q, k, v, seg, 32)
+  np.testing.assert_allclose(sharded(q, k, v, seg, 128), expected, rtol=1e-5, atol=1e-5)
+  assert 'sdy.manual_computation' in sharded.lower(q, k, v, seg, 128).as_text()  # shard_map: per shard
+
+
+def test_splash_names_a_length_it_cannot_block():
+  q, k = jnp.zeros((1, 192, 1, 1, 8)), jnp.zeros((1, 192, 1, 8))
+  with pytest.raises(ValueError, match='multiple of model.attention_block=128'):
+    attention.splash(q, k, k, jnp.ones((1, 192), jnp.int32), 128)
