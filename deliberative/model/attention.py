@@ -50,11 +50,14 @@ def chunked(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block: int):
   mean of the values), and no real position ever reads it."""
   L = q_BLKGD.shape[1]
   block = min(block, L)
-  pad = -L % block
-  if pad:
-    widen = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL = map(widen, (q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL))
-  return _flash(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block)[:, :L]
+  padded = _pad_rows(-(-L // block) * block, q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL)
+  return _flash(*padded, block)[:, :L]
+
+
+def _pad_rows(length, *xs_BL):
+  """Each array's length axis (1) zero-padded to `length`: zero segment ids mark the new positions as
+  padding, which no real query attends to."""
+  return [jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2)) for x in xs_BL]
 
 
 def _take(x, i, block):
@@ -166,14 +169,15 @@ def splash(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block: int, *, interpret: bo
   `interpret=True` runs the kernel's Pallas interpreter (any backend; slow, for tests)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
   L, G = q_BLKGD.shape[1], q_BLKGD.shape[3]
-  block = min(block, L)
-  if L % block or block % 128:
-    raise ValueError(f"model.attention='splash': the sequence length {L} must be a multiple of "
-                     f'model.attention_block={block}, itself a multiple of 128')
+  # The kernel tiles the sequence by multiples of 128 that divide it: rows are padded to a multiple of
+  # 128 with segment 0, which no real query attends to.
+  padded = -(-L // _SPLASH_LANES) * _SPLASH_LANES
+  q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL = _pad_rows(padded, q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL)
+  block = splash_block(padded, block)
   sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
                         block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-  kernel = sa.make_splash_mqa_single_device(sa.MultiHeadMask([sa.CausalMask((L, L))] * G), block_sizes=sizes,
-                                            interpret=interpret)
+  kernel = sa.make_splash_mqa_single_device(sa.MultiHeadMask([sa.CausalMask((padded, padded))] * G),
+                                            block_sizes=sizes, interpret=interpret)
 
   def per_shard(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL):
     scale = 1 / math.sqrt(q_BLKGD.shape[-1])  # splash takes queries already scaled
@@ -189,4 +193,15 @@ def splash(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block: int, *, interpret: bo
   qo_axes = ('batch', 'length', 'kv_heads', None, 'kv')
   kv_axes = ('batch', 'length', 'kv_heads', 'kv')
   return sharding.per_shard(per_shard, (qo_axes, kv_axes, kv_axes, ('batch', 'length')), qo_axes)(
-      q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL)
+      q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL)[:, :L]
+
+
+_SPLASH_LANES = 128  # splash's key blocks are a multiple of the TPU's 128 lanes
+
+
+def splash_block(length: int, block: int) -> int:
+  """The largest multiple of 128 that divides `length` (itself one) and is at most `block`; 128 at least."""
+  for candidate in range(min(block, length) // _SPLASH_LANES * _SPLASH_LANES, 0, -_SPLASH_LANES):
+    if length % candidate == 0:
+      return candidate
+  return _SPLASH_LANES

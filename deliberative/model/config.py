@@ -45,8 +45,8 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype; logits and softmax stay float32
   remat: str = 'none'
   attention: str = 'xla'  # one of ATTENTION_IMPLS
-  # 'chunked' and 'splash': queries and keys this many positions at a time (splash: a multiple of
-  # 128 dividing the sequence length).
+  # 'chunked' and 'splash': queries and keys this many positions at a time (splash: the largest
+  # multiple of 128 at most this that divides the length, rounded up to a multiple of 128).
   attention_block: int = 512
   # Training losses take logits this many positions at a time (recomputed in the backward pass),
   # never [batch, length, vocab] at once; 0 = the whole sequence in one piece.
