@@ -136,3 +136,9 @@ def test_splash_block_is_the_largest_multiple_of_128_dividing_the_length():
   assert attention.splash_block(1280, 512) == 256  # 256 prompt + 1,024 new tokens: 512 does not divide it
   assert attention.splash_block(384, 512) == 384
   assert attention.splash_block(256, 64) == 128  # below the kernel's smallest block
+
+
+def test_splash_off_tpu_names_the_portable_path():
+  q, k = jnp.zeros((1, 128, 1, 2, 8)), jnp.zeros((1, 128, 1, 8))
+  with pytest.raises(ValueError, match="TPU kernel and this program is for cpu: use model.attention='chunked'"):
+    attention.splash(q, k, k, jnp.ones((1, 128), jnp.int32), 128)

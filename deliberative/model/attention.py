@@ -168,6 +168,10 @@ def splash(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block: int, *, interpret: bo
   (segment 0) attend to earlier padding keys; real queries never see padding either way.
   `interpret=True` runs the kernel's Pallas interpreter (any backend; slow, for tests)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
+  platform = sharding.current_platform()
+  if platform != 'tpu' and not interpret:
+    raise ValueError(f"model.attention='splash' is a TPU kernel and this program is for {platform}: use "
+                     "model.attention='chunked' (the same blockwise attention in plain JAX)")
   L, G = q_BLKGD.shape[1], q_BLKGD.shape[3]
   # The kernel tiles the sequence by multiples of 128 that divide it: rows are padded to a multiple of
   # 128 with segment 0, which no real query attends to.

@@ -159,6 +159,13 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(ctx.mesh, logical_to_spec(logical_axes, ctx.rules)))
 
 
+def current_platform() -> str:
+  """The platform a program traced now is for: the current mesh's devices' (a TPU topology's when
+  compiling ahead of time on a CPU host), else the default backend's."""
+  ctx = _CURRENT.get()
+  return ctx.mesh.devices.flat[0].platform if ctx is not None else jax.default_backend()
+
+
 def per_shard(fn: Callable, in_axes: Sequence[Sequence[str | None]], out_axes: Sequence[str | None]) -> Callable:
   """`fn` run on each device's shard (shard_map) under the current mesh, its arguments and result
   split by logical names; `fn` itself outside `use_mesh`. For kernels XLA cannot partition (Pallas
