@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from deliberative.model import attention, sharding
-from deliberative.model.attention import MASKED, causal, same_segment
+from deliberative.model.attention import causal, same_segment
 from deliberative.model.config import ModelConfig, RopeScaling
 
 
@@ -94,9 +94,8 @@ class Attention(nnx.Module):
 
     B, L = x_BLE.shape[:2]
     dt = cfg.jnp_dtype
-    groups = cfg.n_heads // cfg.n_kv_heads
+    q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim_)
     if layer_cache is None and cfg.attention in ('chunked', 'splash'):  # the long-sequence paths: training, scoring
-      q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
       attend = attention.chunked if cfg.attention == 'chunked' else attention.splash
       out_BLKGD = attend(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, cfg.attention_block)
       out_BLHD = out_BLKGD.reshape(B, L, cfg.n_heads, cfg.head_dim_).astype(dt)
@@ -130,13 +129,12 @@ class Attention(nnx.Module):
       out_BLHD = jax.nn.dot_product_attention(q_BLHD, keys.astype(q_BLHD.dtype), values.astype(q_BLHD.dtype),
                                               mask=mask_BLS[:, None], scale=1 / math.sqrt(cfg.head_dim_))
       return sharding.constrain(self._project_out(out_BLHD.astype(dt)), ('batch', 'length', 'embed')), new_cache
-    q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
     # One softmax over every block's keys: their scores side by side on the key axis.
     scores = [jnp.einsum(f'blkgd,{kv}->bkgls', q_BLKGD, keys.astype(q_BLKGD.dtype), preferred_element_type=jnp.float32)
               for keys, _, kv, _ in blocks]
     scores_BKGLS = jnp.concatenate(scores, axis=-1) / math.sqrt(cfg.head_dim_)
     mask_BLS = jnp.concatenate([mask for *_, mask in blocks], axis=-1)
-    scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, MASKED)
+    scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, attention.MASKED)
     probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(dt)
     splits = np.cumsum([s.shape[-1] for s in scores])[:-1]
     out_BKGLD = sum(jnp.einsum(f'bkgls,{kv}->bkgld', probs, values.astype(dt))
