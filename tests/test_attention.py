@@ -142,3 +142,11 @@ def test_splash_off_tpu_names_the_portable_path():
   q, k = jnp.zeros((1, 128, 1, 2, 8)), jnp.zeros((1, 128, 1, 8))
   with pytest.raises(ValueError, match="TPU kernel and this program is for cpu: use model.attention='chunked'"):
     attention.splash(q, k, k, jnp.ones((1, 128), jnp.int32), 128)
+
+
+def test_splash_refuses_rows_split_over_the_mesh():
+  mesh = jax.make_mesh((2, 2, 2), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  rules = dict(sharding.DEFAULT_RULES, length='tensor')
+  q, k = jnp.zeros((4, 128, 2, 2, 8)), jnp.zeros((4, 128, 2, 8))
+  with sharding.use_mesh(mesh, rules), pytest.raises(ValueError, match=r"split 'length' over \('tensor',\)"):
+    attention.splash(q, k, k, jnp.ones((4, 128), jnp.int32), 128, interpret=True)

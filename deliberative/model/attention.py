@@ -172,6 +172,9 @@ def splash(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, block: int, *, interpret: bo
   if platform != 'tpu' and not interpret:
     raise ValueError(f"model.attention='splash' is a TPU kernel and this program is for {platform}: use "
                      "model.attention='chunked' (the same blockwise attention in plain JAX)")
+  if sharding.current_axes('length'):  # each shard would attend within its own piece of the row
+    raise ValueError(f"model.attention='splash' needs whole rows on each chip; mesh.rules split 'length' over "
+                     f'{sharding.current_axes("length")}')
   L, G = q_BLKGD.shape[1], q_BLKGD.shape[3]
   # The kernel tiles the sequence by multiples of 128 that divide it: rows are padded to a multiple of
   # 128 with segment 0, which no real query attends to.

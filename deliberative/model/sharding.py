@@ -166,6 +166,12 @@ def current_platform() -> str:
   return ctx.mesh.devices.flat[0].platform if ctx is not None else jax.default_backend()
 
 
+def current_axes(logical: str) -> tuple[str, ...]:
+  """The mesh axes the current rules split `logical` over; () outside `use_mesh`."""
+  ctx = _CURRENT.get()
+  return dict(ctx.rules).get(logical, ()) if ctx is not None else ()
+
+
 def per_shard(fn: Callable, in_axes: Sequence[Sequence[str | None]], out_axes: Sequence[str | None]) -> Callable:
   """`fn` run on each device's shard (shard_map) under the current mesh, its arguments and result
   split by logical names; `fn` itself outside `use_mesh`. For kernels XLA cannot partition (Pallas
