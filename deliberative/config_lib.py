@@ -73,10 +73,11 @@ def init_from_for(preset: str) -> str:
 
 # The pod presets (128-152k vocabularies) default to what fits a TPU chip: training losses take
 # the logits 1,024 positions at a time (model/losses.py) instead of materialising [batch, length,
-# vocab] float32 at once, bfloat16 compute over float32 parameters, and full remat per block
-# (tools/aot_compile.py measures what each costs per chip).
+# vocab] float32 at once, bfloat16 compute over float32 parameters, full remat per block, and the
+# splash attention kernel, which never holds [length, length] scores (compiled for v5p by
+# tools/aot_compile.py, docs/tpu.md; off TPU it says to pass model.attention=chunked).
 LARGE_VOCAB, LARGE_VOCAB_LOSS_CHUNK = 100_000, 1024
-POD_DEFAULTS = dict(loss_chunk=LARGE_VOCAB_LOSS_CHUNK, dtype='bfloat16', remat='full')
+POD_DEFAULTS = dict(loss_chunk=LARGE_VOCAB_LOSS_CHUNK, dtype='bfloat16', remat='full', attention='splash')
 # Our own CPU-sized presets keep the unrolled layout (model.scan_layers=False); real models scan.
 DEMO_PRESETS = ('tiny', 'small')
 
@@ -87,7 +88,7 @@ def model_config(preset: str, **overrides) -> ml_collections.ConfigDict:
     raise ValueError(f'unknown model preset {preset!r}; known: {sorted(MODEL_PRESETS)}')
   fields = dict(head_dim=None, rope_theta=10_000.0, rope_scaling=None, norm_eps=1e-5, qkv_bias=False,
                 tie_embeddings=False, max_seq_len=2048, param_dtype='float32', dtype='float32', remat='none',
-                attention='xla', loss_chunk=0, scan_layers=False)
+                attention='xla', attention_block=512, loss_chunk=0, scan_layers=False)
   fields.update(MODEL_PRESETS[preset])
   if fields['vocab_size'] >= LARGE_VOCAB:
     fields.update(POD_DEFAULTS)

@@ -49,6 +49,19 @@ def test_sft_step_compiles_for_v5e_and_fits(tmp_path):
   assert step['alias_bytes'] >= r['resident']['train state'] > 0
   assert r['fits'] and r['excess_bytes'] == 0 and r['peak_bytes_per_chip'] < r['hbm_per_chip_bytes']
   assert '| train_step |' in proc.stdout and '-> fits' in proc.stdout
+  assert step['pallas_kernels'] == 0  # model.attention='xla': XLA ops only
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_splash_attention_compiles_for_v5p_as_pallas_kernels(tmp_path):
+  proc, r = _run(tmp_path, '--config', 'configs/sft.py', '--topology', 'v5p:2x2x1', '--config.model.attention=splash',
+                 '--config.model.attention_block=128', '--config.data.seq_len=256')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (step,) = r['programs']
+  # The tiny preset's 4 unrolled layers, each splash's forward, dQ and dKV kernels.
+  assert step['pallas_kernels'] == 3 * r['model']['n_layers'] == 12
+  assert r['fits'] and 'attention splash (block 128)' in proc.stdout
 
 
 @pytest.mark.slow

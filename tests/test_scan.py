@@ -206,4 +206,7 @@ def test_real_presets_scan_and_demo_presets_do_not():
   assert config_lib.model_config('smollm2').scan_layers
   assert not config_lib.model_config('tiny').scan_layers
   assert not config_lib.model_config('small').scan_layers
+  # Pod presets take the TPU attention kernel; the CPU-sized ones the einsum path.
+  assert config_lib.model_config('llama3.1-8b').attention == config_lib.model_config('qwen2.5-7b').attention == 'splash'
+  assert config_lib.model_config('smollm2').attention == config_lib.model_config('tiny').attention == 'xla'
   assert 'layers' in sharding.LOGICAL_AXES and dict(sharding.DEFAULT_RULES)['layers'] is None

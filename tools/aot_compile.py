@@ -88,6 +88,9 @@ class Program:
   compile_seconds: float
   model_flops: float = 0.0  # per chip, from the shapes (6N per trained token, 2N per forward token)
   error: str = ''  # the compiler's refusal, when the program cannot fit at all
+  # Call sites of Mosaic (Pallas) kernels in the compiled program: splash attention's forward, dQ and
+  # dKV per attention layer (once for scanned layers); 0 says attention ran as XLA ops.
+  pallas_kernels: int = 0
 
   @property
   def total_bytes(self) -> int:
@@ -140,7 +143,8 @@ def compile_program(name: str, jitted, args, resident_args=(), flops: float = 0.
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return Program(name, mem.argument_size_in_bytes, mem.temp_size_in_bytes, mem.output_size_in_bytes,
-                 mem.alias_size_in_bytes, resident, float((cost or {}).get('flops', 0.0)), seconds, flops)
+                 mem.alias_size_in_bytes, resident, float((cost or {}).get('flops', 0.0)), seconds, flops,
+                 pallas_kernels=compiled.as_text().count('custom_call_target="tpu_custom_call"'))
 
 
 def _abstract(shape, dtype, sharding):
@@ -289,13 +293,18 @@ def report(config, topology: str, wanted=()) -> dict:
   return out
 
 
+def _attention(m: dict) -> str:
+  name = m.get('attention', 'xla')
+  return f'{name} (block {m["attention_block"]})' if name in ('chunked', 'splash') else name
+
+
 def format_report(r: dict) -> str:
   gib = lambda b: f'{b / GIB:.2f}'
   m = r['model']
   lines = [f'{r["trainer"]} on {r["topology"]} ({r["chips"]} x {r["device_kind"]}, {gib(r["hbm_per_chip_bytes"])} GiB '
            f'HBM each), mesh {r["mesh"]}; model {m["n_layers"]} layers x d{m["d_model"]}, vocab {m["vocab_size"]:,}, '
            f'{m["dtype"]} compute / {m["param_dtype"]} params, remat {m["remat"]}, '
-           f'scan {m.get("scan_layers", False)}, loss_chunk {m["loss_chunk"]}',
+           f'scan {m.get("scan_layers", False)}, loss_chunk {m["loss_chunk"]}, attention {_attention(m)}',
            '', '| program | arguments GiB | temporaries GiB | outputs GiB | aliased GiB | total GiB | compile s '
            '| model TFLOP per chip | XLA TFLOP per chip | s at 40% MFU | s at 60% MFU |',
            '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -304,6 +313,8 @@ def format_report(r: dict) -> str:
                  f'{gib(p["alias_bytes"])} | {gib(p["total_bytes"])} | {p["compile_seconds"]:.0f} | '
                  f'{p["model_flops"] / 1e12:.1f} | {p["flops"] / 1e12:.1f} | {p["seconds_at_40_mfu"]:.2f} | '
                  f'{p["seconds_at_60_mfu"]:.2f} |')
+    if p.get('pallas_kernels'):
+      lines.append(f'|  ^ {p["pallas_kernels"]} Pallas kernel call sites in the compiled program | | | | | | | | | | |')
     if p['error']:
       lines.append(f'|  ^ refused by the TPU compiler: {p["error"]} | | | | | | | | | | |')
   resident = ', '.join(f'{k} {gib(v)}' for k, v in r['resident'].items())

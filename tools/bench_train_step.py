@@ -1,7 +1,7 @@
 """Train-step throughput: our jit'd SFT step vs a `transformers` (PyTorch) peer, same shapes, same run.
 
   python tools/bench_train_step.py [--preset tiny|small|smollm2] [--batch 8] [--seq_len 256] [--steps 5]
-       [--remat none|full] [--attention xla|dot_product] [--loss_chunk N]
+       [--remat none|full] [--attention xla|dot_product|chunked] [--loss_chunk N]
 
 `--preset smollm2` is SmolLM2-135M's shape (30 layers, vocab 49,152, tied embeddings), random
 weights: the step's cost does not depend on their values.
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import ml_collections  # noqa: E402
 
 from deliberative import config_lib  # noqa: E402
-from deliberative.model.config import ModelConfig  # noqa: E402
+from deliberative.model.config import ATTENTION_IMPLS, ModelConfig  # noqa: E402
 from deliberative.trainers import state as state_lib  # noqa: E402
 from deliberative.trainers import supervised  # noqa: E402
 
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--remat', default=None, help="ours: the model's remat policy (default: the preset's)")
-  parser.add_argument('--attention', default=None, choices=('xla', 'dot_product'), help='ours: model.attention')
+  parser.add_argument('--attention', default=None, choices=ATTENTION_IMPLS, help='ours: model.attention')
   parser.add_argument('--loss_chunk', type=int, default=None, help='ours: model.loss_chunk (0 = whole sequence)')
   args = parser.parse_args(argv)
   overrides = {k: getattr(args, k) for k in ('remat', 'attention', 'loss_chunk') if getattr(args, k) is not None}

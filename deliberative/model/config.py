@@ -10,8 +10,11 @@ import jax.numpy as jnp
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 # 'xla': the einsum path (the CPU default and the reference in tests); 'dot_product':
-# jax.nn.dot_product_attention, which picks cuDNN's fused kernel on GPUs where it applies.
-ATTENTION_IMPLS = ('xla', 'dot_product')
+# jax.nn.dot_product_attention, which picks cuDNN's fused kernel on GPUs where it applies;
+# 'chunked': blockwise with an online softmax in plain JAX, never [L, L] scores (model/attention.py);
+# 'splash': the TPU Pallas splash kernel. The last two cover passes without a KV cache (training,
+# scoring); prefill and decode through the cache take the 'xla' path.
+ATTENTION_IMPLS = ('xla', 'dot_product', 'chunked', 'splash')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,9 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype; logits and softmax stay float32
   remat: str = 'none'
   attention: str = 'xla'  # one of ATTENTION_IMPLS
+  # 'chunked' and 'splash': queries and keys this many positions at a time (splash: the largest
+  # multiple of 128 at most this that divides the length, rounded up to a multiple of 128).
+  attention_block: int = 512
   # Training losses take logits this many positions at a time (recomputed in the backward pass),
   # never [batch, length, vocab] at once; 0 = the whole sequence in one piece.
   loss_chunk: int = 0
@@ -59,6 +65,8 @@ class ModelConfig:
       raise ValueError(f'model.remat={self.remat!r}: expected one of {REMAT_POLICIES}')
     if self.attention not in ATTENTION_IMPLS:
       raise ValueError(f'model.attention={self.attention!r}: expected one of {ATTENTION_IMPLS}')
+    if self.attention_block < 1:
+      raise ValueError(f'model.attention_block={self.attention_block}: expected a positive length')
     if self.loss_chunk < 0:
       raise ValueError(f'model.loss_chunk={self.loss_chunk}: expected 0 (off) or a positive length')
     for field in ('param_dtype', 'dtype'):

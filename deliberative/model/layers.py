@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from deliberative.model import sharding
+from deliberative.model import attention, sharding
+from deliberative.model.attention import causal, same_segment
 from deliberative.model.config import ModelConfig, RopeScaling
-
-_MASKED = -1e30  # finite, so a fully masked (padding) row stays NaN-free
 
 
 def _param(rngs: nnx.Rngs, shape, fan_in: int, logical_axes, dtype, scale: float = 1.0) -> nnx.Param:
@@ -95,8 +94,13 @@ class Attention(nnx.Module):
 
     B, L = x_BLE.shape[:2]
     dt = cfg.jnp_dtype
-    causal_LL = jnp.arange(L)[None, :] <= jnp.arange(L)[:, None]
-    new_mask_BLL = causal_LL[None] & _same_segment(segment_ids_BL, segment_ids_BL)
+    q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim_)
+    if layer_cache is None and cfg.attention in ('chunked', 'splash'):  # the long-sequence paths: training, scoring
+      attend = attention.chunked if cfg.attention == 'chunked' else attention.splash
+      out_BLKGD = attend(q_BLKGD, k_BLKD, v_BLKD, segment_ids_BL, cfg.attention_block)
+      out_BLHD = out_BLKGD.reshape(B, L, cfg.n_heads, cfg.head_dim_).astype(dt)
+      return sharding.constrain(self._project_out(out_BLHD), ('batch', 'length', 'embed')), None
+    new_mask_BLL = causal(jnp.arange(L), jnp.arange(L))[None] & same_segment(segment_ids_BL, segment_ids_BL)
     if layer_cache is None:  # attend within the given tokens: causal, per packed segment
       blocks = [(k_BLKD, v_BLKD, 'bskd', new_mask_BLL)]
       new_cache = None
@@ -109,14 +113,14 @@ class Attention(nnx.Module):
       new_cache = {'k': write(layer_cache['k'], k_BLKD), 'v': write(layer_cache['v'], v_BLKD)}
       if cfg.attention == 'dot_product':  # the updated cache, in jax.nn.dot_product_attention's [B, S, K, D]
         slots_S = jnp.arange(layer_cache['k'].shape[2])
-        mask_BLS = (slots_S[None, :] <= cache_index + jnp.arange(L)[:, None])[None] & _same_segment(
+        mask_BLS = (slots_S[None, :] <= cache_index + jnp.arange(L)[:, None])[None] & same_segment(
             segment_ids_BL, cache_segment_ids_BS)
         blocks = [(jnp.swapaxes(new_cache['k'], 1, 2), jnp.swapaxes(new_cache['v'], 1, 2), 'bskd', mask_BLS)]
       else:
         # Two blocks: the cache as it was (its slots before cache_index) and the new keys. The
         # updated cache then has one reader, the returned cache, and is written in place; read
         # back for attention, XLA:CPU copied (and transposed) every layer's cache at every token.
-        cached_BLS = (jnp.arange(layer_cache['k'].shape[2]) < cache_index)[None, None, :] & _same_segment(
+        cached_BLS = (jnp.arange(layer_cache['k'].shape[2]) < cache_index)[None, None, :] & same_segment(
             segment_ids_BL, cache_segment_ids_BS)
         blocks = [(layer_cache['k'], layer_cache['v'], 'bksd', cached_BLS), (k_BLKD, v_BLKD, 'bskd', new_mask_BLL)]
 
@@ -125,14 +129,12 @@ class Attention(nnx.Module):
       out_BLHD = jax.nn.dot_product_attention(q_BLHD, keys.astype(q_BLHD.dtype), values.astype(q_BLHD.dtype),
                                               mask=mask_BLS[:, None], scale=1 / math.sqrt(cfg.head_dim_))
       return sharding.constrain(self._project_out(out_BLHD.astype(dt)), ('batch', 'length', 'embed')), new_cache
-    groups = cfg.n_heads // cfg.n_kv_heads
-    q_BLKGD = q_BLHD.reshape(B, L, cfg.n_kv_heads, groups, cfg.head_dim_)
     # One softmax over every block's keys: their scores side by side on the key axis.
     scores = [jnp.einsum(f'blkgd,{kv}->bkgls', q_BLKGD, keys.astype(q_BLKGD.dtype), preferred_element_type=jnp.float32)
               for keys, _, kv, _ in blocks]
     scores_BKGLS = jnp.concatenate(scores, axis=-1) / math.sqrt(cfg.head_dim_)
     mask_BLS = jnp.concatenate([mask for *_, mask in blocks], axis=-1)
-    scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, _MASKED)
+    scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, attention.MASKED)
     probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(dt)
     splits = np.cumsum([s.shape[-1] for s in scores])[:-1]
     out_BKGLD = sum(jnp.einsum(f'bkgls,{kv}->bkgld', probs, values.astype(dt))
@@ -145,11 +147,6 @@ class Attention(nnx.Module):
     # contracting h and d, XLA:CPU transposed both operands to (d, h) order at every call.
     B, L, H, D = out_BLHD.shape
     return out_BLHD.reshape(B, L, H * D) @ self.o[...].astype(self.cfg.jnp_dtype).reshape(H * D, -1)
-
-
-def _same_segment(query_seg_BL, key_seg_BS):
-  """[B, L, S]: query and key in one segment, the key not padding (segment 0)."""
-  return (query_seg_BL[:, :, None] == key_seg_BS[:, None, :]) & (key_seg_BS[:, None, :] != 0)
 
 
 class MLP(nnx.Module):

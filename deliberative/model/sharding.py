@@ -159,6 +159,32 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(ctx.mesh, logical_to_spec(logical_axes, ctx.rules)))
 
 
+def current_platform() -> str:
+  """The platform a program traced now is for: the current mesh's devices' (a TPU topology's when
+  compiling ahead of time on a CPU host), else the default backend's."""
+  ctx = _CURRENT.get()
+  return ctx.mesh.devices.flat[0].platform if ctx is not None else jax.default_backend()
+
+
+def current_axes(logical: str) -> tuple[str, ...]:
+  """The mesh axes the current rules split `logical` over; () outside `use_mesh`."""
+  ctx = _CURRENT.get()
+  return dict(ctx.rules).get(logical, ()) if ctx is not None else ()
+
+
+def per_shard(fn: Callable, in_axes: Sequence[Sequence[str | None]], out_axes: Sequence[str | None]) -> Callable:
+  """`fn` run on each device's shard (shard_map) under the current mesh, its arguments and result
+  split by logical names; `fn` itself outside `use_mesh`. For kernels XLA cannot partition (Pallas
+  calls), which it would otherwise run on whole, gathered arrays. A logical axis split over the
+  mesh must be one `fn` computes independently per slice (batch and heads for attention)."""
+  ctx = _CURRENT.get()
+  if ctx is None:
+    return fn
+  specs = tuple(logical_to_spec(axes, ctx.rules) for axes in in_axes)
+  return jax.shard_map(fn, mesh=ctx.mesh, in_specs=specs, out_specs=logical_to_spec(out_axes, ctx.rules),
+                       check_vma=False)
+
+
 def _is_var(x) -> bool:
   return isinstance(x, nnx.Variable)
 

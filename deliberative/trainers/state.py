@@ -24,7 +24,7 @@ from deliberative.model.transformer import build
 from deliberative.trainers import optim
 
 # Fields of `config.model` that stay the run's choice when the architecture comes from init_from.
-RUN_FIELDS = ('param_dtype', 'dtype', 'remat', 'attention', 'loss_chunk', 'scan_layers')
+RUN_FIELDS = ('param_dtype', 'dtype', 'remat', 'attention', 'attention_block', 'loss_chunk', 'scan_layers')
 
 
 @dataclasses.dataclass
