@@ -221,17 +221,19 @@ def hf_generation_config(tokenizer) -> dict:
   return out
 
 
-def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
+def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike, reasoning: bool = True) -> None:
   """Writes the tokenizer files into the existing directory `out_dir`, loadable with
   `transformers.AutoTokenizer.from_pretrained(out_dir)`: for the sentencepiece model,
   tokenizer.json, tokenizer_config.json, special_tokens_map.json and tokenizer.model; for a
-  real model's tokenizer (tokenizer.hf.HFTokenizer), `write_json_tokenizer`."""
+  real model's tokenizer (tokenizer.hf.HFTokenizer), `write_json_tokenizer` (`reasoning` as there)."""
   out = Path(out_dir)
   if not out.is_dir():
     raise FileNotFoundError(f"{out} is not a directory")
   if not isinstance(tokenizer, Tokenizer):
-    write_json_tokenizer(tokenizer, out)
+    write_json_tokenizer(tokenizer, out, reasoning=reasoning)
     return
+  if not reasoning:
+    raise ValueError("the sentencepiece tokenizer's markers are its own; it is always exported whole")
   proto = sentencepiece_model_pb2.ModelProto()
   proto.ParseFromString(tokenizer.model_proto)
   backend = _build_backend(proto)
@@ -275,6 +277,100 @@ def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
   (out / "tokenizer.model").write_bytes(tokenizer.model_proto)
 
 
+# --- a real model's tokenizer (tokenizer.json) ------------------------------------------------
+#
+# The same escape as the sentencepiece template's, around a template we did not write: a
+# prelude rebinds `messages` with every spelling of a special token in message text broken by
+# U+FDD0 after its first character, and the tokenizer's normaliser (first in line) deletes
+# U+FDD0 before BPE. Special tokens are matched on the raw text (normalized=False), so the
+# template's own markers stay control tokens while a spelled one in a message is text, with the
+# ids our `HFTokenizer.encode` gives it. Breaking each special spelling, not every '<' as our own
+# template does, keeps the model's non-special added tokens (Qwen's <tool_call>) matched in text
+# as the model's own tokenizer matches them. `split_special_tokens` cannot do this (it would turn
+# the template's markers into text too: module docstring).
+
+_ESCAPE_NORMALIZER = {"type": "Replace", "pattern": {"String": _ESCAPE}, "content": ""}
+
+
+def special_spellings(tokenizer_json: str) -> list[str]:
+  """The spellings of a tokenizer.json's special added tokens, longest first."""
+  added = json.loads(tokenizer_json).get("added_tokens", [])
+  return sorted({t["content"] for t in added if t.get("special")}, key=lambda t: (-len(t), t))
+
+
+def escaped_tokenizer_json(tokenizer_json: str) -> str:
+  """`tokenizer_json` with the escape-deleting normaliser first and every special token
+  matched on the raw text (a normalized one would be matched after the escape is gone)."""
+  data = json.loads(tokenizer_json)
+  if any(_ESCAPE in t["content"] for t in data.get("added_tokens", [])):
+    raise ValueError("an added token holds U+FDD0, which the export reserves as its escape")
+  for token in data.get("added_tokens", []):
+    if token.get("special"):
+      token["normalized"] = False
+  own = data.get("normalizer")
+  if own is None:
+    data["normalizer"] = _ESCAPE_NORMALIZER
+  elif own.get("type") == "Sequence":
+    data["normalizer"] = {**own, "normalizers": [_ESCAPE_NORMALIZER, *own["normalizers"]]}
+  else:
+    data["normalizer"] = {"type": "Sequence", "normalizers": [_ESCAPE_NORMALIZER, own]}
+  return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def unescaped_tokenizer_data(data: dict) -> dict:
+  """The tokenizer.json data `escaped_tokenizer_json` was given (its normaliser), from an
+  export's: the loader reads a model's tokenizer as the model has it, whoever exported it,
+  so its version and ids do not change by export (hf.HFTokenizer)."""
+  own = data.get("normalizer")
+  if own == _ESCAPE_NORMALIZER:
+    return {**data, "normalizer": None}
+  if own and own.get("type") == "Sequence" and own["normalizers"][:1] == [_ESCAPE_NORMALIZER]:
+    rest = own["normalizers"][1:]
+    return {**data, "normalizer": rest[0] if len(rest) == 1 else {**own, "normalizers": rest}}
+  return data
+
+
+def escape_prelude(spellings) -> str:
+  """Jinja run before a model's own template: `messages` rebound with every special spelling in
+  message text (content, string or text parts; reasoning_content; cot) broken by U+FDD0."""
+  pairs = json.dumps([[s, s[:1] + _ESCAPE + s[1:]] for s in spellings])
+  return (
+      "{#- deliberative: a special token spelled in message text is text (U+FDD0, deleted by the"
+      " tokenizer's normaliser, breaks the spelling) -#}\n"
+      "{%- set deliberative_specials = " + pairs + " -%}\n"
+      "{%- macro deliberative_text(s) -%}\n"
+      "  {%- set ns = namespace(t=s) -%}\n"
+      "  {%- for spelling, escaped in deliberative_specials -%}"
+      "{%- set ns.t = ns.t | replace(spelling, escaped) -%}{%- endfor -%}\n"
+      "  {{- ns.t -}}\n"
+      "{%- endmacro -%}\n"
+      "{%- set ns = namespace(messages=[]) -%}\n"
+      "{%- for m in messages -%}\n"
+      "  {%- if m['content'] is string -%}\n"
+      "    {%- set m = dict(m, content=deliberative_text(m['content'])) -%}\n"
+      "  {%- elif m['content'] is iterable and m['content'] is not mapping -%}\n"
+      "    {%- set parts = namespace(items=[]) -%}\n"
+      "    {%- for part in m['content'] -%}\n"
+      "      {%- if part is mapping and part['text'] is string -%}"
+      "{%- set part = dict(part, text=deliberative_text(part['text'])) -%}{%- endif -%}\n"
+      "      {%- set parts.items = parts.items + [part] -%}\n"
+      "    {%- endfor -%}\n"
+      "    {%- set m = dict(m, content=parts.items) -%}\n"
+      "  {%- endif -%}\n"
+      "  {%- if m['reasoning_content'] is string -%}"
+      "{%- set m = dict(m, reasoning_content=deliberative_text(m['reasoning_content'])) -%}{%- endif -%}\n"
+      "  {%- if m['cot'] is string -%}{%- set m = dict(m, cot=deliberative_text(m['cot'])) -%}{%- endif -%}\n"
+      "  {%- set ns.messages = ns.messages + [m] -%}\n"
+      "{%- endfor -%}\n"
+      "{%- set messages = ns.messages -%}\n")
+
+
+def safe_chat_template(tokenizer_json: str, template: str) -> str:
+  """The model's `template` behind `escape_prelude` for `tokenizer_json`'s special tokens (the
+  tokenizer.json to ship with it is `escaped_tokenizer_json(tokenizer_json)`)."""
+  return escape_prelude(special_spellings(tokenizer_json)) + template
+
+
 def _reasoning_prelude(tokenizer) -> str:
   """Jinja run before a model's own template: an assistant message with `reasoning_content`
   (the field reasoning servers and deliberative.serve return; `cot` also accepted) becomes the
@@ -300,32 +396,42 @@ def _reasoning_prelude(tokenizer) -> str:
       "{%- set messages = ns.messages -%}\n")
 
 
-def write_json_tokenizer(tokenizer, out: Path) -> None:
+def write_json_tokenizer(tokenizer, out: Path, reasoning: bool = True) -> None:
   """A real model's tokenizer as trained: tokenizer.json with its added reasoning markers
   (special tokens, so `decode(..., skip_special_tokens=True)` drops them), and
   tokenizer_config.json whose chat template is the model's own with the reasoning marker after
   the generation prompt, so `apply_chat_template(messages, add_generation_prompt=True)` gives
   exactly `render_chat(messages, add_generation_prompt=True)`'s ids (tested). The model's own
-  template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it."""
+  template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it.
+
+  reasoning=False: the model's tokenizer and template as they came, without the markers this
+  project added (`tokenizer.added_tokens`), for weights that have no rows for them (an imported
+  model not trained here). Either way the template is made safe (`safe_chat_template`): a
+  special token spelled in message text is text under transformers' default
+  `apply_chat_template`."""
   from deliberative.tokenizer import chat_format
   from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY
 
-  tokenizer_json, config, template = tokenizer.hf_files()
+  tokenizer_json, config, template = tokenizer.hf_files(with_added_tokens=reasoning)
   if template is None:
     raise ValueError(f"tokenizer {tokenizer.version}: no chat template to export")
-  reasoning = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
-  config.update({
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    MODEL_TEMPLATE_KEY: template,
+  shipped = template
+  if reasoning:
     # Around the model's template: traces in, the reasoning marker after the generation prompt
     # (its generation prompt ends the assistant header; a trained model then writes its
     # reasoning between the markers).
-    "chat_template": (_reasoning_prelude(tokenizer) + template
-                      + "{%- if add_generation_prompt -%}{{- " + reasoning + " -}}{%- endif -%}"),
+    opened = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
+    shipped = (_reasoning_prelude(tokenizer) + template
+               + "{%- if add_generation_prompt -%}{{- " + opened + " -}}{%- endif -%}")
+  config.update({
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    MODEL_TEMPLATE_KEY: template,
+    # The escape runs first, so the reasoning markers the prelude writes stay control tokens.
+    "chat_template": safe_chat_template(tokenizer_json, shipped),
     "clean_up_tokenization_spaces": False,  # the ids are exact; HF's clean-up would alter decoded text
   })
   config.pop("added_tokens_decoder", None)  # tokenizer.json holds the added tokens, the new ones too
-  (out / "tokenizer.json").write_text(tokenizer_json + "\n", encoding="utf-8")
+  (out / "tokenizer.json").write_text(escaped_tokenizer_json(tokenizer_json) + "\n", encoding="utf-8")
   (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
   special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if config.get(k)}
