@@ -37,7 +37,7 @@ from tokenizers import Tokenizer as _Backend
 
 from deliberative.tokenizer import chat_format as chat_format_lib
 from deliberative.tokenizer.base import Completion, Segment, split_completion
-from deliberative.tokenizer.export import unescaped_tokenizer_data
+from deliberative.tokenizer.escape import unescaped_tokenizer_data
 
 # The reasoning markers a vocabulary may already have, and the spelling used when adding.
 THINK, THINK_END = "<think>", "</think>"

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from deliberative.common import io as atomic
-from deliberative.tokenizer import export as tokenizer_export
+from deliberative.tokenizer import escape
 from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY
 from deliberative.weights import hf
 from deliberative.model import loading
@@ -416,9 +416,9 @@ def tokenizer_files(tok: Tokenizer, info: Mapping[str, Any], model_max_length: i
     # The file's template as our loader reads it, and behind the escape for transformers: a
     # control token spelled in a user's message renders as text (tokenizer/export.py).
     config[MODEL_TEMPLATE_KEY] = info['chat_template']
-    config['chat_template'] = tokenizer_export.safe_chat_template(tokenizer_json, info['chat_template'])
+    config['chat_template'] = escape.safe_chat_template(tokenizer_json, info['chat_template'])
   dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False) + '\n'  # noqa: E731
-  return {'tokenizer.json': tokenizer_export.escaped_tokenizer_json(tokenizer_json) + '\n',
+  return {'tokenizer.json': escape.escaped_tokenizer_json(tokenizer_json) + '\n',
           'tokenizer_config.json': dump(config), 'special_tokens_map.json': dump(special)}
 
 
