@@ -78,15 +78,19 @@ def main(argv=None) -> int:
     return 0
   cfg = hf.read_config(args.hf_dir, param_dtype=args.dtype)
   tokenizer_path = model_source.ModelSource(args.hf_dir, 'hf').tokenizer_path()
-  # Loaded before the weights: a tokenizer.json the project cannot read fails before the slow work.
-  tokenizer = model_source.tokenizer_for(tokenizer_path) if tokenizer_path else None
+  tokenizer = None
+  if tokenizer_path:
+    try:
+      tokenizer = model_source.tokenizer_for(tokenizer_path)
+    except ValueError as e:  # the weights import without it; the export then needs --tokenizer
+      print(f'note: {errors.one_line(e)}; the tokenizer is not recorded', file=sys.stderr)
   params = hf.load_params(args.hf_dir, cfg, loading.abstract_params(cfg))
   meta = {'model': cfg.to_dict(), 'source': f'hf:{os.path.abspath(args.hf_dir)}'}
   if tokenizer is not None:
     meta.update(_tokenizer_meta(tokenizer_path, tokenizer))
   checkpoints.save_params(args.out, 0, params, meta)
   print(f'imported {hf.architecture(cfg)} ({cfg.param_count():,} parameters) from {args.hf_dir} -> {args.out}'
-        + ('' if tokenizer else ' (no tokenizer.json there: export it with --tokenizer)'))
+        + ('' if tokenizer else ' (no tokenizer recorded: give tools/export_hf.py --tokenizer)'))
   return 0
 
 
