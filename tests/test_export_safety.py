@@ -164,6 +164,9 @@ def test_gguf_hf_out_is_safe(gguf_import):
   from gguf import GGUFReader
   assert config[MODEL_TEMPLATE_KEY] == GGUFReader(SMOLLM2).fields["tokenizer.chat_template"].contents()
   ours = load_tokenizer(out)  # adds <think>/</think>, which this directory's template does not write
+  # The tokenizer built from the file's header (what an import records) is the one its directory holds.
+  from deliberative.weights import gguf
+  assert gguf.hf_tokenizer(SMOLLM2).version == ours.version
   check_directory(out, ours, expect_reasoning=False)
 
 
