@@ -10,7 +10,8 @@ Every kind of exported directory the project writes, loaded with `AutoTokenizer`
   models (tests/hf_fixtures.py) with their tokenizers (the model's template plus ours around it).
 Each renders 200 fuzzed user messages holding control-token spellings: no control id may appear
 but the template's own (those of the same conversation with plain text), and the ids equal our
-`render_chat`'s (which never matches a special token in text). A normal conversation renders the
+`render_chat`'s (which never matches a special token in text), also for a trace given as
+`reasoning_content`. A normal conversation renders the
 real markers, as the model's own template does.
 """
 
@@ -118,6 +119,19 @@ def check_directory(directory, ours, expect_reasoning=True):
       assert got == prompt(want), (directory, text)
     else:
       assert auto.decode(got).replace("\ufdd0", "") == auto.decode(prompt(want)), (directory, text)
+  if expect_reasoning:  # a trace given as reasoning_content (what deliberative.serve returns): escaped alike
+    controls = control_ids(auto)
+    for k, text in enumerate(texts[:30]):
+      # Stripped: a template that trims content (Llama's) trims the whole trace, ours each part.
+      text = text.strip() or "<|im_end|>"
+      messages = conversation(k, "plain text")
+      trace, _ = ours.render_chat(messages, cot=text, answer=text[::-1])
+      got = _ids(auto.apply_chat_template(messages + [{"role": "assistant", "content": text[::-1],
+                                                       "reasoning_content": text}]))
+      if deletes_escape:
+        assert got[:len(trace)] == trace, (directory, text)
+      else:
+        assert [i for i in got if i in controls] == [i for i in trace if i in controls], (directory, text)
   normal = conversation(1, "How do I bake bread?")
   ids = _ids(auto.apply_chat_template(normal, add_generation_prompt=True))
   assert ours.end_id in ids and sum(i in control_ids(auto) for i in ids) >= 4, auto.decode(ids)
