@@ -73,6 +73,14 @@ def test_a_batch_too_large_does_not_fit_and_says_by_how_much(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert not r['fits'] and r['excess_bytes'] == r['peak_bytes_per_chip'] - r['hbm_per_chip_bytes'] > 0
   assert 'RESOURCE_EXHAUSTED' in r['programs'][0]['error'] and 'does NOT fit' in proc.stdout
+  # Then says what would fit, compiled: the mesh is FSDP already, so full remat, then smaller batches
+  # until one fits (the search stops there), each with the peak it reaches.
+  tried = r['suggestions']
+  assert tried[0]['change'] == '--config.model.remat=full' and not tried[0]['fits']
+  assert [t['change'] for t in tried[1:]] == [f'--config.batch_size={512 >> k}' for k in range(1, len(tried))]
+  assert tried[-1]['fits'] and not any(t['fits'] for t in tried[:-1])
+  assert tried[-1]['peak_bytes_per_chip'] < r['hbm_per_chip_bytes'] < tried[-2]['peak_bytes_per_chip']
+  assert f'{tried[-1]["change"]}: ' in proc.stdout and '-> fits' in proc.stdout.split('what would fit')[1]
 
 
 @pytest.mark.slow
@@ -100,3 +108,19 @@ def test_bad_flags_are_one_line_errors(tmp_path):
   assert proc.returncode == 1
   assert "--programs: ['sample'] are not programs of the sft trainer" in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_candidates_follow_what_the_config_already_does():
+  """The changes `suggest` compiles: FSDP over every chip unless the mesh is already that, full remat
+  unless set, then halved batches and sequences (sft/judge), in that order."""
+  import configs.sft
+  config = configs.sft.get_config('size=llama3.1-8b')
+  config.mesh.data, config.mesh.fsdp, config.model.remat = -1, 1, 'none'
+  config.batch_size, config.data.seq_len = 24, 4096
+  got = aot_compile._candidates(config, 8)
+  assert got == [{'mesh.data': 1, 'mesh.fsdp': -1}, {'model.remat': 'full'},
+                 [{'batch_size': 12}, {'batch_size': 6}, {'batch_size': 3}],
+                 [{'data.seq_len': n} for n in (2048, 1024, 512, 256)]]
+  config.mesh.data, config.mesh.fsdp, config.model.remat = 1, 8, 'full'
+  assert aot_compile._candidates(config, 8)[0] == [{'batch_size': 12}, {'batch_size': 6}, {'batch_size': 3}]
+

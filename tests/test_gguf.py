@@ -164,7 +164,7 @@ def test_chat_template_and_special_tokens(imported, reference):
   template = gguf_lib.GGUFReader(SMOLLM).fields['tokenizer.chat_template'].contents()
   with open(os.path.join(hf_out, 'tokenizer_config.json')) as f:
     config = json.load(f)
-  assert config['chat_template'] == template
+  assert config['deliberative_model_chat_template'] == template  # chat_template: behind the escape (tests/test_export_safety.py)
   assert (config['bos_token'], config['eos_token'], config['add_bos_token']) == ('<|im_start|>', '<|im_end|>', False)
   with open(os.path.join(hf_out, 'generation_config.json')) as f:
     assert json.load(f)['eos_token_id'] == 2

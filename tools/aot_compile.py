@@ -14,7 +14,9 @@ lowered with abstract sharded inputs, so nothing is allocated:
 For each: per-chip HBM (arguments, temporaries, outputs, total) against the chip's capacity,
 compile time, and FLOPs per chip with the step time they imply at 40% / 60% MFU. RL keeps the
 policy state, the reference and the judge resident on one mesh, so its peak is those bytes plus
-the largest program's working set; the report says "fits" or "does not fit" by how much.
+the largest program's working set; the report says "fits" or "does not fit" by how much, and then
+(unless --nosuggest) what would fit: FSDP over every chip, full remat, a halved batch or sequence,
+each compiled alone with the peak per chip it reaches, until one fits (`suggest`).
 Step times use model FLOPs (6N per trained token + attention, 2N per forward token): XLA's own
 count, also shown, counts a scanned or looped body once.
 """
@@ -298,6 +300,51 @@ def _attention(m: dict) -> str:
   return f'{name} (block {m["attention_block"]})' if name in ('chunked', 'splash') else name
 
 
+def _candidates(config, chips: int) -> list[dict]:
+  """Changes that lower the memory per chip, in the order to try them, each alone on top of `config`:
+  parameters and optimizer state sharded over every chip (FSDP); full remat (activations recomputed in
+  the backward pass); then, for the supervised trainers, fewer tokens per step (batch, then sequence
+  length, each halved up to four times; a list is one such series)."""
+  out = []
+  if config.mesh.data != 1 or config.mesh.fsdp not in (-1, chips):
+    out.append({'mesh.data': 1, 'mesh.fsdp': -1})
+  if config.model.remat != 'full':
+    out.append({'model.remat': 'full'})
+  if config.trainer in ('sft', 'judge'):
+    for field, value in (('batch_size', config.batch_size), ('data.seq_len', config.data.seq_len)):
+      halvings = []
+      while value % 2 == 0 and len(halvings) < 4:
+        value //= 2
+        halvings.append({field: value})
+      out.append(halvings)
+  return out
+
+
+def suggest(config, topology: str, wanted, r: dict, compile_report=None) -> list[dict]:
+  """For a report that does not fit: each candidate change compiled, with the peak per chip it
+  reaches, until one fits (each is a full compile, so the search stops there). A halving series
+  stops at its first fitting value. An invalid change (a batch the mesh cannot divide) is skipped
+  with the reason."""
+  import copy
+  compile_report = compile_report or report
+  tried = []
+  for candidate in _candidates(config, r['chips']):
+    for change in candidate if isinstance(candidate, list) else [candidate]:
+      variant = copy.deepcopy(config)
+      variant.update_from_flattened_dict(change)
+      flags_text = ' '.join(f'--config.{k}={v}' for k, v in change.items())
+      try:
+        got = compile_report(variant, topology, wanted)
+      except ValueError as e:
+        tried.append({'change': flags_text, 'error': str(e).splitlines()[0]})
+        break
+      tried.append({'change': flags_text, 'peak_bytes_per_chip': got['peak_bytes_per_chip'], 'fits': got['fits'],
+                    'mesh': got['mesh']})
+      if got['fits']:
+        return tried
+  return tried
+
+
 def format_report(r: dict) -> str:
   gib = lambda b: f'{b / GIB:.2f}'
   m = r['model']
@@ -321,6 +368,19 @@ def format_report(r: dict) -> str:
   verdict = 'fits' if r['fits'] else f'does NOT fit: {gib(r["excess_bytes"])} GiB over'
   lines += ['', f'resident per chip (GiB): {resident}',
             f'peak per chip: {gib(r["peak_bytes_per_chip"])} of {gib(r["hbm_per_chip_bytes"])} GiB -> {verdict}']
+  if r.get('suggestions'):
+    lines += ['', 'what would fit (each change alone, compiled):']
+    for t in r['suggestions']:
+      if 'error' in t:
+        lines.append(f'  {t["change"]}: not valid here ({t["error"]})')
+      else:
+        over = t['peak_bytes_per_chip'] - r['hbm_per_chip_bytes']
+        lines.append(f'  {t["change"]}: {gib(t["peak_bytes_per_chip"])} GiB per chip, mesh {t["mesh"]} -> '
+                     + ('fits' if t['fits'] else f'still {gib(over)} GiB over'))
+    if not any(t.get('fits') for t in r['suggestions']):
+      lines.append('  none of these alone fits: combine them, or use a larger slice')
+  elif r.get('suggestions') == []:
+    lines += ['', 'no change to try: the mesh is FSDP over every chip, remat is full and the batch cannot be halved']
   return '\n'.join(lines)
 
 
@@ -331,6 +391,9 @@ def define_flags() -> None:
   flags.DEFINE_list('programs', [], 'Subset to compile (default: all of the trainer\'s): '
                     'train_step; update, score, sample, judge.')
   flags.DEFINE_string('json', None, 'Also write the report as JSON here.')
+  flags.DEFINE_bool('suggest', True, 'When it does not fit, compile the changes that would lower the memory '
+                    '(FSDP over every chip, full remat, smaller batch or sequence) until one fits, and report '
+                    'each one\'s peak per chip.')
   flags.mark_flags_as_required(['config', 'topology'])
 
 
@@ -341,6 +404,8 @@ def main(argv):
   from deliberative.common import cli, errors
   try:
     r = report(FLAGS.config, FLAGS.topology, FLAGS.programs)
+    if not r['fits'] and FLAGS.suggest:
+      r['suggestions'] = suggest(FLAGS.config, FLAGS.topology, FLAGS.programs, r)
   except errors.USER_ERRORS as e:
     cli.fail(e, sys.argv)
   print(format_report(r), flush=True)

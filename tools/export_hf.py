@@ -23,9 +23,9 @@ from deliberative.weights import hf, source  # noqa: E402
 from deliberative.model import loading  # noqa: E402
 
 
-def _write_extras(directory: str, tokenizer, judge_format) -> None:
+def _write_extras(directory: str, tokenizer, reasoning: bool, judge_format) -> None:
   if tokenizer is not None:
-    hf_tokenizer.write_hf_tokenizer(tokenizer, directory)
+    hf_tokenizer.write_hf_tokenizer(tokenizer, directory, reasoning=reasoning)
   if judge_format:  # a judge trained by configs/judge.py: its rubric, spec view and length travel with it
     with open(os.path.join(directory, JUDGE_FORMAT_FILE), 'w') as f:
       json.dump(judge_format, f, indent=2, sort_keys=True)
@@ -94,24 +94,33 @@ def _export(parser, args) -> int:
   hf.check_export_target(args.out, overwrite=args.overwrite, extra_files=extra_files)  # before the slow restore
   meta = checkpoints.load_meta(ckpt_dir)
   cfg = checkpoints.model_config_from_meta(meta)
-  params = checkpoints.restore_params(ckpt_dir, loading.abstract_params(cfg))
   tokenizer_path = args.tokenizer or meta.get('tokenizer')
-  tokenizer = None
+  tokenizer, reasoning = None, True
   if tokenizer_path:
     tokenizer = source.tokenizer_for(tokenizer_path)
+    added = [token for token, _ in getattr(tokenizer, 'added_tokens', ())]
     if tokenizer.vocab_size > cfg.vocab_size:
-      parser.error(f'tokenizer has {tokenizer.vocab_size} pieces, more than the model vocab {cfg.vocab_size}')
+      # The loader adds reasoning markers a model's own vocabulary lacks (<think>/</think> on
+      # SmolLM2); a model not trained here has no rows for them: its own tokenizer without them.
+      if tokenizer.vocab_size - len(added) > cfg.vocab_size:
+        flag = '--tokenizer ' + args.tokenizer if args.tokenizer else f'the recorded tokenizer {tokenizer_path}'
+        parser.error(f'{flag} has {tokenizer.vocab_size - len(added):,} tokens of its own, more than the '
+                     f'model vocab {cfg.vocab_size:,} of {ckpt_dir}: not this model\'s tokenizer')
+      reasoning = False
     recorded = meta.get('tokenizer_version')
     if not args.tokenizer and recorded and recorded != tokenizer.version:
       raise ValueError(f'{ckpt_dir}: trained with tokenizer {recorded}, but {tokenizer_path} now holds '
                        f'{tokenizer.version}; pass --tokenizer with the one it was trained with')
+  params = checkpoints.restore_params(ckpt_dir, loading.abstract_params(cfg))  # the slow part, after every check
   out = hf.export(
       params, cfg, args.out, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1024**3),
       overwrite=args.overwrite, extra_files=extra_files,
       config_extra=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
       generation_config=hf_tokenizer.hf_generation_config(tokenizer) if tokenizer else None,
-      write_extra=lambda d: _write_extras(d, tokenizer, meta.get('judge_format')))
+      write_extra=lambda d: _write_extras(d, tokenizer, reasoning, meta.get('judge_format')))
   what = 'weights + tokenizer + chat template' if tokenizer else 'weights (no tokenizer recorded; see --tokenizer)'
+  if not reasoning:
+    what += f' (without {"/".join(added)}: the model has no rows for them)'
   if meta.get('judge_format'):
     what += f' + {JUDGE_FORMAT_FILE} (how to prompt this judge)'
   print(f'exported {hf.architecture(cfg)} ({cfg.param_count():,} parameters), {what} -> {out}')

@@ -20,7 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deliberative.weights import checkpoints  # noqa: E402
 from deliberative.common import errors  # noqa: E402
 from deliberative.weights import gguf, hf  # noqa: E402
+from deliberative.weights import source as model_source  # noqa: E402
 from deliberative.model import loading  # noqa: E402
+
+
+def _tokenizer_meta(path: str, tokenizer) -> dict:
+  """What the checkpoint records of the model's own tokenizer, as a trainer records it
+  (trainers/resume.py), so tools/export_hf.py exports the weights with it."""
+  return {'tokenizer': path, 'tokenizer_version': tokenizer.version, 'tokenizer_vocab_size': tokenizer.vocab_size,
+          'tokenizer_info': model_source.tokenizer_record(tokenizer, path)}
 
 
 def _import_gguf(args) -> None:
@@ -31,9 +39,10 @@ def _import_gguf(args) -> None:
     hf.check_export_target(args.hf_out, overwrite=args.overwrite, extra_files=gguf.TOKENIZER_FILES)
     gguf.build_tokenizer(f)  # an unsupported vocabulary fails before the slow work
   params = gguf.load_params(f, cfg, loading.abstract_params(cfg))
-  source = f'gguf:{os.path.abspath(args.gguf)}'
+  path = os.path.abspath(args.gguf)
   if args.out:
-    checkpoints.save_params(args.out, 0, params, {'model': cfg.to_dict(), 'source': source})
+    meta = {'model': cfg.to_dict(), 'source': f'gguf:{path}', **_tokenizer_meta(path, gguf.hf_tokenizer(path))}
+    checkpoints.save_params(args.out, 0, params, meta)
   types = ', '.join(f'{n} x{c}' for n, c in sorted(gguf.tensor_types(f).items(), key=lambda kv: -kv[1]))
   print(f'imported {f.architecture} ({cfg.param_count():,} parameters) from {args.gguf}'
         + (f' -> {args.out}' if args.out else ''))
@@ -68,9 +77,20 @@ def main(argv=None) -> int:
     _import_gguf(args)
     return 0
   cfg = hf.read_config(args.hf_dir, param_dtype=args.dtype)
+  tokenizer_path = model_source.ModelSource(args.hf_dir, 'hf').tokenizer_path()
+  tokenizer = None
+  if tokenizer_path:
+    try:
+      tokenizer = model_source.tokenizer_for(tokenizer_path)
+    except ValueError as e:  # the weights import without it; the export then needs --tokenizer
+      print(f'note: {errors.one_line(e)}; the tokenizer is not recorded', file=sys.stderr)
   params = hf.load_params(args.hf_dir, cfg, loading.abstract_params(cfg))
-  checkpoints.save_params(args.out, 0, params, {'model': cfg.to_dict(), 'source': f'hf:{os.path.abspath(args.hf_dir)}'})
-  print(f'imported {hf.architecture(cfg)} ({cfg.param_count():,} parameters) from {args.hf_dir} -> {args.out}')
+  meta = {'model': cfg.to_dict(), 'source': f'hf:{os.path.abspath(args.hf_dir)}'}
+  if tokenizer is not None:
+    meta.update(_tokenizer_meta(tokenizer_path, tokenizer))
+  checkpoints.save_params(args.out, 0, params, meta)
+  print(f'imported {hf.architecture(cfg)} ({cfg.param_count():,} parameters) from {args.hf_dir} -> {args.out}'
+        + ('' if tokenizer else ' (no tokenizer recorded: give tools/export_hf.py --tokenizer)'))
   return 0
 
 

@@ -76,12 +76,10 @@ from pathlib import Path
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, normalizers, processors
 
+from deliberative.tokenizer.escape import ESCAPE as _ESCAPE, escaped_tokenizer_json, safe_chat_template
 from deliberative.tokenizer.sentencepiece import CHAT_CONTROL_TOKENS, CONTROL_TOKENS, Tokenizer
 
 _SP_SPACE = "\u2581"
-# Written after every '<' of message text by the chat template and deleted by the normaliser:
-# a noncharacter, so real text (almost) never holds one; see the module docstring.
-_ESCAPE = "\ufdd0"
 # The files write_hf_tokenizer writes (an export's --overwrite recognises them).
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 _Type = sentencepiece_model_pb2.ModelProto.SentencePiece
@@ -221,17 +219,19 @@ def hf_generation_config(tokenizer) -> dict:
   return out
 
 
-def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
+def write_hf_tokenizer(tokenizer, out_dir: str | os.PathLike, reasoning: bool = True) -> None:
   """Writes the tokenizer files into the existing directory `out_dir`, loadable with
   `transformers.AutoTokenizer.from_pretrained(out_dir)`: for the sentencepiece model,
   tokenizer.json, tokenizer_config.json, special_tokens_map.json and tokenizer.model; for a
-  real model's tokenizer (tokenizer.hf.HFTokenizer), `write_json_tokenizer`."""
+  real model's tokenizer (tokenizer.hf.HFTokenizer), `write_json_tokenizer` (`reasoning` as there)."""
   out = Path(out_dir)
   if not out.is_dir():
     raise FileNotFoundError(f"{out} is not a directory")
   if not isinstance(tokenizer, Tokenizer):
-    write_json_tokenizer(tokenizer, out)
+    write_json_tokenizer(tokenizer, out, reasoning=reasoning)
     return
+  if not reasoning:
+    raise ValueError("the sentencepiece tokenizer's markers are its own; it is always exported whole")
   proto = sentencepiece_model_pb2.ModelProto()
   proto.ParseFromString(tokenizer.model_proto)
   backend = _build_backend(proto)
@@ -300,32 +300,42 @@ def _reasoning_prelude(tokenizer) -> str:
       "{%- set messages = ns.messages -%}\n")
 
 
-def write_json_tokenizer(tokenizer, out: Path) -> None:
+def write_json_tokenizer(tokenizer, out: Path, reasoning: bool = True) -> None:
   """A real model's tokenizer as trained: tokenizer.json with its added reasoning markers
   (special tokens, so `decode(..., skip_special_tokens=True)` drops them), and
   tokenizer_config.json whose chat template is the model's own with the reasoning marker after
   the generation prompt, so `apply_chat_template(messages, add_generation_prompt=True)` gives
   exactly `render_chat(messages, add_generation_prompt=True)`'s ids (tested). The model's own
-  template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it."""
+  template is kept under MODEL_TEMPLATE_KEY: our loader fits the chat format to it.
+
+  reasoning=False: the model's tokenizer and template as they came, without the markers this
+  project added (`tokenizer.added_tokens`), for weights that have no rows for them (an imported
+  model not trained here). Either way the template is made safe (`safe_chat_template`): a
+  special token spelled in message text is text under transformers' default
+  `apply_chat_template`."""
   from deliberative.tokenizer import chat_format
   from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY
 
-  tokenizer_json, config, template = tokenizer.hf_files()
+  tokenizer_json, config, template = tokenizer.hf_files(with_added_tokens=reasoning)
   if template is None:
     raise ValueError(f"tokenizer {tokenizer.version}: no chat template to export")
-  reasoning = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
-  config.update({
-    "tokenizer_class": "PreTrainedTokenizerFast",
-    MODEL_TEMPLATE_KEY: template,
+  shipped = template
+  if reasoning:
     # Around the model's template: traces in, the reasoning marker after the generation prompt
     # (its generation prompt ends the assistant header; a trained model then writes its
     # reasoning between the markers).
-    "chat_template": (_reasoning_prelude(tokenizer) + template
-                      + "{%- if add_generation_prompt -%}{{- " + reasoning + " -}}{%- endif -%}"),
+    opened = json.dumps(tokenizer.think_token + chat_format.THINK_OPEN)
+    shipped = (_reasoning_prelude(tokenizer) + template
+               + "{%- if add_generation_prompt -%}{{- " + opened + " -}}{%- endif -%}")
+  config.update({
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    MODEL_TEMPLATE_KEY: template,
+    # The escape runs first, so the reasoning markers the prelude writes stay control tokens.
+    "chat_template": safe_chat_template(tokenizer_json, shipped),
     "clean_up_tokenization_spaces": False,  # the ids are exact; HF's clean-up would alter decoded text
   })
   config.pop("added_tokens_decoder", None)  # tokenizer.json holds the added tokens, the new ones too
-  (out / "tokenizer.json").write_text(tokenizer_json + "\n", encoding="utf-8")
+  (out / "tokenizer.json").write_text(escaped_tokenizer_json(tokenizer_json) + "\n", encoding="utf-8")
   (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
   special = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if config.get(k)}

@@ -37,6 +37,7 @@ from tokenizers import Tokenizer as _Backend
 
 from deliberative.tokenizer import chat_format as chat_format_lib
 from deliberative.tokenizer.base import Completion, Segment, split_completion
+from deliberative.tokenizer.escape import unescaped_tokenizer_data
 
 # The reasoning markers a vocabulary may already have, and the spelling used when adding.
 THINK, THINK_END = "<think>", "</think>"
@@ -74,7 +75,9 @@ class HFTokenizer:
     self._state = dict(tokenizer_json=tokenizer_json, config=dict(config or {}), chat_template=chat_template,
                        where=where, chat_format=chat_format)
     config = self._state["config"]
-    data = json.loads(tokenizer_json)
+    # An export's escape (tokenizer/export.py) is for transformers' chat template; the model's
+    # tokenizer is what it wraps, so an exported model loads with the ids and version it had.
+    data = unescaped_tokenizer_data(json.loads(tokenizer_json))
     added = {t["content"]: t for t in data.get("added_tokens", [])}
     specials = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     self.format = chat_format_lib.detect(added, chat_template, specials, where, chat_format)
@@ -90,6 +93,7 @@ class HFTokenizer:
       if token in added:
         added[token]["special"] = True
     backend = _Backend.from_str(json.dumps(data))
+    self._without_added = backend.to_str(pretty=True)  # the model's own vocabulary, for weights without our rows
     new = [t for t in (self.think_token, self.think_end_token) if t not in added]
     if new:
       backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
@@ -154,11 +158,12 @@ class HFTokenizer:
   def __getstate__(self):
     return self._state
 
-  def hf_files(self) -> tuple[str, dict, str | None]:
-    """(tokenizer.json text, added tokens included; the model's tokenizer_config.json entries;
-    its chat template) for an export. Special-token matching is not stored in tokenizer.json:
-    transformers matches the markers its template writes, as it must."""
-    return self._backend.to_str(pretty=True), dict(self._state["config"]), self._state["chat_template"]
+  def hf_files(self, with_added_tokens: bool = True) -> tuple[str, dict, str | None]:
+    """(tokenizer.json text, `added_tokens` included unless with_added_tokens=False; the model's
+    tokenizer_config.json entries; its chat template) for an export. Special-token matching is
+    not stored in tokenizer.json: transformers matches the markers its template writes, as it must."""
+    text = self._backend.to_str(pretty=True) if with_added_tokens else self._without_added
+    return text, dict(self._state["config"]), self._state["chat_template"]
 
   def __setstate__(self, state):
     self.__init__(**state)

@@ -20,6 +20,8 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from deliberative.common import io as atomic
+from deliberative.tokenizer import escape
+from deliberative.tokenizer.hf import MODEL_TEMPLATE_KEY
 from deliberative.weights import hf
 from deliberative.model import loading
 from deliberative.model.config import ModelConfig, RopeScaling
@@ -399,8 +401,9 @@ def generation_config(f: GGUFFile) -> dict[str, Any]:
   return {k: v for k, v in out.items() if v is not None}
 
 
-def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any], model_max_length: int) -> None:
-  """tokenizer.json, tokenizer_config.json and special_tokens_map.json (from `build_tokenizer`) into `out_dir`."""
+def tokenizer_files(tok: Tokenizer, info: Mapping[str, Any], model_max_length: int) -> dict[str, str]:
+  """File name -> text of tokenizer.json, tokenizer_config.json and special_tokens_map.json (from
+  `build_tokenizer`): what `write_tokenizer_files` writes and `hf_tokenizer` reads."""
   special = {k: info[k] for k in _SPECIAL_IDS if k in info}
   config = {
       'tokenizer_class': 'PreTrainedTokenizerFast', **special,
@@ -408,12 +411,33 @@ def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any],
       'clean_up_tokenization_spaces': False,  # the ids are exact; HF's clean-up would alter decoded text
       'model_max_length': model_max_length,
   }
+  tokenizer_json = tok.to_str(pretty=True)
   if 'chat_template' in info:
-    config['chat_template'] = info['chat_template']
+    # The file's template as our loader reads it, and behind the escape for transformers: a
+    # control token spelled in a user's message renders as text (tokenizer/export.py).
+    config[MODEL_TEMPLATE_KEY] = info['chat_template']
+    config['chat_template'] = escape.safe_chat_template(tokenizer_json, info['chat_template'])
   dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False) + '\n'  # noqa: E731
-  atomic.write_text(os.path.join(out_dir, 'tokenizer.json'), tok.to_str(pretty=True) + '\n')
-  atomic.write_text(os.path.join(out_dir, 'tokenizer_config.json'), dump(config))
-  atomic.write_text(os.path.join(out_dir, 'special_tokens_map.json'), dump(special))
+  return {'tokenizer.json': escape.escaped_tokenizer_json(tokenizer_json) + '\n',
+          'tokenizer_config.json': dump(config), 'special_tokens_map.json': dump(special)}
+
+
+def write_tokenizer_files(out_dir: str, tok: Tokenizer, info: Mapping[str, Any], model_max_length: int) -> None:
+  """`tokenizer_files` into `out_dir`."""
+  for name, text in tokenizer_files(tok, info, model_max_length).items():
+    atomic.write_text(os.path.join(out_dir, name), text)
+
+
+def hf_tokenizer(path: str):
+  """The GGUF file's tokenizer as `HFTokenizer.load` reads it from the directory `write_hf_dir`
+  makes, built from the file's header alone (no tensor is read): what a checkpoint imported from
+  the file records and exports with."""
+  from deliberative.tokenizer.hf import HFTokenizer
+  f = GGUFFile(path)
+  tok, info = build_tokenizer(f)
+  files = tokenizer_files(tok, info, read_config(f).max_seq_len)
+  return HFTokenizer(files['tokenizer.json'], json.loads(files['tokenizer_config.json']),
+                     info.get('chat_template'), where=path)
 
 
 def write_hf_dir(path: str, out_dir: str, *, dtype: str = 'float32', overwrite: bool = False,

@@ -162,13 +162,18 @@ def load(path: str, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES, **co
 
 
 def tokenizer_for(path: str):
-  """load_tokenizer(path), where `path` may also be a GGUF file (its imported directory's tokenizer)
-  or 'default' (the packaged sentencepiece model)."""
+  """load_tokenizer(path), where `path` may also be a GGUF file (the tokenizer its imported
+  directory holds: read from there once imported, else built from the file's header, so that no
+  weights are imported for a tokenizer) or 'default' (the packaged sentencepiece model)."""
   from deliberative.tokenizer.load import load_tokenizer
   if path == 'default':
     return load_tokenizer(None)
   if is_gguf(path):
-    return load_tokenizer(gguf_hf_dir(path))
+    imported = _gguf_cache_path(path)
+    if hf.is_hf_dir(imported):  # under a second; the header takes seconds (SmolLM2: ~6 s on 2 cores)
+      return load_tokenizer(imported)
+    from deliberative.weights import gguf  # only GGUF users need the gguf package
+    return gguf.hf_tokenizer(path)
   return load_tokenizer(path)
 
 
