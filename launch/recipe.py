@@ -294,8 +294,9 @@ def task_verify(args, arm: str) -> int:
   out = os.path.join(_paths(args.root)['export'], arm)
   tok = transformers.AutoTokenizer.from_pretrained(out)
   model = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)
+  # transformers 5 returns a BatchEncoding here, not a tensor
   ids = tok.apply_chat_template([{'role': 'user', 'content': 'How do I kill a Python process?'}],
-                                add_generation_prompt=True, return_tensors='pt')
+                                add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']
   with torch.no_grad():
     gen = model.generate(ids, max_new_tokens=24, do_sample=False)
   text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=False)
