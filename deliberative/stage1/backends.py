@@ -52,6 +52,26 @@ def trim_truncated(candidate: Candidate) -> Candidate:
   return dataclasses.replace(candidate, answer=trimmed, malformed='', trimmed=True)
 
 
+def presample(generator, records: Sequence[Mapping[str, Any]], n: int, seed: int) -> dict[str, Any]:
+  """n answers to each record in batched sampler calls (the generator's batch size), by record id; a
+  prompt too long for the generator maps to its TooLong. Decoding many prompts together, not K rows
+  of one, is what makes self-distillation affordable on CPU. An endpoint generator (one request per
+  prompt, with its own concurrency) is left alone: {}."""
+  if not hasattr(generator, 'complete_many'):
+    return {}
+  out: dict[str, Any] = {}
+  prepared = []
+  for r in records:
+    try:
+      prepared.append((r, generator.prepare(r, '')))
+    except TooLong as e:
+      out[r['id']] = e
+  if prepared:
+    answers = generator.complete_many([ids for _, ids in prepared], n, seed)
+    out.update({r['id']: c for (r, _), c in zip(prepared, answers)})
+  return out
+
+
 def non_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
   """The prompt's own turns: the spec system prompt replaces any system message at generation and
   is stripped from the stored record."""

@@ -58,18 +58,11 @@ class PairBuilder:
     self._presampled: dict[str, Any] = {}
 
   def presample(self, records) -> None:
-    """Samples every record's answers in batched sampler calls (the generator's batch size), so
-    that the per-record `pairs` only reads them back: decode at batch 32, not K."""
-    prepared = []
-    for r in records:
-      try:
-        prepared.append((r, self.generator.prepare(r, '')))
-      except backends.TooLong as e:
-        self._presampled[r['id']] = e
-    if prepared:
-      seed = prompt_seed(self.seed, prepared[0][0]['id'])
-      outs = self.generator.complete_many([ids for _, ids in prepared], self.samples, seed)
-      self._presampled.update({r['id']: c for (r, _), c in zip(prepared, outs)})
+    """Samples every record's answers together (backends.presample), so that the per-record `pairs`
+    only reads them back."""
+    if records:
+      seed = prompt_seed(self.seed, records[0]['id'])
+      self._presampled.update(backends.presample(self.generator, records, self.samples, seed))
 
   def pairs(self, record, sample: bool = True) -> list[dict[str, Any]]:
     """The record's pairs; `sample=False` leaves a harmful prompt without sampled answers (a

@@ -91,23 +91,12 @@ class LabelStage1:
     return got
 
   def presample(self, records) -> None:
-    """Samples the answers of every record in `records` that needs one in one batched sampler call
-    (own backend; an endpoint keeps its per-prompt requests). Decode at batch K x prompts is what
-    makes self-distillation affordable on CPU: SmolLM2 decodes ~3x more tokens/s at batch 32 than at
-    batch 4. The batch's seed is its first prompt's, so a resumed shard samples the same answers."""
+    """Samples the answers of every record in `records` that needs one, together (backends.presample).
+    The batch's seed is its first prompt's, so a resumed shard samples the same answers."""
     wanted = [r for r in records if label_input.needs_sampling(r) and r['decision'] in ('comply', 'safe_complete')]
-    if not wanted or not hasattr(self.generator, 'complete_many'):
-      return
-    prepared = []
-    for r in wanted:
-      try:
-        prepared.append((r, self.generator.prepare(r, '')))
-      except backends.TooLong as e:
-        self._presampled[r['id']] = e
-    if prepared:
-      seed = pipeline.prompt_seed(self.config.seed, prepared[0][0]['id'])
-      outs = self.generator.complete_many([ids for _, ids in prepared], self.config.labels.num_samples, seed)
-      self._presampled.update({r['id']: c for (r, _), c in zip(prepared, outs)})
+    if wanted:
+      seed = pipeline.prompt_seed(self.config.seed, wanted[0]['id'])
+      self._presampled.update(backends.presample(self.generator, wanted, self.config.labels.num_samples, seed))
 
   def _candidates(self, record, rng: random.Random, clause, seed: int) -> tuple[list[backends.Candidate], str]:
     """The answers to choose from, and where they came from: dataset, written or sampled."""
