@@ -344,3 +344,15 @@ def test_killed_after_a_mid_run_checkpoint_resumes_exactly(tmp_path, demo_data_d
                                  err_msg=f'step {step} {key}')
   from deliberative.trainers.metrics import read_metrics
   assert [m['step'] for m in read_metrics(workdir)] == [m['step'] for m in read_metrics(smoke_run[0])]
+
+
+def test_a_policy_run_given_as_the_judge_is_refused(tmp_path):
+  """An SFT (or RL) run has no judge_format: it was once prompted silently as a zero-shot judge."""
+  import configs.rl
+  cfg = ModelConfig(**TINY)
+  sft_run = str(tmp_path / 'sft_run')
+  checkpoints.save_params(sft_run, 0, _random_params(cfg, seed=5), {'model': cfg.to_dict(), 'trainer': 'sft'})
+  c = configs.rl.get_config('smoke')
+  c.judge_init = sft_run
+  with pytest.raises(ValueError, match=r"is an SFT run \(a policy\), not a judge; train a judge with configs/judge.py"):
+    judge_format.resolve(c.judge_init, c.judge, log=lambda line: None)

@@ -48,6 +48,11 @@ def resolve(src: str, judge_config: Mapping, spec_version: str | None = None, lo
   (stage 1 may; the RL judge never does)."""
   recorded, meta = recorded_format(src)
   given = given_fields(judge_config)
+  if recorded is None and meta.get('trainer') in ('sft', 'rl'):
+    # A policy run was once taken silently as a zero-shot judge: it never learnt to grade.
+    raise ValueError(f'config.judge_init={src!r} is an {meta["trainer"].upper()} run (a policy), not a judge; '
+                     'train a judge with configs/judge.py, or give a base model (HF directory or GGUF) to '
+                     'prompt as a zero-shot judge')
   if recorded is None and meta.get('trainer') == 'judge' and len(given) < len(FORMAT_FIELDS):
     # Trained here before formats were recorded: guessing the paper's prompt would grade with a
     # prompt the judge never saw.
