@@ -119,6 +119,18 @@ def _rewrite_tensors(d, edit):
   safetensors_io.write(path, tensors)
 
 
+def test_a_tied_model_whose_stored_head_differs_is_refused(tmp_path):
+  d = str(tmp_path / 'tied')
+  tiny_hf_model('llama', d, tie=True)
+  same = lambda t: t.__setitem__('lm_head.weight', t['model.embed_tokens.weight'].copy())  # noqa: E731
+  _rewrite_tensors(d, same)
+  source.load(d)  # a stored copy of the embeddings is the tied head: accepted
+  _rewrite_tensors(d, lambda t: t.__setitem__('lm_head.weight', t['lm_head.weight'] + 0.5))
+  with pytest.raises(hf.HFFormatError, match=r'lm_head.weight differs from model.embed_tokens.weight .*'
+                                             r'tie_word_embeddings=true'):
+    source.load(d)
+
+
 def test_missing_tensor_is_named_with_its_shape(llama_dir):
   _rewrite_tensors(llama_dir, lambda t: t.pop('model.layers.1.mlp.up_proj.weight'))
   with pytest.raises(hf.HFFormatError, match=r'missing.*model\.layers\.1\.mlp\.up_proj\.weight \[112, 64\]'):

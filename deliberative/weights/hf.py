@@ -207,16 +207,23 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict
   out = ParamTree(abstract_params)
   seen: set[str] = set()
   extra: list[str] = []
+  stored_head = None  # (file, tensor) of an lm_head.weight stored beside tied embeddings
+  embed_file = None
   for path in _safetensors_files(hf_dir):
     st = safetensors_io.SafetensorsFile(path)
     for name in st.keys():
-      if name.endswith(_IGNORED_SUFFIXES) or (cfg.tie_embeddings and name == 'lm_head.weight'):
-        continue  # tied checkpoints sometimes also store the (identical) head
+      if name.endswith(_IGNORED_SUFFIXES):
+        continue
+      if cfg.tie_embeddings and name == 'lm_head.weight':
+        stored_head = (path, np.asarray(st.read(name)))  # tied checkpoints sometimes also store the head
+        continue
       if name not in specs:
         extra.append(f'{name} {list(st.shape(name))} in {os.path.basename(path)}')
         continue
       our_path, our_shape, to_ours, _ = specs[name]
       tensor = st.read(name)
+      if name == 'model.embed_tokens.weight':
+        embed_file = path
       expected_hf = _hf_shape(specs[name])
       if tuple(tensor.shape) != expected_hf:
         raise HFFormatError(f'{path}: tensor {name} has shape {list(tensor.shape)}, expected {list(expected_hf)} '
@@ -230,7 +237,21 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params: Mapping) -> dict
   if missing:
     raise HFFormatError(f'{hf_dir}: missing tensor(s) (expected shape): {missing[:10]}'
                         + (f' and {len(missing) - 10} more' if len(missing) > 10 else ''))
+  if stored_head is not None:
+    embed = safetensors_io.SafetensorsFile(embed_file).read('model.embed_tokens.weight')
+    _check_tied_head(hf_dir, *stored_head, np.asarray(embed))
   return out.tree
+
+
+def _check_tied_head(hf_dir: str, path: str, head, embed) -> None:
+  """A tied model's stored lm_head.weight must be its embeddings: were it another matrix, loading
+  the model tied would silently replace the head the model was trained with."""
+  if head.shape != embed.shape or not np.array_equal(head.astype(np.float32), embed.astype(np.float32)):
+    diff = (float(np.max(np.abs(head.astype(np.float32) - embed.astype(np.float32))))
+            if head.shape == embed.shape else f'shape {list(head.shape)} vs {list(embed.shape)}')
+    raise HFFormatError(f'{path}: lm_head.weight differs from model.embed_tokens.weight (max |difference| {diff}) '
+                        f'but {os.path.join(hf_dir, "config.json")} says tie_word_embeddings=true; tying would drop '
+                        'the stored head. Set tie_word_embeddings to false if the head is the trained one')
 
 
 def _hf_shape(spec) -> tuple[int, ...]:
