@@ -128,12 +128,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 STAGES = ('import', 'mix', 'traces', 'pairs', 'prompts', 'judge', 'grid', 'export', 'report')
-# Wall seconds per stage on the 2-core CPU machine, alone (docs/results.md); the plan's ETA. The grid's
-# share is per arm: training (sft, rl, sft_rl) and evaluation (every arm).
+# The plan's ETA, in wall seconds per stage on the 2 cores. Full: what docs/results.md measured on the
+# busy machine (traces 41 min, SFT 56 min for 60 steps, 19 min per evaluation), so an upper bound;
+# judge and RL were not measured at these sizes and are guesses. Smoke: guesses.
 ESTIMATE = {
-    False: dict(import_=10, mix=5, traces=900, pairs=30, prompts=20, judge=1500, sft=1800, rl=900, eval=420,
-                export=60),
-    True: dict(import_=10, mix=5, traces=90, pairs=20, prompts=20, judge=120, sft=90, rl=120, eval=60, export=60),
+    False: {'import': 20, 'mix': 5, 'traces': 2480, 'pairs': 600, 'prompts': 20, 'judge': 1500, 'sft': 3370,
+            'rl': 1960, 'eval': 1130, 'export': 60},
+    True: {'import': 10, 'mix': 5, 'traces': 90, 'pairs': 60, 'prompts': 20, 'judge': 120, 'sft': 90, 'rl': 120,
+           'eval': 60, 'export': 60},
 }
 
 
@@ -328,7 +330,7 @@ def _estimate(step: ablate.Step, smoke: bool) -> int:
     return e['sft']
   if step.arm in ('rl', 'sft_rl'):
     return e['rl']
-  return e.get(step.arm + ('_' if step.arm == 'import' else ''), 30)
+  return e.get(step.arm, 30)
 
 
 def print_plan(args, stages) -> None:

@@ -26,7 +26,6 @@ model-judge path (pipeline.py, config source=model) is unchanged, for users with
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
