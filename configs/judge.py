@@ -49,7 +49,8 @@ def get_config(arg=None):
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=2e-3, warmup_steps=30, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-      grad_clip=1.0, accum_steps=1))
+      grad_clip=1.0, accum_steps=1,
+      train_layers=0))  # 0 = every block; N = only the top N (configs/sft.py)
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=2, async_save=True))
   c.evals = ml_collections.ConfigDict(dict(every_steps=200, num_examples=400, at_start=True))
   c.debug = ml_collections.ConfigDict(dict(inject_nan_at_step=-1, kill_after_step=-1))

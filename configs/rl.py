@@ -59,7 +59,8 @@ def get_config(arg=None):
   # One optimizer update per minibatch: ppo_epochs * (rows / minibatch_size) per step.
   # No weight decay: it would pull towards zero while the KL pulls towards the reference.
   c.optim = ml_collections.ConfigDict(dict(
-      lr=2e-4, warmup_steps=4, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0))
+      lr=2e-4, warmup_steps=4, min_lr_ratio=1.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
+      train_layers=0))  # 0 = every block; N = only the top N (configs/sft.py)
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=15, keep=2, async_save=True))
   c.rl = ml_collections.ConfigDict(dict(
       prompts_per_step=8,

@@ -50,7 +50,10 @@ def get_config(arg=None):
       lr=3e-3, warmup_steps=40, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
       grad_clip=1.0, accum_steps=1,
       # Multiplies the updates of vocabulary rows the run adds to a pretrained model (<think>, </think>).
-      new_token_lr_scale=1.0))
+      new_token_lr_scale=1.0,
+      # 0 = train every block; N = only the top N blocks, the final norm and the head (the backward pass
+      # then skips the rest: docs/results.md has its cost).
+      train_layers=0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=150, keep=2, async_save=True))
   c.evals = ml_collections.ConfigDict(dict(
       split='eval', every_steps=300, loss_batches=4, batch_size=64, num_generations=192, max_new_tokens=128,

@@ -1,4 +1,5 @@
-"""Config helpers: the `"configs/x.py:key=value,flag"` argument form and model presets."""
+"""Config helpers: the `"configs/x.py:key=value,flag"` argument form, model presets, value checks and
+the fields a resumed run may change (trainers and stage 1 alike)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,7 @@ MINIMUMS = {
     'evals.every_steps': 1, 'evals.batch_size': 1, 'evals.max_new_tokens': 1, 'evals.loss_batches': 1,
     'evals.num_generations': 0, 'evals.num_prompts': 1, 'evals.max_prompt_len': 0, 'data.seq_len': 2, 'data.max_prompt_len': 1,
     'data.packing_lookahead': 1, 'optim.accum_steps': 1, 'optim.warmup_steps': 0, 'optim.lr': 0.0,
+    'optim.train_layers': 0,
     'rl.prompts_per_step': 1, 'rl.group_size': 2, 'rl.minibatch_size': 1, 'rl.max_new_tokens': 1,
     'rl.ppo_epochs': 1, 'judge.max_len': 0, 'judge.batch_size': 0,
 }
@@ -221,3 +223,44 @@ def validate(config, n_devices: int) -> None:
     sharding.mesh_shape(config.mesh, n_devices)
   except ValueError as e:
     raise ValueError(f'config.mesh: {e}') from None
+
+
+# -- what a resumed run may change ---------------------------------------------------------------
+# Both kinds of resumable workdir refuse a resume whose config changes what the run computes and let
+# it change how the run goes: a trainer's (trainers/resume.py: any other difference is a
+# ConfigMismatch) and stage 1's (stage1/shards.py: any other field is hashed into the manifest and
+# every trace's `source`). The two lists live here side by side, built from what they share, so
+# neither can drift unseen. A pattern 'a.' names a section (every field under it), '.x' a field x in
+# any section, anything else one field by its full dotted name (not its subfields: the trainer's
+# 'spec' path may change, while 'spec.version', what the file holds, may not).
+RESUME_MAY_CHANGE = ('debug.',)  # debugging hooks (kill after step/shard), in every kind of run
+# A trainer's: where it logs, evaluates, saves, which device layout it uses, where its files live.
+# `total_steps` extends or shortens a run (the learning-rate schedule is then recomputed for the new
+# total, which the note says). `spec`, `tokenizer` and (for SFT) `init_from` are paths: what they hold
+# is compared by content (spec version, tokenizer hash, architecture), and a resumed run never reads
+# init_from's weights.
+TRAIN_RESUME_MAY_CHANGE = RESUME_MAY_CHANGE + (
+    'name', 'spec', 'tokenizer', 'init_from', 'log_every_steps', 'peak_flops_per_device', 'evals.', 'checkpoint.',
+    'mesh.', 'model.remat', 'model.scan_layers', 'data.data_dir', 'data.eval_split', 'data.max_overlong_fraction',
+    'judge.eval_split', 'judge.use_prefix_cache', 'judge.batch_size', 'total_steps')
+# Stage 1's: how patiently it talks to an endpoint and what it does with its output, never which
+# records it writes. Not the trainer's list plus these: stage 1's `name` and `spec` are hashed, and
+# adding or dropping an entry here changes the hash of every existing stage-1 workdir, which then
+# refuses to resume (tests/test_resume_fields.py pins the hash).
+GENERATE_RESUME_MAY_CHANGE = RESUME_MAY_CHANGE + (
+    'max_error_fraction', 'output.', '.concurrency', '.timeout_s', '.max_retries', '.backoff_s', '.max_backoff_s',
+    '.api_key_env', 'log_every_prompts')
+
+
+def may_change_on_resume(field: str, patterns: Sequence[str]) -> bool:
+  """Whether the flat config field `field` ('a.b.c') is one of `patterns` (see RESUME_MAY_CHANGE)."""
+  for p in patterns:
+    if p.endswith('.'):
+      if field.startswith(p):
+        return True
+    elif p.startswith('.'):
+      if ('.' + field).endswith(p):
+        return True
+    elif field == p:
+      return True
+  return False

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative.common import cli, errors, run_lock
+from deliberative.common import cli, errors, run_lock, storage
 from deliberative.evals import baseline, generation, graders, metrics, report, suites
 from deliberative.inference.policy import LENGTH_BUCKETS, Policy, spec_prompt
 
@@ -78,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if name not in {s.partition('=')[0].strip() for s in args.suite}:
       p.error(f'--suite_limit {item}: no --suite named {name!r}')
     args.suite_limits[name] = int(value)
-  if os.path.exists(args.out) and not os.path.isdir(args.out):
+  if storage.exists(args.out) and not storage.isdir(args.out):
     p.error(f'--out {args.out} exists and is not a directory')
   for name in args.grader:
     try:
@@ -162,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
   from deliberative.spec import Spec
-  if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+  if storage.abspath(args.out) == storage.abspath(args.checkpoint):
     raise ValueError(f'--out {args.out} is the checkpoint itself; choose a directory of its own')
   start = time.perf_counter()
   loaded = [suites.load_suite(s, limit=args.suite_limits.get(suites.parse_suite_spec(s)[0], args.limit),
@@ -193,14 +192,13 @@ def _generate_and_grade(args, loaded, spec, train_records, start: float) -> int:
     samples += s_samples
     disagreements += s_dis
     notes += s_notes
-  meta = {'checkpoint': os.path.abspath(args.checkpoint), 'suites': args.suite, 'graders': args.grader,
+  meta = {'checkpoint': storage.abspath(args.checkpoint), 'suites': args.suite, 'graders': args.grader,
           'limit': args.limit, 'suite_limits': args.suite_limits, 'wrapper_limit': args.wrapper_limit, 'spec_in_context': args.spec_in_context,
           'max_new_tokens': args.max_new_tokens, 'reasoning': policy.reasoning, 'spec_version': spec.version,
           'wall_seconds': time.perf_counter() - start}
   paths = report.write_report(args.out, arms, samples=samples, disagreements=disagreements, meta=meta, notes=notes,
                               title=f'Evaluation of {args.checkpoint}')
-  with open(paths['report']) as f:
-    print(f.read())
+  print(storage.read_text(paths['report']))
   log(f'wrote {", ".join(str(p) for p in paths.values())} in {meta["wall_seconds"]:.0f}s')
   return 0
 

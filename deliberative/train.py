@@ -40,7 +40,7 @@ def run(config, workdir: str | None = None, allow_config_change=(), devices=None
   all of them; a subset runs the same config on fewer, e.g. one, in the same process)."""
   import jax
   from deliberative import config_lib
-  from deliberative.common import run_lock
+  from deliberative.common import run_lock, storage
   from deliberative.trainers import resume, runtime
 
   workdir = workdir or os.path.join('runs', config.name)
@@ -56,9 +56,9 @@ def run(config, workdir: str | None = None, allow_config_change=(), devices=None
   with lock:
     # Nothing is written before the config has been checked against the run it would continue.
     resumed_step = resume.check_resume(config, workdir, trainer.model_config, allow_config_change)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     resume.write_config(config, workdir, resumed_step)
-    runtime.log(f'{config.trainer}: workdir {os.path.abspath(workdir)} on {len(devices)} '
+    runtime.log(f'{config.trainer}: workdir {storage.abspath(workdir)} on {len(devices)} '
                 f'{devices[0].platform} device(s), {jax.process_count()} process(es)')
     return trainer.train(config, workdir, devices)
 

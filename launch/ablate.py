@@ -46,6 +46,8 @@ from pathlib import Path
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `deliberative` imports, wherever this is run from
 
+from deliberative.common import progress  # noqa: E402  (light: no JAX)
+
 ARMS = ('base', 'spec', 'sft', 'rl', 'sft_rl')
 ARM_TITLES = {'base': 'base model, no training', 'spec': 'base + spec(category) in the system prompt, no training',
               'sft': 'SFT (configs/sft.py)', 'rl': 'RL from the base (configs/rl.py)',
@@ -219,8 +221,7 @@ def plan(args, wiring: Wiring | None = None) -> list[Step]:
 # -- running it -----------------------------------------------------------------------------------
 
 def clock(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+  return progress.duration(seconds, always_hours=True)
 
 
 def _done(step: Step) -> bool:

@@ -151,10 +151,8 @@ def train_argv(config: str, workdir: str, extra: list[str] = ()) -> list[str]:
 
 def workdir_warning(workdir: str) -> str:
   """Why this workdir would not survive a preemption or be shared by the hosts ('' when fine)."""
-  if workdir.startswith('gs://'):
-    return (f'--workdir={workdir}: the trainer writes its workdir with os/open calls (train.py, trainers/resume.py, '
-            'metrics.py; checkpointing.py takes os.path.abspath), so gs:// paths do not work yet; mount the bucket '
-            'on every worker (gcsfuse) and pass the mount path')
+  if '://' in workdir:  # gs:// and other URLs: every host reaches the same bucket (deliberative/common/storage.py)
+    return ''
   if not os.path.isabs(workdir):
     return (f'--workdir={workdir}: relative, so on each worker\'s own disk: the hosts do not share checkpoints '
             'and a recreated slice starts over; pass a path on a mount every worker shares')

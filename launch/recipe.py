@@ -65,9 +65,12 @@ class Sizes:
   judge_seq_len: int
   judge_max_prompt_chars: int
   judge_sampled: int  # harmful prompts whose SmolLM2 answers become bad pairs
+  judge_train_layers: int  # optim.train_layers of the judge: its top N blocks and head (0 = all)
   sft_steps: int
   sft_seq_len: int
   rl_steps: int
+  train_batch: int  # SFT's and the judge's rows per step (0 = the config's 8)
+  rl_rollouts: str  # RL's prompts_per_step x group_size ('' = the config's 8 x 4)
   rl_prompts: int  # ROOT/data's rl split
   eval_prompts: int  # ROOT/data's in-run eval split (prompts the mix left out)
   xstest_limit: int
@@ -79,12 +82,16 @@ class Sizes:
 
 
 FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=192, prompts_per_shard=32,
-             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300, sft_steps=80,
-             sft_seq_len=320, rl_steps=10, rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50,
+             judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
+             judge_train_layers=8, sft_steps=80,
+             sft_seq_len=320, rl_steps=10, train_batch=0, rl_rollouts='', rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50,
              wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
-              sft_steps=3, sft_seq_len=320, rl_steps=2, rl_prompts=16, eval_prompts=8, xstest_limit=8,
+              judge_train_layers=8,
+              sft_steps=3, sft_seq_len=320, rl_steps=2,
+              # SmolLM2's step costs ~1 s per 30 tokens here: the smoke checks plumbing, not learning
+              train_batch=2, rl_rollouts='2x2', rl_prompts=16, eval_prompts=8, xstest_limit=8,
               strongreject_limit=2, wrapper_limit=2, max_new_tokens=16, eval_batch=8, smoke=True)
 
 
@@ -124,18 +131,33 @@ def parse_args(argv=None) -> argparse.Namespace:
       args.sizes = dataclasses.replace(args.sizes, **{name: value if fields[name] == 'str' else int(value)})
     except ValueError:
       p.error(f'--size {item}: {name} takes an integer')
+  if args.sizes.rl_rollouts and not _rollouts(args.sizes.rl_rollouts):
+    p.error(f'--size rl_rollouts={args.sizes.rl_rollouts}: expected PROMPTSxGROUP, e.g. 8x4')
   return args
 
 
+def _rollouts(text: str) -> tuple[int, int] | None:
+  """'8x4' -> (8 prompts per step, 4 samples each); None when malformed."""
+  prompts, sep, group = text.partition('x')
+  if sep and prompts.isdigit() and group.isdigit() and int(prompts) > 0 and int(group) > 1:
+    return int(prompts), int(group)
+  return None
+
+
+def _batch(sizes: Sizes) -> list[str]:
+  return [f'--config.batch_size={sizes.train_batch}'] if sizes.train_batch else []
+
+
 STAGES = ('import', 'mix', 'traces', 'pairs', 'prompts', 'judge', 'grid', 'export', 'report')
-# The plan's ETA, in wall seconds per stage on the 2 cores. Full: what docs/results.md measured on the
-# busy machine (traces 41 min, SFT 56 min for 60 steps, 19 min per evaluation), so an upper bound;
-# judge and RL were not measured at these sizes and are guesses. Smoke: guesses.
+# The plan's ETA, in wall seconds per stage on the 2 cores, as measured on the busy machine (load 3-6;
+# docs/results.md), so upper bounds. Full: traces 41 min, judge pairs 26 min, the judge (top 8 blocks,
+# start and end evals of 400 pairs) 40 min, SFT 56 min for 60 steps, 19 min per evaluation; RL and the
+# spec arm's ~1,000-token prompts are estimates. Smoke: its 2026-12-07 run on the quiet machine (10 min 55 s).
 ESTIMATE = {
-    False: {'import': 20, 'mix': 5, 'traces': 2480, 'pairs': 600, 'prompts': 20, 'judge': 1500, 'sft': 3370,
-            'rl': 1960, 'eval': 1130, 'export': 60},
-    True: {'import': 10, 'mix': 5, 'traces': 90, 'pairs': 60, 'prompts': 20, 'judge': 120, 'sft': 90, 'rl': 120,
-           'eval': 60, 'export': 60},
+    False: {'import': 20, 'mix': 5, 'traces': 2480, 'pairs': 1560, 'prompts': 20, 'judge': 2400, 'sft': 3370,
+            'rl': 1960, 'eval': 1130, 'spec_eval': 2400, 'export': 60},
+    True: {'import': 2, 'mix': 1, 'traces': 15, 'pairs': 22, 'prompts': 1, 'judge': 46, 'sft': 38, 'rl': 90,
+           'eval': 31, 'spec_eval': 222, 'export': 6},
 }
 
 
@@ -205,7 +227,12 @@ def _data_steps(args) -> list[ablate.Step]:
               f'--config.data.seq_len={s.judge_seq_len}',
               # Long shipped answers (CoCoNot's) are cut to fit: whether an answer refuses shows in its opening.
               '--config.data.max_overlong_fraction=0.5', f'--config.total_steps={s.judge_steps}',
-              f'--config.checkpoint.every_steps={s.judge_steps}', f'--config.evals.every_steps={s.judge_steps}')
+              # The top 8 of 30 blocks: 1.9x the full step's speed (docs/results.md), and without the
+              # bottom blocks' saved activations it fits beside other work (a full step at 8 x 512
+              # tokens peaked at 16 GB and was OOM-killed on this 24 GB machine).
+              f'--config.optim.train_layers={s.judge_train_layers}',
+              f'--config.checkpoint.every_steps={s.judge_steps}', f'--config.evals.every_steps={s.judge_steps}',
+              *_batch(s))
   if {'rl', 'sft_rl'} & set(args.arms):  # only RL reads the judge
     steps.append(ablate.Step('judge', 'train', judge, os.path.join(p['judge'], 'summary.json')))
   return steps
@@ -236,12 +263,19 @@ def grid_steps(args) -> list[ablate.Step]:
             # dropped (both counted in the log). A quarter of the mix is trimmed.
             f'--config.data.seq_len={s.sft_seq_len}', '--config.data.overlong=trim_answer',
             '--config.data.max_overlong_fraction=0.5', '--config.data.max_prompt_len=512',
-            '--config.evals.split=train', '--config.evals.final_splits=', f'--config.total_steps={s.sft_steps}',
-            f'--config.checkpoint.every_steps={s.sft_steps}', f'--config.evals.every_steps={s.sft_steps}']
+            # The grid evaluates every arm afterwards: the in-run generation eval (~2.5 min) would repeat it.
+            '--config.evals.split=train', '--config.evals.num_generations=0', '--config.evals.final_splits=',
+            f'--config.total_steps={s.sft_steps}',
+            f'--config.checkpoint.every_steps={s.sft_steps}', f'--config.evals.every_steps={s.sft_steps}',
+            *_batch(s)]
   rl = ['--config.data.dataset=recipe_prompts', f'--config.data.data_dir={p["data"]}', '--config.data.max_prompt_len=128',
         '--config.evals.max_prompt_len=128',
         f'--config.total_steps={s.rl_steps}', f'--config.evals.every_steps={s.rl_steps}', '--config.evals.final_splits=',
         f'--config.evals.num_prompts={s.eval_prompts}', f'--config.checkpoint.every_steps={s.rl_steps}']
+  if s.rl_rollouts:  # one optimizer update per step: the minibatch is the step's rollouts
+    prompts, group = _rollouts(s.rl_rollouts)
+    rl += [f'--config.rl.prompts_per_step={prompts}', f'--config.rl.group_size={group}',
+           f'--config.rl.minibatch_size={prompts * group}']
   wiring = ablate.Wiring(sft=traces, rl=rl, judge_init=p['judge'])
   return ablate.plan(grid_args(args), wiring)
 
@@ -325,7 +359,7 @@ def plan(args) -> list[tuple[str, list[ablate.Step]]]:
 def _estimate(step: ablate.Step, smoke: bool) -> int:
   e = ESTIMATE[smoke]
   if step.kind == 'eval':
-    return e['eval']
+    return e['spec_eval'] if step.arm == 'spec' else e['eval']
   if step.arm in ('sft',):
     return e['sft']
   if step.arm in ('rl', 'sft_rl'):
@@ -341,7 +375,9 @@ def print_plan(args, stages) -> None:
   print(f'recipe{" (smoke)" if s.smoke else ""}: SmolLM2-135M-Instruct under {args.root}; {len(steps)} steps, '
         f'{len(steps) - len(todo)} done; estimated {ablate.clock(eta)} on 2 CPU cores for the rest', flush=True)
   print(f'  mix caps {s.caps}; self-distilled answers <= {s.sample_tokens} tokens; judge {s.judge_steps} steps at '
-        f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps; RL {s.rl_steps} steps; arms {",".join(args.arms)}; '
+        f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps; RL {s.rl_steps} steps'
+        f'{f" of {s.rl_rollouts} rollouts" if s.rl_rollouts else ""}; rows per training step '
+        f'{s.train_batch or "as configured"}; arms {",".join(args.arms)}; '
         f'xstest {s.xstest_limit}, strongreject {s.strongreject_limit} x {s.wrapper_limit} wrappers, '
         f'answers <= {s.max_new_tokens} tokens', flush=True)
   if not args.xstest or not args.strongreject:

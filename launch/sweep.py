@@ -144,11 +144,11 @@ def run_names(runs: list[dict]) -> list[str]:
 # -- skipping and running -------------------------------------------------------------------------
 
 def read_summary(workdir: str) -> dict | None:
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
+  from deliberative.common import storage  # a sweep root may be a URL (gs://...), as a workdir may
+  path = storage.join(workdir, 'summary.json')
+  if not storage.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_bytes(path))
 
 
 def finished(workdir: str) -> bool:
@@ -157,11 +157,11 @@ def finished(workdir: str) -> bool:
 
 
 def read_runs_json(root: str) -> dict:
-  path = os.path.join(root, 'runs.json')
-  if not os.path.exists(path):
+  from deliberative.common import storage
+  path = storage.join(root, 'runs.json')
+  if not storage.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_bytes(path))
 
 
 def same_entry(previous: dict, name: str, run: dict) -> bool:

@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from deliberative.data import demo, demo_assets
-from deliberative.data.demo_jailbreak import KINDS, WRAPPERS, wrappers_for
+from deliberative.data import demo
+from deliberative.data.demo import assets as demo_assets
+from deliberative.data.demo.jailbreak import KINDS, WRAPPERS, wrappers_for
 from deliberative.evals.graders import classify_demo_answer
 from deliberative.spec import DEFAULT_PATH, Spec
 

@@ -66,6 +66,22 @@ def test_a_size_changes_the_command_that_uses_it(capsys, tmp_path):
   assert '--config.total_steps=7' in _by_workdir(cmds)['sft']
 
 
+def test_the_smoke_trains_small_batches_and_the_full_run_the_configs(capsys, tmp_path):
+  _, smoke = _commands(capsys, '--root', str(tmp_path / 's'), '--smoke', '--arms', 'sft,sft_rl')
+  smoke = _by_workdir(smoke)
+  assert '--config.batch_size=2' in smoke['sft'] and '--config.batch_size=2' in smoke['judge']
+  assert {'--config.rl.prompts_per_step=2', '--config.rl.group_size=2', '--config.rl.minibatch_size=4'} <= set(
+      smoke['sft_rl'])
+  _, full = _commands(capsys, '--root', str(tmp_path / 'f'), '--arms', 'sft,sft_rl', '--size', 'rl_rollouts=4x3')
+  full = _by_workdir(full)
+  assert not any(a.startswith('--config.batch_size') for a in full['sft'] + full['judge'])
+  assert '--config.rl.minibatch_size=12' in full['sft_rl']
+  # SFT's in-run generation eval would repeat the grid's evaluation
+  assert '--config.evals.num_generations=0' in full['sft']
+  assert '--config.optim.train_layers=8' in full['judge'] and '--config.optim.train_layers=8' in smoke['judge']
+  assert not any(a.startswith('--config.optim.train_layers') for a in full['sft'] + full['sft_rl'])
+
+
 def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
   out, cmds = _commands(capsys, '--root', str(tmp_path), '--smoke', '--arms', 'base,sft')
   assert any('warning: without --xstest and --strongreject' in line for line in out)
@@ -77,7 +93,8 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
 @pytest.mark.parametrize('argv, problem', [
     (['--arms', 'base,bogus'], '--arms base,bogus'), (['--xstest', '/nonexistent.csv'], '--xstest /nonexistent.csv'),
     (['--stop_after', 'lunch'], '--stop_after lunch'), (['--size', 'sft_step=60'], '--size sft_step=60'),
-    (['--size', 'sft_steps=many'], 'sft_steps takes an integer')])
+    (['--size', 'sft_steps=many'], 'sft_steps takes an integer'),
+    (['--size', 'rl_rollouts=8'], 'expected PROMPTSxGROUP')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],
                           capture_output=True, text=True)

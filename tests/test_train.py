@@ -171,3 +171,14 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, d
   with pytest.raises(NonFiniteLoss, match=r'nan at step 5.*last good checkpoint is step 4'):
     train.run(config, workdir)
   assert checkpoints.latest_step(os.path.join(workdir, 'checkpoints')) == 4
+
+
+@pytest.mark.slow
+def test_no_generations_evaluates_the_loss_only(tmp_path, demo_data_dir):
+  # launch/recipe.py evaluates every arm itself afterwards: SFT's in-run generation eval is skipped.
+  config = tiny_sft_config(demo_data_dir, total_steps=2, **{'evals.every_steps': 2, 'evals.num_generations': 0,
+                                                             'evals.at_start': True})
+  summary = train.run(config, str(tmp_path / 'run'))
+  assert np.isfinite(summary['eval/loss'])
+  assert not any(k.startswith('eval/decision_accuracy') for k in summary)
+  assert not os.listdir(tmp_path / 'run' / 'samples')

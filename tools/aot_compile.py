@@ -178,6 +178,7 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   import jax
   import jax.numpy as jnp
   from deliberative.judge import format as judge_format
+  from deliberative.judge import load as judge_load
   from deliberative.model import loading, sharding
   from deliberative.weights import source
   from deliberative.model.config import ModelConfig
@@ -237,13 +238,12 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
     tokenizer = source.run_tokenizer(config)
     if judge_found:
       fmt = judge_format.resolve(config.judge_init, config.judge, log=lambda _: None)
-      judge_tok = rl.judge_tokenizer(config, tokenizer)
+      judge_tok = judge_load.judge_tokenizer(config, tokenizer)
     else:  # what a judge without a record is prompted with, as config.judge sets it
-      fmt = dict(judge_format.UNRECORDED_JUDGE_FORMAT, **{k: v for k, v in config.judge.items()
-                                                          if k in judge_format.UNRECORDED_JUDGE_FORMAT and v})
+      fmt = judge_format.unrecorded(config.judge)
       judge_tok = tokenizer
-    judge = rl.make_judge(config, judge_cfg, judge_tok, Spec.load(config.spec or None),
-                          rows, batch_multiple, fmt, mesh, rules)
+    judge = judge_load.rl_judge(config, judge_cfg, judge_tok, Spec.load(config.spec or None),
+                                rows, batch_multiple, fmt, mesh, rules)
     L = judge.length_buckets[-1]
     B = judge.batch_buckets[-1]
     inputs = [_abstract((B, L), jnp.int32, replicated) for _ in range(3)] + [_abstract((B,), jnp.int32, replicated)]

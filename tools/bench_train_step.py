@@ -1,7 +1,10 @@
 """Train-step throughput: our jit'd SFT step vs a `transformers` (PyTorch) peer, same shapes, same run.
 
   python tools/bench_train_step.py [--preset tiny|small|smollm2] [--batch 8] [--seq_len 256] [--steps 5]
-       [--remat none|full] [--attention xla|dot_product|chunked] [--loss_chunk N]
+       [--remat none|full] [--attention xla|dot_product|chunked] [--loss_chunk N] [--train_layers N,...]
+
+`--train_layers 8,4`: also our step training only the top 8 (then 4) blocks (optim.train_layers),
+each as a ratio to our full step in the same run.
 
 `--preset smollm2` is SmolLM2-135M's shape (30 layers, vocab 49,152, tied embeddings), random
 weights: the step's cost does not depend on their values.
@@ -32,12 +35,12 @@ from deliberative.trainers import state as state_lib  # noqa: E402
 from deliberative.trainers import supervised  # noqa: E402
 
 
-def ours_step_seconds(cfg: ModelConfig, batch: int, seq_len: int, steps: int) -> list[float]:
+def ours_step_seconds(cfg: ModelConfig, batch: int, seq_len: int, steps: int, train_layers: int = 0) -> list[float]:
   """Seconds of each of `steps` jit'd SFT steps after a compiling one (tools/benchmark.py shares it)."""
   config = ml_collections.ConfigDict({
       'mesh': config_lib.default_mesh_config(),
       'optim': dict(lr=1e-3, warmup_steps=1, min_lr_ratio=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-                    grad_clip=1.0, accum_steps=1)})
+                    grad_clip=1.0, accum_steps=1, train_layers=train_layers)})
   setup = state_lib.make_setup(config, cfg, total_steps=steps + 2)
   state = state_lib.init_state(setup, seed=0)
   step_fn = supervised.make_train_step(setup, accum_steps=1)
@@ -116,7 +119,12 @@ def main(argv=None) -> int:
   parser.add_argument('--remat', default=None, help="ours: the model's remat policy (default: the preset's)")
   parser.add_argument('--attention', default=None, choices=ATTENTION_IMPLS, help='ours: model.attention')
   parser.add_argument('--loss_chunk', type=int, default=None, help='ours: model.loss_chunk (0 = whole sequence)')
+  parser.add_argument('--train_layers', default='', help='ours: comma-separated optim.train_layers to time as well')
   args = parser.parse_args(argv)
+  try:
+    partial = [int(n) for n in args.train_layers.split(',') if n.strip()]
+  except ValueError:
+    parser.error(f'--train_layers {args.train_layers}: expected comma-separated block counts, e.g. 8,4')
   overrides = {k: getattr(args, k) for k in ('remat', 'attention', 'loss_chunk') if getattr(args, k) is not None}
   cfg = ModelConfig.from_dict(config_lib.model_config(args.preset, **overrides))
   ours_tps = ours(cfg, args.batch, args.seq_len, args.steps)
@@ -127,6 +135,9 @@ def main(argv=None) -> int:
   print(f'  ours (jax jit)          {ours_tps:10,.0f} tok/s')
   print(f'  transformers (torch)    {peer_tps:10,.0f} tok/s')
   print(f'  ratio ours/peer         {ours_tps / peer_tps:10.2f}x')
+  for n in partial:
+    tps = tokens_per_second(args.batch, args.seq_len, ours_step_seconds(cfg, args.batch, args.seq_len, args.steps, n))
+    print(f'  ours, top {n:>2} of {cfg.n_layers} blocks {tps:8,.0f} tok/s  {tps / ours_tps:5.2f}x our full step')
   return 0
 
 

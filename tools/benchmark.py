@@ -349,6 +349,7 @@ class RLStep:
     import configs.rl
     from deliberative.inference import policy as inference
     from deliberative.data import demo, pipeline, schema, tokenized
+    from deliberative.judge import load as judge_load
     from deliberative.model import loading, sharding
     from deliberative.spec import Spec
     from deliberative.tokenizer.sentencepiece import Tokenizer
@@ -365,8 +366,8 @@ class RLStep:
     self.state = state_lib.init_state(setup, config.seed, inference.random_params(setup.abstract_state['params'], 0))
     self.ref_params = inference.random_params(setup.abstract_state['params'], 0)  # the frozen init policy
     judge_params = inference.random_params(loading.abstract_params(cfg, setup.mesh, setup.rules), 1)
-    self.judge = rl_trainer.make_judge(config, cfg, self.tok, spec, self.rows, multiple, _judge_format(),
-                                       setup.mesh, setup.rules)
+    self.judge = judge_load.rl_judge(config, cfg, self.tok, spec, self.rows, multiple, _judge_format(),
+                                     setup.mesh, setup.rules)
     self.judge_fn = lambda triples: self.judge.scores(judge_params, triples,
                                                       use_prefix_cache=config.judge.use_prefix_cache)
     (self.sampler, self.sampling, self.score_step, self.update_step,

@@ -1,6 +1,7 @@
 """The one way this package writes a file: whole, or not at all. Text goes to a temporary file in the
 same directory, is flushed to disk, then renamed over the target, so a reader, a crash or a SIGKILL
-never sees it half done. JSON and JSONL are text written this way (numpy values as plain numbers,
+never sees it half done. A URL (gs://, ...; common/storage.py) has no atomic rename: its object is
+uploaded whole in one go instead, which the store makes visible only once complete. JSON and JSONL are text written this way (numpy values as plain numbers,
 non-ASCII kept readable)."""
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from deliberative.common import storage
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
+
+def write_text(path: str | os.PathLike, text: str) -> Path | str:
+  if not storage.is_local(path):  # an object store: one upload, visible only once whole (no rename there)
+    storage.write_whole(path, text.encode('utf-8'))
+    return os.fspath(path)
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -41,12 +47,12 @@ def json_default(o):
   raise TypeError(f'not JSON serialisable: {type(o).__name__}')
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike, obj: Any) -> Path | str:
   """`obj` as indented JSON with sorted keys: the same object always gives the same bytes."""
   return write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=json_default) + '\n')
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], sort_keys: bool = False) -> Path:
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], sort_keys: bool = False) -> Path | str:
   """One JSON object per line, in the order given (keys in their own order unless `sort_keys`)."""
   return write_text(path, ''.join(json.dumps(row, ensure_ascii=False, sort_keys=sort_keys, default=json_default) + '\n'
                                   for row in rows))
@@ -56,7 +62,7 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
   """Every line of a JSONL file this package wrote (blank lines skipped). A line that is not JSON, or
   bytes that are not UTF-8, fail naming `file:line`, not as a bare decoder error."""
   rows = []
-  with open(path, 'rb') as f:
+  with storage.open(path, 'rb') as f:
     for line_no, raw in enumerate(f, 1):
       try:
         line = raw.decode('utf-8')

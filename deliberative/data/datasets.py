@@ -28,15 +28,15 @@ def default_data_dir() -> Path:
 
 
 def demo_generator_version() -> str:
-  """Hash of the demo generator's sources (demo.py and its demo_*.py parts).
+  """Hash of the demo generator's sources (every module of the deliberative/data/demo/ package).
 
   Any edit to the generator therefore rebuilds the demo dataset; a GENERATOR_VERSION
-  declared in demo.py (if any) is recorded alongside for readability.
+  declared in demo/__init__.py (if any) is recorded alongside for readability.
   """
   from deliberative.data import demo  # late import: only the demo needs it
 
   digest = hashlib.sha256()
-  for path in sorted(Path(demo.__file__).parent.glob("demo*.py")):
+  for path in sorted(Path(demo.__file__).parent.glob("*.py")):
     digest.update(path.name.encode() + b"\0" + path.read_bytes())
   declared = getattr(demo, "GENERATOR_VERSION", None)
   return f"{declared}+{digest.hexdigest()[:12]}" if declared is not None else digest.hexdigest()[:12]

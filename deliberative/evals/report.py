@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deliberative.common import io as atomic
+from deliberative.common import io as atomic, storage
 from deliberative.evals.metrics import DISAGREEMENT_THRESHOLD, Disagreement, Rate
 
 BASELINE_ARM = 'memorisation baseline'
@@ -167,10 +167,20 @@ def render_report(arms: Mapping[str, Mapping[str, MetricValue]], *, title: str =
 
 # ---- plots
 
-def save_png(fig, path: str | os.PathLike) -> Path:
-  """Saves a matplotlib figure atomically (temporary file, then rename) and closes it."""
-  path = Path(path)
+def save_png(fig, path: str | os.PathLike) -> Path | str:
+  """Saves a matplotlib figure atomically (temporary file, then rename) and closes it; to a URL
+  (common/storage.py) as one upload of the whole image."""
   import matplotlib.pyplot as plt
+  if not storage.is_local(path):
+    import io
+    buffer = io.BytesIO()
+    try:
+      fig.savefig(buffer, format='png', dpi=110)
+    finally:
+      plt.close(fig)
+    storage.write_whole(path, buffer.getvalue())
+    return os.fspath(path)
+  path = Path(path)
 
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-', suffix='.png')
@@ -183,6 +193,11 @@ def save_png(fig, path: str | os.PathLike) -> Path:
     if os.path.exists(tmp):
       os.remove(tmp)
   return path
+
+
+def _as_path(path: str | os.PathLike) -> Path | str:
+  """A local path as a Path (as before); a URL as a string, which Path would cut to 'gs:/...'."""
+  return Path(path) if storage.is_local(path) else os.fspath(path)
 
 
 def _pyplot():
@@ -219,7 +234,7 @@ def plot_metric_bars(path: str | os.PathLike, arms: Mapping[str, Mapping[str, Me
   ax.grid(axis='y', alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return save_png(fig, Path(path))
+  return save_png(fig, _as_path(path))
 
 
 def pareto_points(arms: Mapping[str, Mapping[str, MetricValue]], x_key: str, y_key: str
@@ -247,7 +262,7 @@ def plot_pareto(path: str | os.PathLike, points: Mapping[str, tuple[MetricValue 
   ax.set_title(title or f'{y_label} vs {x_label} (top right is best)', fontsize=10)
   ax.legend(fontsize=8, loc='lower left')
   fig.tight_layout()
-  return save_png(fig, Path(path))
+  return save_png(fig, _as_path(path))
 
 
 def write_report(out_dir: str | os.PathLike, arms: Mapping[str, Mapping[str, MetricValue]], *,
@@ -255,16 +270,20 @@ def write_report(out_dir: str | os.PathLike, arms: Mapping[str, Mapping[str, Met
                  meta: Mapping[str, Any] | None = None, notes: Sequence[str] = (), title: str = 'Evaluation',
                  plot: bool = True) -> dict[str, Path]:
   """metrics.json, samples.jsonl (when given), metrics.png (when `plot`) and report.md under out_dir."""
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  paths = {'metrics': write_metrics_json(out / 'metrics.json', arms, disagreements=disagreements, meta=meta)}
+  out = _as_path(out_dir)
+  storage.makedirs(out)
+
+  def child(name: str) -> Path | str:
+    return out / name if isinstance(out, Path) else storage.join(out, name)
+
+  paths = {'metrics': write_metrics_json(child('metrics.json'), arms, disagreements=disagreements, meta=meta)}
   if samples is not None:
-    paths['samples'] = write_samples(out / 'samples.jsonl', samples)
+    paths['samples'] = write_samples(child('samples.jsonl'), samples)
   plots = []
   if plot and any(arms.values()):
-    paths['plot'] = plot_metric_bars(out / 'metrics.png', arms)
+    paths['plot'] = plot_metric_bars(child('metrics.png'), arms)
     plots.append(str(paths['plot']))
-  paths['report'] = out / 'report.md'
+  paths['report'] = child('report.md')
   atomic.write_text(paths['report'], render_report(arms, title=title, disagreements=disagreements, notes=notes,
                                                     plots=plots))
   return paths

@@ -1,7 +1,7 @@
 """The judge G_RM, every concern of it: the model that grades a final answer against spec(category)
 (`model`), its prompt and training targets (`prompt`), the metrics of its grades (`metrics`), the
-prompt format a trained judge records (`format`) and the option-token reader the model graders use
-(`options`).
+prompt format a trained judge records (`format`), a judge built for a run with that format and its
+tokenizer (`load`) and the option-token reader the model graders use (`options`).
 
 What `deliberative.judge` exported as one module stays importable from here (Judge, the prompt's
 names, the metrics), so `from deliberative.judge import Judge` keeps working."""

@@ -2,7 +2,7 @@
 training run recorded them (configs/judge.py writes them into the checkpoint meta; tools/export_hf.py
 writes judge_format.json next to exported weights), with any non-empty field of the caller's judge
 config taking precedence. The RL trainer and stage 1 both ask here, so a judge is never prompted
-differently from how it learnt to grade."""
+differently from how it learnt to grade (judge/load.py builds the judge with it)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ FORMAT_FIELDS = ('rubric', 'spec_view', 'max_len')
 def given_fields(judge_config: Mapping) -> dict[str, Any]:
   """The format fields a judge config sets (empty = take the recorded value)."""
   return {k: judge_config[k] for k in FORMAT_FIELDS if judge_config[k]}
+
+
+def unrecorded(judge_config: Mapping) -> dict[str, Any]:
+  """The format of a judge that records none and is not looked up (a random-init judge, or none built
+  yet): the paper's prompt with the config's non-empty fields."""
+  return {**UNRECORDED_JUDGE_FORMAT, **given_fields(judge_config)}
 
 
 def recorded_format(src: str) -> tuple[dict | None, dict]:
@@ -82,3 +88,11 @@ def resolve(src: str, judge_config: Mapping, spec_version: str | None = None, lo
     how += ', overridden: ' + ', '.join(f'config.judge.{k}' for k in overridden)
   log(f'judge format ({how}): rubric {fmt["rubric"]!r}, spec view {fmt["spec_view"]!r}, max_len {fmt["max_len"]}')
   return fmt
+
+
+def for_source(src: str, judge_config: Mapping, spec_version: str | None = None, log: Callable[[str], None] = print,
+               *, sees_cot: bool = False) -> dict[str, Any]:
+  """`resolve` for a judge at `src`; '' (stage 1's random-init judge) is prompted as `unrecorded`."""
+  if not src:
+    return unrecorded(judge_config)
+  return resolve(src, judge_config, spec_version, log=log, sees_cot=sees_cot)

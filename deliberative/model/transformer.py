@@ -74,9 +74,12 @@ class Transformer(nnx.Module):
     logits_BLV = jnp.einsum('ble,ev->blv', x_BLE, self.head(), preferred_element_type=jnp.float32)
     return sharding.constrain(logits_BLV, ('batch', 'length', 'vocab'))
 
-  def hidden(self, tokens_BL, positions_BL=None, segment_ids_BL=None, cache=None):
+  def hidden(self, tokens_BL, positions_BL=None, segment_ids_BL=None, cache=None, frozen_layers: int = 0):
     """(final normed hidden states [B, L, E], updated cache or None): everything before the
-    head, so a loss can take the logits a chunk at a time (model/losses.py)."""
+    head, so a loss can take the logits a chunk at a time (model/losses.py).
+
+    `frozen_layers` (training, `optim.train_layers`): no gradient reaches the embedding lookup or
+    the first that many blocks, so a backward pass computes the top blocks' and the head's only."""
     cfg = self.cfg
     B, L = tokens_BL.shape
     offset = 0 if cache is None else cache['index']
@@ -92,20 +95,27 @@ class Transformer(nnx.Module):
     cache_seg_BS = None
     if cache is not None:
       cache_seg_BS = jax.lax.dynamic_update_slice_in_dim(cache['segment_ids'], segment_ids_BL, offset, axis=1)
+    frozen = frozen_layers if cache is None else 0  # decoding takes no gradient anyway
+    if frozen:
+      x_BLE = jax.lax.stop_gradient(x_BLE)
     if cfg.scan_layers:
-      x_BLE, new_layers = self._scanned(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS)
+      x_BLE, new_layers = self._scanned(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS,
+                                        frozen)
     else:
-      x_BLE, new_layers = self._unrolled(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS)
+      x_BLE, new_layers = self._unrolled(x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS,
+                                         frozen)
 
     x_BLE = self.final_norm(x_BLE)
     if cache is None:
       return x_BLE, None
     return x_BLE, {'layers': new_layers, 'segment_ids': cache_seg_BS, 'index': offset + L}
 
-  def _unrolled(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS):
+  def _unrolled(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS, frozen=0):
     cfg = self.cfg
     new_layers = []
     for i, block in enumerate(self.blocks):
+      if frozen and i == frozen:  # straight-line code: XLA drops the frozen blocks' unused backward
+        x_BLE = jax.lax.stop_gradient(x_BLE)
       if cache is None and cfg.remat != 'none':
         run = nnx.remat(lambda blk, *a: blk(*a), policy=_REMAT_POLICIES[cfg.remat])
         x_BLE, _ = run(block, x_BLE, positions_BL, segment_ids_BL, inv_freq)
@@ -115,7 +125,7 @@ class Transformer(nnx.Module):
         new_layers.append(new_layer)
     return x_BLE, new_layers
 
-  def _scanned(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS):
+  def _scanned(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, cache, offset, cache_seg_BS, frozen=0):
     """The stacked block, one layer's slice at a time: a lax.scan without a cache (training);
     with one, a Python loop, so the cache stays the per-layer list prefill and decode share."""
     graphdef, params = nnx.split(self.blocks)
@@ -136,6 +146,13 @@ class Transformer(nnx.Module):
       return layer(x_BLE, layer_params)[0], None
     if self.cfg.remat != 'none':  # per layer, as the unrolled path: the scan saves only each layer's input
       body = jax.checkpoint(body, policy=_REMAT_POLICIES[self.cfg.remat], prevent_cse=False)
+    if frozen:
+      # Two scans. The first sees only constants (its input and slices are stop_gradient'd), so
+      # differentiation neither saves its residuals nor runs its backward: a while loop's dead
+      # outputs are not reliably pruned by XLA, symbolic zeros are never computed at all.
+      bottom = jax.tree.map(lambda p: jax.lax.stop_gradient(p[:frozen]), params)
+      x_BLE, _ = jax.lax.scan(body, x_BLE, bottom)
+      params = jax.tree.map(lambda p: p[frozen:], params)
     x_BLE, _ = jax.lax.scan(body, x_BLE, params)
     return x_BLE, []
 

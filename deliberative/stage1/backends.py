@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from deliberative.common import progress
 from deliberative.data import sentences
 from deliberative.evals import citations
-from deliberative.judge.prompt import (ANSWER_HEADER, COT_HEADER, NUM_GRADES, QUOTE_RULE, REQUEST_HEADER, JudgeInput, PromptTooLong, resolve_rubric, spec_text)
+from deliberative.judge.prompt import JudgeInput, PromptTooLong, judge_messages, resolve_rubric
 from deliberative.spec import Spec
 from deliberative.stage1 import endpoint as endpoint_lib
 from deliberative.stage1.prompt import split_think
@@ -122,11 +124,14 @@ class OwnBase:
     import jax
     rows = [ids for ids in prompts for _ in range(n)]
     step = max(self.policy.batch_size // n, 1) * n
-    candidates = []
+    candidates, started = [], time.perf_counter()
     for start in range(0, len(rows), step):
       with self.lock:
         out = self.policy.sample(rows[start:start + step], self.sampling, rng=jax.random.key(seed + start))
       candidates.extend(self._candidate(out, i) for i in range(len(rows[start:start + step])))
+      if len(rows) > step:  # a presample of many batches runs for minutes: say how far it is
+        print(f'sampled {len(candidates):>6}/{len(rows)} answers  '
+              + progress.rate_and_eta(len(candidates), len(rows), started, 'answers'), flush=True)
     return [candidates[i * n:(i + 1) * n] for i in range(len(prompts))]
 
   def _candidate(self, out, i: int) -> Candidate:
@@ -214,27 +219,6 @@ class EndpointBase:
     if not reason and choice.get('finish_reason') == 'length':
       reason = 'truncated'
     return Candidate(cot, answer, reason)
-
-
-def judge_messages(spec: Spec, item: JudgeInput, *, spec_view: str, rubric: str, answer_and_cot: bool):
-  """The judge prompt as chat messages: the same system text (spec view + rubric + quote rule) and
-  headers as the own judge's (judge/prompt.py); the quoted texts are fenced with backticks."""
-  system = spec_text(spec, item.category, spec_view) + '\n\n' + resolve_rubric(rubric) + QUOTE_RULE
-  texts = (item.cot, item.answer) if answer_and_cot else (item.answer,)
-  longest = max((len(r) for t in texts for r in _backtick_runs(t)), default=0)
-  fence = '`' * max(3, longest + 1)
-  quote = lambda t: f'{fence}\n{t}\n{fence}'
-  user = REQUEST_HEADER + item.prompt
-  if answer_and_cot:
-    user += COT_HEADER + quote(item.cot)
-  user += ANSWER_HEADER + quote(item.answer)
-  user += f'\n\nReply with the grade only: one digit from 0 to {NUM_GRADES - 1}.'
-  return [{'role': 'system', 'content': system}, {'role': 'user', 'content': user}]
-
-
-def _backtick_runs(text: str) -> list[str]:
-  import re
-  return re.findall('`+', text or '')
 
 
 class EndpointJudge:

@@ -12,7 +12,7 @@ From the same labelled imports as the label-as-judge traces (label_input.py):
                    formed, closed and read as compliance by the grader; a sample the grader reads
                    as a refusal is not a bad answer and is counted, not kept)
 
-Records are the judge's format (deliberative/data/demo.py's judge splits, read by
+Records are the judge's format (the judge splits of deliberative/data/demo/, read by
 trainers/judge.py): id, category, decision, prompt, answer, grade (0-10), label (grade >= 7), kind,
 spec_version, source. `split_by_prompt` puts every pair of one prompt (same text after
 normalising, so a set's repeated prompts stay together) on one side, so a held-out AUC measures

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from deliberative.common import errors, io as common_io
+from deliberative.common import errors, io as common_io, storage
 from deliberative.data import schema
 from deliberative.evals import graders as graders_lib
 from deliberative.spec import Spec
@@ -212,13 +212,13 @@ def run(config, workdir: str) -> dict[str, Any]:
   inputs = label_input.read(config.prompts, config.labels, spec)
   by_id = {r['id']: r for r in inputs.records}
   digest = shards.config_hash(config)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   manifest = shards.Manifest.open(workdir, config, spec.version,
                                   pipeline.plan_shards(inputs.records, config.shards.prompts_per_shard))
   todo = [i for i in range(len(manifest.shards)) if i not in manifest.done]
   pipeline.log(f'generate (labels as judge): {len(inputs.records)} prompts in {len(manifest.shards)} shards '
                f'({len(manifest.done)} done); {sum(inputs.skipped.values())} comply prompts without an answer '
-               f'skipped; workdir {os.path.abspath(workdir)}; config hash {digest}; spec {spec.version}')
+               f'skipped; workdir {storage.abspath(workdir)}; config hash {digest}; spec {spec.version}')
   outcomes = pipeline.done_outcomes(workdir, manifest)
   stage = LabelStage1(config, spec, grader, digest)
   started, done_before = time.perf_counter(), len(outcomes)
@@ -236,16 +236,16 @@ def run(config, workdir: str) -> dict[str, Any]:
       os.kill(os.getpid(), signal.SIGKILL)
   summary = summarise(outcomes, inputs)
   summary['wall_seconds'] = round(time.perf_counter() - t_start, 2)
-  common_io.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  common_io.write_json(storage.join(workdir, shards.SUMMARY), summary)
   dropped = summary['none_passed'] + summary['too_long']
   if dropped > config.labels.max_dropped_fraction * summary['prompts']:
     raise errors.RunError(
         f'{dropped} of {summary["prompts"]} prompts dropped (none_passed {summary["none_passed"]}, too_long '
         f'{summary["too_long"]}), more than config.labels.max_dropped_fraction={config.labels.max_dropped_fraction}; '
         f'why: malformed {summary["malformed_reasons"]}, read as another decision {summary["misread"]} '
-        f'({os.path.join(workdir, shards.SUMMARY)}); no traces written')
+        f'({storage.join(workdir, shards.SUMMARY)}); no traces written')
   summary.update(pipeline.write_traces(config, workdir, manifest, summary))
-  common_io.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  common_io.write_json(storage.join(workdir, shards.SUMMARY), summary)
   return summary
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from deliberative import config_lib
-from deliberative.common import errors, io as atomic
+from deliberative.common import errors, io as atomic, progress, storage
 from deliberative.data import datasets, schema, tfds_builder
 from deliberative.evals import graders as graders_lib
 from deliberative.judge import format as judge_format_lib
@@ -100,15 +100,6 @@ def load_prompt_records(cfg) -> list[dict[str, Any]]:
 
 # --- backends -----------------------------------------------------------------------------------
 
-def judge_format(judge_cfg, spec_version: str) -> dict[str, Any]:
-  """The own judge's prompt format: what its checkpoint recorded (else the paper's prompt), the
-  config's non-empty fields winning; a random-init judge records none."""
-  if not judge_cfg.checkpoint:
-    return {**judge_format_lib.UNRECORDED_JUDGE_FORMAT, **judge_format_lib.given_fields(judge_cfg)}
-  return judge_format_lib.resolve(judge_cfg.checkpoint, judge_cfg, spec_version, log=log,
-                                  sees_cot=bool(judge_cfg.answer_and_cot))
-
-
 def make_backends(config, spec: Spec):
   """(G_base, G_RM) as the config says; an own model named by both is loaded once."""
   lock = threading.Lock()
@@ -139,12 +130,13 @@ def make_backends(config, spec: Spec):
 
   j = config.judge
   if j.backend == 'own':
-    from deliberative.judge import Judge
-    fmt = judge_format(j, spec.version)
+    from deliberative.judge import load as judge_load
+    # What its checkpoint recorded (else the paper's prompt), the config's non-empty fields winning;
+    # a random-init judge (no checkpoint) records none.
+    fmt = judge_format_lib.for_source(j.checkpoint, j, spec.version, log=log, sees_cot=bool(j.answer_and_cot))
     jp = policy_for(j, 'judge.checkpoint', b.max_new_tokens, b.max_prompt_len)
-    judge_model = Judge(jp.cfg, jp.tokenizer, spec, rubric=fmt['rubric'], spec_view=fmt['spec_view'],
-                        answer_and_cot=j.answer_and_cot, max_len=fmt['max_len'], batch_buckets=(K,),
-                        batch_multiple=jp.batch_multiple, mesh=jp.mesh, rules=jp.rules)
+    judge_model = judge_load.build(jp.cfg, jp.tokenizer, spec, fmt, answer_and_cot=j.answer_and_cot,
+                                   batch_buckets=(K,), batch_multiple=jp.batch_multiple, mesh=jp.mesh, rules=jp.rules)
     judge = backends.OwnJudge(judge_model, jp.params, temperature=j.temperature, use_prefix_cache=j.use_prefix_cache,
                               name=jp.name, lock=lock)
   elif j.backend == 'endpoint':
@@ -240,12 +232,6 @@ def plan_shards(records: Sequence[Mapping[str, Any]], per_shard: int) -> list[li
   return [ids[i:i + per_shard] for i in range(0, len(ids), per_shard)]
 
 
-def _eta(seconds: float) -> str:
-  seconds = int(max(0, seconds))
-  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}' if seconds >= 3600 else \
-      f'{seconds // 60}:{seconds % 60:02d}'
-
-
 def done_outcomes(workdir: str, manifest: shards.Manifest) -> list[dict[str, Any]]:
   out = []
   for index in sorted(manifest.done):
@@ -262,11 +248,11 @@ def run(config, workdir: str) -> dict[str, Any]:
   records = load_prompt_records(config.prompts)
   by_id = {r['id']: r for r in records}
   digest = shards.config_hash(config)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   manifest = shards.Manifest.open(workdir, config, spec.version, plan_shards(records, config.shards.prompts_per_shard))
   todo = [i for i in range(len(manifest.shards)) if i not in manifest.done]
   log(f'generate: {len(records)} prompts in {len(manifest.shards)} shards ({len(manifest.done)} done); '
-      f'workdir {os.path.abspath(workdir)}; config hash {digest}; spec {spec.version}')
+      f'workdir {storage.abspath(workdir)}; config hash {digest}; spec {spec.version}')
   outcomes = done_outcomes(workdir, manifest)
   if todo:
     base, judge, think_tags = make_backends(config, spec)
@@ -298,7 +284,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         pool.shutdown(wait=True)
   summary = _write_summary(workdir, outcomes, len(records), time.perf_counter() - t_start)
   summary.update(write_traces(config, workdir, manifest, summary))
-  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(storage.join(workdir, shards.SUMMARY), summary)
   return summary
 
 
@@ -311,17 +297,31 @@ def commit_shard(workdir: str, manifest: shards.Manifest, index: int, results, o
   atomic.write_jsonl(shards.shard_path(workdir, index, '.outcomes'), shard_outcomes, sort_keys=True)
   manifest.mark_done(index)
   outcomes.extend(shard_outcomes)
-  rate = (len(outcomes) - done_before) / max(time.perf_counter() - started, 1e-9)
   kept = sum(o['outcome'] == 'kept' for o in outcomes)
   log(f'prompts {len(outcomes):>6}/{total}  kept {kept}  shard {index + 1}/{len(manifest.shards)}  '
-      f'{rate:.2f} prompts/s  ETA {_eta((total - len(outcomes)) / rate if rate else 0)}')
+      + progress.rate_and_eta(len(outcomes), total, started, 'prompts', done_before))
 
 
 def _write_summary(workdir: str, outcomes, total: int, seconds: float) -> dict[str, Any]:
   summary = shards.summarise(outcomes, total)
   summary['wall_seconds'] = round(seconds, 2)
-  atomic.write_json(os.path.join(workdir, shards.SUMMARY), summary)
+  atomic.write_json(storage.join(workdir, shards.SUMMARY), summary)
   return summary
+
+
+def _build_and_upload(records: Sequence[Mapping[str, Any]], workdir: str, name: str) -> str:
+  """The TFDS build of a URL workdir: TFDS stages and renames on a local disk (tfds_builder), so the
+  dataset is built in a local temporary directory and its files uploaded to WORKDIR/data/... (each
+  object whole; the tree is not atomic as a whole: a rerun builds and uploads it again)."""
+  import tempfile
+  with tempfile.TemporaryDirectory(prefix='deliberative-traces-') as tmp:
+    local_traces = os.path.join(tmp, 'traces')
+    atomic.write_jsonl(os.path.join(local_traces, 'train.jsonl'), records, sort_keys=True)
+    local_data = os.path.join(tmp, 'data')
+    version_dir = tfds_builder.build_dataset(local_traces, local_data, name, overwrite=True, echo=lambda line: None)
+    dataset = storage.join(workdir, 'data', *os.path.relpath(str(version_dir), local_data).split(os.sep))
+    storage.upload_tree(str(version_dir), dataset)
+  return dataset
 
 
 def write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -331,18 +331,21 @@ def write_traces(config, workdir: str, manifest: shards.Manifest, summary: Mappi
     records.extend(shards.read_jsonl(shards.shard_path(workdir, index)))
   if len(records) != summary['kept']:
     raise AssertionError(f'{len(records)} records in the shards, summary counts {summary["kept"]} kept')
-  traces = os.path.join(workdir, 'traces', 'train.jsonl')
+  traces = storage.join(workdir, 'traces', 'train.jsonl')
   atomic.write_jsonl(traces, records, sort_keys=True)
-  out: dict[str, Any] = {'traces': os.path.abspath(traces)}
+  out: dict[str, Any] = {'traces': storage.abspath(traces)}
   if not records:
     log('no record was kept: no dataset built (see summary.json: malformed_reasons, below_threshold)')
     return out
   if not config.output.build_dataset:
     return out
-  data_dir = os.path.join(workdir, 'data')
-  version_dir = tfds_builder.build_dataset(os.path.dirname(traces), data_dir, config.output.dataset_name,
-                                           overwrite=True, echo=lambda line: None)
-  out['dataset'] = os.path.abspath(str(version_dir))
+  if storage.is_local(workdir):
+    data_dir = os.path.join(workdir, 'data')
+    version_dir = tfds_builder.build_dataset(os.path.dirname(traces), data_dir, config.output.dataset_name,
+                                             overwrite=True, echo=lambda line: None)
+    out['dataset'] = os.path.abspath(str(version_dir))
+  else:
+    out['dataset'] = _build_and_upload(records, workdir, config.output.dataset_name)
   out['sft_command'] = (f'python -m deliberative.train --config {config.output.sft_config} '
                         f'--config.data.dataset={out["dataset"]} --config.evals.split=train '
                         "--config.evals.final_splits=''")

@@ -5,26 +5,24 @@
   WORKDIR/shards/shard-00000.outcomes.jsonl   one line per prompt of shard 0: what happened to it
   WORKDIR/summary.json                counts over every done shard (summarise; they add up or it raises)
 
-Every file is written whole to a temporary name and renamed (os.replace), and a shard counts as
-done only once the manifest says so, which is written last: a run killed at any instant leaves
-either a done shard or one that is redone from scratch, identically (per-prompt seeds).
+Every file is written whole (common/io.py: a temporary name renamed over it locally, one upload
+on an object store), and a shard counts as done only once the manifest says so, which is written
+last: a run killed at any instant leaves either a done shard or one that is redone from scratch,
+identically (per-prompt seeds). WORKDIR may be a URL (gs://...; common/storage.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deliberative.common import errors, io as atomic
+from deliberative import config_lib
+from deliberative.common import errors, io as atomic, storage
 
 MANIFEST = 'manifest.json'
 SUMMARY = 'summary.json'
-# Fields that change how a run goes, never what it writes: a resumed run may change them.
-UNHASHED = ('debug.', 'max_error_fraction', 'output.', '.concurrency', '.timeout_s', '.max_retries', '.backoff_s',
-            '.max_backoff_s', '.api_key_env', 'log_every_prompts')
 OUTCOMES = ('kept', 'none_passed', 'too_long', 'endpoint_error')
 
 
@@ -33,10 +31,11 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def hashed_fields(config) -> dict[str, Any]:
-  """The config fields that decide the records (see UNHASHED), flattened, JSON-normalised."""
+  """The config fields that decide the records, flattened, JSON-normalised: all but those a resumed
+  run may change (config_lib.GENERATE_RESUME_MAY_CHANGE, beside the trainers' list)."""
   flat = atomic.flatten(config.to_dict())
-  keep = {k: v for k, v in flat.items() if not any(k.startswith(u) or (u.startswith('.') and u in '.' + k)
-                                                   for u in UNHASHED)}
+  keep = {k: v for k, v in flat.items()
+          if not config_lib.may_change_on_resume(k, config_lib.GENERATE_RESUME_MAY_CHANGE)}
   return json.loads(json.dumps(keep, sort_keys=True, default=str))
 
 
@@ -45,7 +44,7 @@ def config_hash(config) -> str:
 
 
 def shard_path(workdir: str, index: int, kind: str = '') -> str:
-  return os.path.join(workdir, 'shards', f'shard-{index:05d}{kind}.jsonl')
+  return storage.join(workdir, 'shards', f'shard-{index:05d}{kind}.jsonl')
 
 
 class Manifest:
@@ -56,7 +55,7 @@ class Manifest:
 
   @property
   def path(self) -> str:
-    return os.path.join(self.workdir, MANIFEST)
+    return storage.join(self.workdir, MANIFEST)
 
   @property
   def shards(self) -> list[list[str]]:
@@ -70,13 +69,13 @@ class Manifest:
   def open(cls, workdir: str, config, spec_version: str, shards: Sequence[Sequence[str]]) -> Manifest:
     """The workdir's manifest, checked against this run; a new one for an empty workdir."""
     fields, digest = hashed_fields(config), config_hash(config)
-    path = os.path.join(workdir, MANIFEST)
-    if not os.path.exists(path):
+    path = storage.join(workdir, MANIFEST)
+    if not storage.exists(path):
       m = cls(workdir, {'config_hash': digest, 'config': fields, 'spec_version': spec_version,
                         'shards': [list(s) for s in shards], 'done': []})
       m.save()
       return m
-    with open(path, encoding='utf-8') as f:
+    with storage.open(path, encoding='utf-8') as f:
       try:
         data = json.load(f)
       except json.JSONDecodeError as e:

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from typing import Any, Callable, Mapping
@@ -37,6 +36,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from deliberative.weights import checkpoints
+from deliberative.common import storage
 from deliberative.common.errors import CheckpointError, debug_requested, one_line
 from deliberative.model import layout
 
@@ -76,10 +76,15 @@ def _quiet_orbax_errors() -> None:
   sys.unraisablehook = unraisablehook
 
 
+def checkpoint_dir(workdir: str) -> str:
+  """WORKDIR/checkpoints, absolute (a URL as it is): the one place a run's checkpoint root is named."""
+  return storage.join(storage.abspath(workdir), 'checkpoints')
+
+
 class Checkpointer:
   def __init__(self, workdir: str, ckpt_cfg):
     _quiet_orbax_errors()
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = checkpoint_dir(workdir)
     self.every_steps = int(ckpt_cfg.every_steps)
     self._mngr = checkpoints.manager(self.directory, max_to_keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
     self._unconfirmed: int | None = None  # an async save not yet known to have succeeded
@@ -201,7 +206,7 @@ class Checkpointer:
       # Each process reads its own shards: all must agree before one of them moves a step aside.
       if not _everywhere(reason is None):
         where = reason or 'another process could not read its part'
-        log(f'checkpoint step {step} ({os.path.join(self.directory, str(step))}) cannot be read: {where}')
+        log(f'checkpoint step {step} ({storage.join(self.directory, str(step))}) cannot be read: {where}')
         damaged.append(step)
         continue
       self._last_good = step
@@ -219,12 +224,12 @@ class Checkpointer:
 
   def _move_aside(self, steps: list[int]) -> str:
     """Damaged step directories go beside `checkpoints/`, kept for inspection, out of Orbax's way."""
-    target = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    target = storage.join(storage.dirname(self.directory), DAMAGED_DIR)
     if jax.process_index() == 0:
-      os.makedirs(target, exist_ok=True)
+      storage.makedirs(target)
       for step in steps:
-        dest = os.path.join(target, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
-        shutil.move(os.path.join(self.directory, str(step)), dest)
+        dest = storage.join(target, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+        storage.move_tree(storage.join(self.directory, str(step)), dest)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices('checkpoints moved aside')
@@ -268,9 +273,9 @@ def _everywhere(flag: bool) -> bool:
 
 def read_json_item(directory: str, step: int, item: str) -> dict:
   """A JSON item of a checkpoint step, or a ValueError naming its file."""
-  path = os.path.join(directory, str(step), item, 'metadata')
+  path = storage.join(directory, str(step), item, 'metadata')
   try:
-    with open(path, encoding='utf-8') as f:
+    with storage.open(path, encoding='utf-8') as f:
       return json.load(f)
   except FileNotFoundError:
     raise ValueError(f'{path}: missing (the checkpoint item {item!r} of step {step})') from None

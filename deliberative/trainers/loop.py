@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from deliberative.common import storage
 from deliberative.data import datasets
 from deliberative.model import sharding
 from deliberative.weights import source
@@ -195,11 +196,10 @@ def finished(workdir: str) -> bool:
   """The run in `workdir` reached its end: summary.json exists and SIGTERM did not cut it short (a
   preempted run writes one too, with `preempted`, and resumes when started again). Launchers that
   skip finished runs ask this, not whether the file exists."""
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
+  path = storage.join(workdir, 'summary.json')
+  if not storage.exists(path):
     return False
-  with open(path, encoding='utf-8') as f:
-    return not json.load(f).get('preempted')
+  return not json.loads(storage.read_bytes(path)).get('preempted')
 
 
 def fmt(metrics: dict) -> str:

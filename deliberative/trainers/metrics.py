@@ -11,7 +11,7 @@ from typing import Mapping
 import jax
 import numpy as np
 
-from deliberative.common import io as atomic
+from deliberative.common import io as atomic, progress, storage
 
 
 class MetricsWriter:
@@ -19,16 +19,18 @@ class MetricsWriter:
 
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = storage.join(workdir, 'metrics.jsonl')
     self._tb = None
-    self._tb_dir = os.path.join(workdir, 'tensorboard')
+    self._tb_dir = storage.join(workdir, 'tensorboard')
     self._purge_step: int | None = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
+      storage.makedirs(workdir)
 
   def _board(self):
     if self._tb is None:  # opened at the first write, so a resumed run can purge what it redoes
       from tensorboardX import SummaryWriter
+      if not storage.is_local(self._tb_dir):
+        register_tensorboard_scheme(self._tb_dir)
       self._tb = SummaryWriter(self._tb_dir, purge_step=self._purge_step)
     return self._tb
 
@@ -40,20 +42,23 @@ class MetricsWriter:
       return 0
     # TensorBoard hides the earlier events of steps >= purge_step (a SessionLog.START marker).
     self._purge_step = step + 1 if step > 0 else 0
-    if not os.path.exists(self.path):
+    if not storage.exists(self.path):
       return 0
-    with open(self.path, encoding='utf-8') as f:
+    with storage.open(self.path, encoding='utf-8') as f:
       lines = [line if line.endswith('\n') else line + '\n' for line in f if line.strip()]
     kept = [step > 0 and _line_step(line) <= step for line in lines]
     keep = [line for line, k in zip(lines, kept) if k]
     if len(keep) == len(lines):
       return 0
-    with open(os.path.join(os.path.dirname(self.path), 'metrics.replaced.jsonl'), 'a', encoding='utf-8') as f:
-      f.writelines(line for line, k in zip(lines, kept) if not k)
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    storage.append_text(storage.join(storage.dirname(self.path), 'metrics.replaced.jsonl'),
+                        ''.join(line for line, k in zip(lines, kept) if not k))
+    if storage.is_local(self.path):
+      tmp = self.path + '.tmp'
+      with open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(keep)
+      os.replace(tmp, self.path)
+    else:  # an object store: the kept lines as one new object (no rename there)
+      storage.write_whole(self.path, ''.join(keep).encode('utf-8'))
     dropped = len(lines) - len(keep)
     log(f'metrics.jsonl: moved {dropped} line(s) of steps after {step}, which this run redoes, to '
         'metrics.replaced.jsonl (TensorBoard hides their events)')
@@ -63,8 +68,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     clean = {k: _scalar(v) for k, v in metrics.items()}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps({'step': int(step), **clean}) + '\n')
+    storage.append_text(self.path, json.dumps({'step': int(step), **clean}) + '\n')
     board = self._board()
     for k, v in clean.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
@@ -74,6 +78,41 @@ class MetricsWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+class _WholeObjectEventFile:
+  """An event file on an object store, which cannot be appended to: the events are kept in memory
+  and each flush uploads the whole file as one object (complete whenever it is read). tensorboardX's
+  own gs:// writer does the same through google-cloud-storage; this one goes through
+  common/storage.py like every other file of the run, and serves any fsspec scheme."""
+
+  def __init__(self, path: str):
+    self.path, self._data = path, bytearray()
+
+  def write(self, data: bytes) -> None:
+    self._data += data
+
+  def flush(self) -> None:
+    storage.write_whole(self.path, bytes(self._data))
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _WholeObjectEventFiles:
+  """tensorboardX's writer factory interface (record_writer.register_writer_factory)."""
+
+  def open(self, path: str) -> _WholeObjectEventFile:
+    return _WholeObjectEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    storage.makedirs(path)
+
+
+def register_tensorboard_scheme(url: str) -> None:
+  """Routes tensorboardX's event files for `url`'s scheme (gs, memory, ...) through common/storage.py."""
+  from tensorboardX import record_writer
+  record_writer.register_writer_factory(url.split('://', 1)[0], _WholeObjectEventFiles())
 
 
 def _line_step(line: str) -> int:
@@ -92,8 +131,8 @@ def _scalar(v):
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = storage.join(workdir, 'metrics.jsonl')
+  if not storage.exists(path):
     return []
   return atomic.read_jsonl(path)
 
@@ -111,13 +150,17 @@ def measure_peak_flops(seconds: float = 0.5) -> float:
   return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def flops_per_token(model_cfg, seq_len: int) -> float:
-  """Training FLOPs per token: 6 * matmul params + causal attention (the PaLM appendix formula)."""
+def flops_per_token(model_cfg, seq_len: int, frozen_layers: int = 0) -> float:
+  """Training FLOPs per token: 6 * matmul params + causal attention (the PaLM appendix formula).
+  With the bottom `frozen_layers` blocks frozen (optim.train_layers) they run forward only: 2 of
+  the 6 per parameter, and a third of their attention."""
   table = model_cfg.vocab_size * model_cfg.d_model
   # The input embedding is a lookup, not a matmul; a tied table is still used once as the output projection.
   matmul_params = model_cfg.param_count() - table + (table if model_cfg.tie_embeddings else 0)
   attn = 12 * model_cfg.n_layers * model_cfg.n_heads * model_cfg.head_dim_ * seq_len / 2
-  return 6 * matmul_params + attn
+  blocks = matmul_params - table  # the head is a table-sized matmul, tied or not
+  trained = 1.0 - frozen_layers / model_cfg.n_layers
+  return 2 * matmul_params + 4 * (table + blocks * trained) + attn * (1 + 2 * trained) / 3
 
 
 class Progress:
@@ -153,15 +196,8 @@ class Progress:
     left = self.total - step
     eta = left / rates['perf/steps_per_sec'] if rates['perf/steps_per_sec'] > 0 else float('nan')
     print(f'step {step:>6}/{self.total}  loss {loss:.4f}  {rates["perf/tokens_per_sec"]:,.0f} tok/s  '
-          f'MFU {100 * rates["perf/mfu"]:.1f}%  ETA {_fmt(eta)}', flush=True)
+          f'MFU {100 * rates["perf/mfu"]:.1f}%  ETA {progress.duration(eta)}', flush=True)
 
   def elapsed(self) -> float:
     return time.perf_counter() - self._t0
 
-
-def _fmt(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return '?'
-  m, s = divmod(int(seconds), 60)
-  h, m = divmod(m, 60)
-  return f'{h}:{m:02d}:{s:02d}' if h else f'{m}:{s:02d}'

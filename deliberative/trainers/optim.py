@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -37,10 +38,43 @@ def scale_new_token_rows(rows: tuple[int, int], scale: float) -> optax.GradientT
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make(optim_cfg, total_steps: int,
-         new_token_rows: tuple[int, int] | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def frozen_layers(optim_cfg, n_layers: int) -> int:
+  """How many bottom blocks `optim.train_layers` (0 = all; N = the top N blocks, the final norm and
+  the head) leaves untrained."""
+  train = int(optim_cfg.get('train_layers', 0))
+  if not 0 <= train <= n_layers:
+    raise ValueError(f'config.optim.train_layers={train}: the model has {n_layers} blocks; '
+                     f'choose 1..{n_layers}, or 0 to train them all')
+  return n_layers - train if train else 0
+
+
+def freeze_bottom_layers(frozen: int, tied_embeddings: bool) -> optax.GradientTransformation:
+  """Zeroes the updates of the bottom `frozen` blocks and, when the head is separate, of the embedding.
+
+  model.hidden stops their gradients, but AdamW would still move them by its weight decay: applied
+  last, this keeps them bit-identical to the initial weights. Blocks are either stacked on a leading
+  layers axis (scan_layers) or a dict keyed by layer index."""
+
+  def update(updates, state, params=None):
+    del params
+    updates = dict(updates)
+    blocks = updates['blocks']
+    if all(isinstance(k, int) for k in blocks):
+      updates['blocks'] = {i: jax.tree.map(jnp.zeros_like, b) if i < frozen else b for i, b in blocks.items()}
+    else:
+      updates['blocks'] = jax.tree.map(lambda u: u.at[:frozen].set(0), blocks)
+    if not tied_embeddings:  # a tied table is also the head, which trains
+      updates['embed'] = jnp.zeros_like(updates['embed'])
+    return updates, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make(optim_cfg, total_steps: int, new_token_rows: tuple[int, int] | None = None, *, frozen_layers: int = 0,
+         tied_embeddings: bool = False) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """`new_token_rows`: the vocabulary rows this run added to its initial model, whose updates
-  `optim.new_token_lr_scale` (default 1) multiplies."""
+  `optim.new_token_lr_scale` (default 1) multiplies. `frozen_layers`: bottom blocks left as they are
+  (see frozen_layers())."""
   lr = schedule(optim_cfg, total_steps)
   parts = []
   if optim_cfg.grad_clip > 0:
@@ -52,4 +86,6 @@ def make(optim_cfg, total_steps: int,
   scale = float(optim_cfg.get('new_token_lr_scale', 1.0))
   if new_token_rows and new_token_rows[1] > new_token_rows[0] and scale != 1.0:
     parts.append(scale_new_token_rows(new_token_rows, scale))
+  if frozen_layers:
+    parts.append(freeze_bottom_layers(frozen_layers, tied_embeddings))
   return optax.chain(*parts), lr

@@ -17,23 +17,18 @@ import json
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-from deliberative.common import io as atomic
+from deliberative import config_lib
+from deliberative.common import io as atomic, storage
 from deliberative.common.errors import ConfigMismatch
 from deliberative.weights import source
 from deliberative.model.config import ModelConfig
 from deliberative.spec import Spec
 from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.trainers import runtime
+from deliberative.trainers import checkpointing
 from deliberative.trainers.checkpointing import read_json_item
 
-# Config fields that do not change what is computed: where a run logs, evaluates, saves, which
-# device layout it uses, where its files live. `total_steps` extends or shortens a run (the
-# learning-rate schedule is then recomputed for the new total, which the note says).
-# `spec`, `tokenizer` and (for SFT) `init_from` are paths: what they hold is compared by content
-# (spec version, tokenizer hash, architecture), and a resumed run never reads init_from's weights.
-HARMLESS = ('name', 'spec', 'tokenizer', 'init_from', 'log_every_steps', 'peak_flops_per_device', 'evals.', 'checkpoint.', 'debug.', 'mesh.',
-            'model.remat', 'model.scan_layers', 'data.data_dir', 'data.eval_split', 'data.max_overlong_fraction',
-            'judge.eval_split', 'judge.use_prefix_cache', 'judge.batch_size', 'total_steps')
+# The fields a resume may change: config_lib.TRAIN_RESUME_MAY_CHANGE (beside stage 1's, one place).
 _NOTES = {'total_steps': 'the learning-rate schedule follows the new total from here on'}
 # Architecture fields that only say how the computation is arranged, not what it computes
 # (a checkpoint saved with either scan_layers restores into the other: trainers/checkpointing.py).
@@ -58,14 +53,14 @@ def plain(tree: Any) -> Any:
 
 
 def _harmless(field: str) -> bool:
-  return any(field == h or (h.endswith('.') and field.startswith(h)) for h in HARMLESS)
+  return config_lib.may_change_on_resume(field, config_lib.TRAIN_RESUME_MAY_CHANGE)
 
 
 def newest_meta(ckpt_dir: str) -> tuple[int, dict] | None:
   """(step, meta) of the newest checkpoint whose meta reads; the restore reports unreadable ones."""
-  if not os.path.isdir(ckpt_dir):
+  if not storage.isdir(ckpt_dir):
     return None
-  steps = sorted((int(d) for d in os.listdir(ckpt_dir) if d.isdigit()), reverse=True)
+  steps = sorted((int(d) for d in storage.listdir(ckpt_dir) if d.isdigit()), reverse=True)
   for step in steps:
     try:
       return step, read_json_item(ckpt_dir, step, 'meta')
@@ -103,7 +98,7 @@ def differences(config, meta: Mapping, model_cfg: ModelConfig, spec: Spec, token
 def check_resume(config, workdir: str, model_config: Callable[[Any], ModelConfig], allowed: Iterable[str] = (),
                  log: Callable[[str], None] = runtime.log) -> int | None:
   """Compares the workdir's newest checkpoint with `config`; returns its step (None: nothing to resume)."""
-  found = newest_meta(os.path.join(workdir, 'checkpoints'))
+  found = newest_meta(checkpointing.checkpoint_dir(workdir))
   if found is None:
     return None
   step, meta = found
@@ -117,7 +112,7 @@ def check_resume(config, workdir: str, model_config: Callable[[Any], ModelConfig
   allowed = set(allowed)
   errors = {k: v for k, v in diffs.items() if not _harmless(k) and k not in allowed}
   notes = {k: v for k, v in diffs.items() if k not in errors}
-  where = os.path.join(os.path.abspath(workdir), 'checkpoints', str(step))
+  where = storage.join(checkpointing.checkpoint_dir(workdir), str(step))
   if errors:
     lines = '; '.join(f'{k}: {old!r} in the checkpoint vs {new!r} now' for k, (old, new) in errors.items())
     raise ConfigMismatch(
@@ -133,20 +128,20 @@ def write_config(config, workdir: str, resumed_step: int | None) -> None:
   """config.json for this run; a different earlier one is kept as config.<step>.json, never overwritten."""
   if not runtime.is_main_process():  # one writer; the others must not race it for the old file
     return
-  path = os.path.join(workdir, 'config.json')
+  path = storage.join(workdir, 'config.json')
   new = plain(config.to_dict())
-  if os.path.exists(path) and _read_json(path) != new:
-    base = os.path.join(workdir, f'config.{resumed_step or 0}')
+  if storage.exists(path) and _read_json(path) != new:
+    base = storage.join(workdir, f'config.{resumed_step or 0}')
     keep, n = f'{base}.json', 1
-    while os.path.exists(keep):
+    while storage.exists(keep):
       keep, n = f'{base}.{n}.json', n + 1
-    os.replace(path, keep)
+    storage.replace(path, keep)
   runtime.write_json_atomic(path, new)
 
 
 def _read_json(path: str) -> Any:
   try:
-    with open(path, encoding='utf-8') as f:
+    with storage.open(path, encoding='utf-8') as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError, UnicodeDecodeError):
     return None

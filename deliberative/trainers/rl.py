@@ -30,10 +30,11 @@ import ml_collections
 import numpy as np
 
 from deliberative import evals
+from deliberative.common import storage
 from deliberative.data import pipeline
 from deliberative.judge import format as judge_format
+from deliberative.judge import load as judge_load
 from deliberative.judge.model import Judge
-from deliberative.judge.prompt import suffix_overhead
 from deliberative.model import loading
 from deliberative.weights import source
 from deliberative.model.config import ModelConfig
@@ -108,23 +109,6 @@ def _global_array(x: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def make_judge(config, judge_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, rows: int,
-               batch_multiple: int, fmt: dict[str, Any], mesh, rules) -> Judge:
-  """One batch bucket and a suffix-length bucket sized for the longest rollout, so judging an RL
-  step always reuses one compiled program (whatever the answers' lengths)."""
-  # The answers are the policy's text re-encoded by the judge's tokenizer: their length in the
-  # policy's tokens is a guide, the slack covers the difference, and max_len is the last bucket.
-  overhead = suffix_overhead(tokenizer) + 16
-  top = -(-fmt['max_len'] // 8) * 8
-  round32 = lambda n: min(-(-n // 32) * 32, top)
-  P = config.data.max_prompt_len
-  longest_answers = (config.rl.max_new_tokens, config.evals.max_new_tokens)
-  buckets = sorted({top, *(round32(P + n + overhead) for n in longest_answers)})
-  return Judge(judge_cfg, tokenizer, spec, rubric=fmt['rubric'], spec_view=fmt['spec_view'], max_len=fmt['max_len'],
-               batch_buckets=(config.judge.batch_size or rows,), length_buckets=buckets, batch_multiple=batch_multiple,
-               mesh=mesh, rules=rules)
-
-
 # -- evaluation ----------------------------------------------------------------------------------
 
 def eval_data_config(config):
@@ -189,14 +173,6 @@ def model_config(config, tokenizer=None) -> ModelConfig:
   return state_lib.model_config_for(config, tokenizer, 'policy_init')[0]
 
 
-def judge_tokenizer(config, policy_tokenizer: Tokenizer) -> Tokenizer:
-  """The tokenizer the judge reads with: its own (a real model's; what an Orbax judge recorded),
-  else the policy's (a judge from before tokenizers were recorded)."""
-  if config.tokenizer:  # the user's choice applies to the whole run
-    return policy_tokenizer
-  return source.open_source(config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
-
-
 def step_programs(config, setup: state_lib.Setup, tokenizer: Tokenizer, rows: int, n_minibatches: int,
                   batch_multiple: int):
   """An RL step's compiled pieces: (rollout sampler, its SamplingParams, score step, update step,
@@ -237,7 +213,7 @@ class RLJob:
     self.sample_key = jax.random.key(config.seed)
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
-    os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+    storage.makedirs(storage.join(workdir, 'samples'))
 
   def step(self, state, step: int):
     rl, rows = self.config.rl, self.rows
@@ -312,7 +288,7 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
     runtime.log('policy_init has no trained reasoning marker: its prompts do not open a reasoning block '
                 '(direct answers are judged)')
   judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
-  judge_tok = judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
+  judge_tok = judge_load.judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
 
   rows, n_minibatches = check_shapes(config, run.batch_multiple)
   # The optimizer's schedule counts updates, several per RL step.
@@ -327,8 +303,8 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
               f'judge {runtime.bytes_per_device(judge_params):,} '
               f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
 
-  judge = make_judge(config, judge_cfg, judge_tok, spec, rows, run.batch_multiple, judge_fmt,
-                     setup.mesh, setup.rules)
+  judge = judge_load.rl_judge(config, judge_cfg, judge_tok, spec, rows, run.batch_multiple, judge_fmt,
+                              setup.mesh, setup.rules)
   judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
   evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, run.batch_multiple, setup.mesh, setup.rules)
   job = RLJob(config, workdir, start, tokenizer=tokenizer, judge=judge, judge_fn=judge_fn, evaluator=evaluator,

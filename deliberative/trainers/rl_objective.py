@@ -39,10 +39,11 @@ class Objective:
   kl_coef: float
 
 
-def completion_logp(model, batch, temperature: float):
+def completion_logp(model, batch, temperature: float, frozen_layers: int = 0):
   """(logp_BT, entropy_BT) of the completion tokens under softmax(logits / temperature); the
   logits are taken model.cfg.loss_chunk positions at a time (model/losses.py)."""
-  x_BLE, _ = model.hidden(batch['tokens_BL'], batch['positions_BL'], batch['segment_ids_BL'])
+  x_BLE, _ = model.hidden(batch['tokens_BL'], batch['positions_BL'], batch['segment_ids_BL'],
+                          frozen_layers=frozen_layers)
   T = batch['completion_BT'].shape[1]
   L = x_BLE.shape[1]
   return losses.token_logp(model, x_BLE[:, L - T - 1:L - 1], batch['completion_BT'], temperature)
@@ -73,9 +74,9 @@ def ppo_terms(logp_BT, batch, obj: Objective):
   return loss, sums
 
 
-def minibatch_loss(model, batch, obj: Objective):
+def minibatch_loss(model, batch, obj: Objective, frozen_layers: int = 0):
   """The per-minibatch loss of the policy `model`."""
-  logp_BT, _ = completion_logp(model, batch, obj.temperature)
+  logp_BT, _ = completion_logp(model, batch, obj.temperature, frozen_layers)
   return ppo_terms(logp_BT, batch, obj)
 
 
@@ -141,7 +142,7 @@ def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_
     key, *epoch_keys = jax.random.split(key, ppo_epochs + 1)
     R = batch['tokens_BL'].shape[0]
     grad_fn = jax.value_and_grad(
-        lambda p, mb: minibatch_loss(setup.bind(p), mb, obj), has_aux=True)
+        lambda p, mb: minibatch_loss(setup.bind(p), mb, obj, setup.frozen_layers), has_aux=True)
 
     def minibatch(carry, mb):
       params, opt_state = carry

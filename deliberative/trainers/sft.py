@@ -14,6 +14,7 @@ import time
 import jax
 
 from deliberative import evals
+from deliberative.common import storage
 from deliberative.data import pipeline
 from deliberative.inference import sampler as sampler_lib
 from deliberative.inference.sampler import SamplingParams
@@ -85,10 +86,14 @@ class TraceTask:
     return {}
 
   def evaluate(self, params, step: int, workdir: str, *, at_start: bool) -> dict[str, float]:
-    os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+    storage.makedirs(storage.join(workdir, 'samples'))
     if at_start:  # the untrained baseline: generation metrics only, on fewer prompts (it never stops early)
+      if not self.evaluator.items:
+        return {}
       return self.evaluator.generation(params, step, workdir, limit=self.config.evals.num_generations_at_start)
-    out = {**self.evaluator.loss(params), **self.evaluator.generation(params, step, workdir)}
+    out = self.evaluator.loss(params)
+    if self.evaluator.items:  # evals.num_generations=0: loss only (a caller that evaluates afterwards itself)
+      out.update(self.evaluator.generation(params, step, workdir))
     if step == self.config.total_steps:
       out.update(self.evaluator.safety(params, step, workdir))
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Callable
 
 import jax
@@ -17,6 +16,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from deliberative.common import storage
 from deliberative.model import loading, sharding, vocab
 from deliberative.weights import source
 from deliberative.model.config import ModelConfig
@@ -37,6 +37,7 @@ class Setup:
   lr: optax.Schedule
   abstract_state: dict  # ShapeDtypeStructs carrying the shardings
   state_shardings: dict
+  frozen_layers: int = 0  # the bottom blocks `optim.train_layers` leaves untrained (model.hidden's)
 
   def batch_sharding(self) -> NamedSharding:
     return NamedSharding(self.mesh, sharding.logical_to_spec(('batch', 'length'), self.rules))
@@ -94,7 +95,9 @@ def make_setup(config, model_cfg: ModelConfig, total_steps: int, mesh: Mesh | No
   mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
   rules = sharding.normalize_rules(config.mesh.rules)
   sharding.check_model_fits_mesh(model_cfg, mesh, rules)
-  tx, lr = optim.make(config.optim, total_steps, new_rows)
+  frozen = optim.frozen_layers(config.optim, model_cfg.n_layers)
+  tx, lr = optim.make(config.optim, total_steps, new_rows, frozen_layers=frozen,
+                      tied_embeddings=model_cfg.tie_embeddings)
   graphdef, abstract_model_state = sharding.abstract_model(build(model_cfg), mesh, rules)
   abstract_params = abstract_model_state.to_pure_dict()
   param_shardings = jax.tree.map(lambda x: x.sharding, abstract_params)
@@ -107,7 +110,7 @@ def make_setup(config, model_cfg: ModelConfig, total_steps: int, mesh: Mesh | No
             'step': jax.ShapeDtypeStruct((), jnp.int32), 'rng': jax.ShapeDtypeStruct((2,), jnp.uint32)}
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
                                 state_shardings)
-  return Setup(mesh, rules, model_cfg, graphdef, tx, lr, abstract_state, state_shardings)
+  return Setup(mesh, rules, model_cfg, graphdef, tx, lr, abstract_state, state_shardings, frozen)
 
 
 def init_state(setup: Setup, seed: int, params=None) -> dict:
@@ -149,5 +152,5 @@ def start(config, setup: Setup, checkpointer, init_src: str | None,
   if init_src:
     params = load_init_params(setup, init_src)
     state = init_state(setup, config.seed, params)
-    return state, None, f'initialised from {os.path.abspath(init_src)} (fresh optimizer, step 0)'
+    return state, None, f'initialised from {storage.abspath(init_src)} (fresh optimizer, step 0)'
   return init_state(setup, config.seed), None, 'started from scratch (random init, step 0)'

@@ -29,7 +29,7 @@ BATCH_FIELDS = ('tokens', 'targets', 'weights', 'segment_ids', 'positions')
 def token_loss(setup: state_lib.Setup, params, batch) -> tuple[jax.Array, dict]:
   """Summed weighted NLL over a (micro)batch, plus the sums needed to normalise across microbatches."""
   model = setup.bind(params)
-  x_BLE, _ = model.hidden(batch['tokens'], batch['positions'], batch['segment_ids'])
+  x_BLE, _ = model.hidden(batch['tokens'], batch['positions'], batch['segment_ids'], frozen_layers=setup.frozen_layers)
   nll, correct = losses.token_nll(model, x_BLE, batch['targets'], batch['weights'])
   return nll, {'weight': jnp.sum(batch['weights']), 'correct': correct}
 
@@ -111,8 +111,8 @@ class SupervisedJob:
     self.setup = start.setup
     self._train_step = make_train_step(start.setup, config.optim.accum_steps, config.debug.inject_nan_at_step)
     peak = config.peak_flops_per_device or metrics_lib.measure_peak_flops()
-    self.progress = metrics_lib.Progress(
-        config.total_steps, start.step, metrics_lib.flops_per_token(start.setup.model_cfg, config.data.seq_len), peak)
+    fpt = metrics_lib.flops_per_token(start.setup.model_cfg, config.data.seq_len, start.setup.frozen_layers)
+    self.progress = metrics_lib.Progress(config.total_steps, start.step, fpt, peak)
 
   def step(self, state, step: int):
     local = next(self.data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from typing import Any, Mapping
 
@@ -18,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from deliberative.common import io as atomic
+from deliberative.common import io as atomic, storage
 from deliberative.model import layout
 from deliberative.model.config import ModelConfig
 
@@ -27,17 +26,17 @@ def manager(directory: str, *, max_to_keep: int | None = None, async_save: bool 
             create: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                          create=create)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(storage.abspath(directory), options=options)
 
 
 def resolve_dir(path: str) -> str:
   """A checkpoint root, given either it or a workdir containing `checkpoints/`."""
-  inner = os.path.join(path, 'checkpoints')
-  return inner if os.path.isdir(inner) else path
+  inner = storage.join(path, 'checkpoints')
+  return inner if storage.isdir(inner) else path
 
 
 def latest_step(directory: str) -> int | None:
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     return None
   with manager(directory, async_save=False, create=False) as mngr:
     return mngr.latest_step()
@@ -66,18 +65,12 @@ class DigestMismatch(ValueError):
 
 
 def _step_files(step_dir: str) -> list[str]:
-  found = []
-  for root, _, names in os.walk(step_dir):
-    for name in names:
-      rel = os.path.relpath(os.path.join(root, name), step_dir)
-      if rel != DIGESTS:
-        found.append(rel.replace(os.sep, '/'))
-  return sorted(found)
+  return [rel for rel in storage.walk_files(step_dir) if rel != DIGESTS]
 
 
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with storage.open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 22), b''):
       h.update(block)
   return h.hexdigest()
@@ -86,32 +79,32 @@ def _sha256(path: str) -> str:
 def write_digests(directory: str, step: int) -> None:
   """sha256 of every file of a finished (finalized) step, as `<step>/digests.json`. Only after the save
   is final: an asynchronous save's files are still being written, and Orbax renames the directory."""
-  step_dir = os.path.join(os.path.abspath(directory), str(step))
-  files = {rel: {'bytes': os.path.getsize(os.path.join(step_dir, rel)), 'sha256': _sha256(os.path.join(step_dir, rel))}
+  step_dir = storage.join(storage.abspath(directory), str(step))
+  files = {rel: {'bytes': storage.getsize(storage.join(step_dir, rel)), 'sha256': _sha256(storage.join(step_dir, rel))}
            for rel in _step_files(step_dir)}
-  atomic.write_json(os.path.join(step_dir, DIGESTS), {'files': files})
+  atomic.write_json(storage.join(step_dir, DIGESTS), {'files': files})
 
 
 def verify_digests(directory: str, step: int, items: Sequence[str] | None = None) -> bool:
   """Checks a step's files (those of `items` only, if given) against its digests.json: True when they
   match, False when the step has none (saved before digests existed, or stopped before they were
   written); a DigestMismatch names the first file that differs or is missing."""
-  step_dir = os.path.join(os.path.abspath(directory), str(step))
-  path = os.path.join(step_dir, DIGESTS)
-  if not os.path.exists(path):
+  step_dir = storage.join(storage.abspath(directory), str(step))
+  path = storage.join(step_dir, DIGESTS)
+  if not storage.exists(path):
     return False
   try:
-    with open(path, encoding='utf-8') as f:
+    with storage.open(path, encoding='utf-8') as f:
       files = json.load(f)['files']
   except (ValueError, KeyError, TypeError) as e:
     raise DigestMismatch(f'{path}: damaged ({e}); the files of step {step} cannot be checked') from None
   for rel, saved in sorted(files.items()):
     if items is not None and rel.split('/')[0] not in items:
       continue
-    full = os.path.join(step_dir, rel)
-    if not os.path.exists(full):
+    full = storage.join(step_dir, rel)
+    if not storage.exists(full):
       raise DigestMismatch(f'{full}: missing, yet listed in {DIGESTS} of step {step}')
-    size = os.path.getsize(full)
+    size = storage.getsize(full)
     if size != saved['bytes']:
       raise DigestMismatch(f'{full}: {size:,} bytes where {saved["bytes"]:,} were saved at step {step} '
                            '(cut short or overwritten)')
@@ -142,7 +135,7 @@ def model_config_from_meta(meta: Mapping) -> ModelConfig:
 
 def saved_params_tree(directory: str, step: int) -> dict:
   """The tree of a step's `params` item (array metadata leaves), read without reading arrays."""
-  return ocp.StandardCheckpointHandler().metadata(epath.Path(os.path.abspath(directory)) / str(step) / 'params').tree
+  return ocp.StandardCheckpointHandler().metadata(epath.Path(storage.abspath(directory)) / str(step) / 'params').tree
 
 
 def restore_params(directory: str, abstract_params: Mapping, step: int | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Reads and validates the demo generator's data files, `deliberative/assets/demo/*.yaml`.
 
 The files hold every word of the demo (templates, fillers, jailbreak wrappers, answer and
-CoT phrasings); the demo_*.py modules hold only how they are combined. A file that does not
+CoT phrasings); the modules of deliberative/data/demo/ hold only how they are combined. A file that does not
 fit is refused with an `AssetError` naming the file and the field, e.g.
 `cells_care.yaml: cells[2].fillers.heldout[0].answer: expected a non-empty string`.
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from deliberative.data.demo_cells import Cell, Filler
+from deliberative.data.demo.cells import Cell, Filler
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / 'assets' / 'demo'
+ASSET_DIR = Path(__file__).resolve().parents[2] / 'assets' / 'demo'  # deliberative/assets/demo
 
 __all__ = ['ASSET_DIR', 'AssetError', 'Node', 'content_hash', 'load_cells', 'root']
 
@@ -143,7 +143,7 @@ def _template_slots(node: Node, text: str) -> set[str]:
 
 
 def _required_slots(cell: dict, kind: str) -> set[str]:
-  """Slots a filler needs besides the template's: what demo_styles writes CoTs and answers
+  """Slots a filler needs besides the template's: what demo.styles writes CoTs and answers
   from (a `gist` to paraphrase, an `answer` to give, a `domain` or `reflect` to mirror)."""
   decision, category = cell['decision'], cell['category']
   if decision == 'comply':

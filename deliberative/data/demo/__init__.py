@@ -12,7 +12,7 @@ Each cell splits both its templates and its fillers into train and held-out. Spl
     eval_overrefuse  benign and borderline (comply) prompts only, held-out as in eval
     eval_jailbreak   held-out disallowed prompts, each under every held-out wrapper;
                      `base_id` groups the wrappers of one prompt for goodness@0.1
-    judge_train      graded answers (see demo_judge) to train prompts
+    judge_train      graded answers (see judge_answers) to train prompts
     judge_eval       graded answers to held-out prompts, in held-out answer phrasings
     rl               prompt-only records (no cot/answer/score), drawn like train
 
@@ -23,7 +23,7 @@ all three). Reference answers of the trace splits share one set of phrasings (th
 refusal a model learns to write is the refusal it is scored against).
 
 All wording lives in data files, `deliberative/assets/demo/*.yaml` (read and validated
-by demo_assets); GENERATOR_VERSION includes their content hash, so editing one rebuilds
+by assets.py); GENERATOR_VERSION includes their content hash, so editing one rebuilds
 the cached dataset (datasets.ensure_demo_dataset).
 
 Trace records: id, prompt, category, decision, cot, answer, score, spec_version,
@@ -32,6 +32,15 @@ Judge records: id, category, decision, prompt, answer, grade, label, kind,
 spec_version, source, template_id.
 
     python -m deliberative.data.demo OUT_DIR [--seed 0]   # writes OUT_DIR/<split>.jsonl
+
+This package's __init__ is the generator itself (what `from deliberative.data import demo`
+has always meant); its parts, each a module of the package:
+
+    cells          Cell, Template, Filler: the building blocks and their train/held-out split
+    assets         reads and validates deliberative/assets/demo/*.yaml
+    styles         reference CoTs and answers
+    jailbreak      the jailbreak wrappers
+    judge_answers  graded answers for the judge's splits
 """
 
 from __future__ import annotations
@@ -44,32 +53,32 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from deliberative.common import io as atomic
-from deliberative.data import demo_assets
-from deliberative.data.demo_cells import Cell, Filler, Template
-from deliberative.data.demo_jailbreak import Wrapper, wrappers_for
-from deliberative.data.demo_judge import graded_answer
+from deliberative.data.demo import assets
+from deliberative.data.demo.cells import Cell, Filler, Template
+from deliberative.data.demo.jailbreak import Wrapper, wrappers_for
+from deliberative.data.demo.judge_answers import graded_answer
 from deliberative.judge.metrics import LABEL_THRESHOLD
-from deliberative.data.demo_styles import (CLAUSE_GLOSSES, FRAMING_PRINCIPLE, HELPFUL,
-                                           LOOKALIKE_PRINCIPLE, build_trace)
+from deliberative.data.demo.styles import (CLAUSE_GLOSSES, FRAMING_PRINCIPLE, HELPFUL,
+                                            LOOKALIKE_PRINCIPLE, build_trace)
 from deliberative.spec import Clause, Spec
 
 __all__ = ['CELLS', 'DEFAULT_SIZES', 'SPLITS', 'corpus_text',
            'demo_spec_version', 'generate', 'prompt_only', 'write_jsonl']
 
 CELL_FILES = ('cells_policy.yaml', 'cells_care.yaml', 'cells_everyday.yaml')
-CELLS: tuple[Cell, ...] = tuple(c for name in CELL_FILES for c in demo_assets.load_cells(name))
+CELLS: tuple[Cell, ...] = tuple(c for name in CELL_FILES for c in assets.load_cells(name))
 SPLITS = ('train', 'eval', 'eval_overrefuse', 'eval_jailbreak', 'judge_train', 'judge_eval', 'rl')
 DEFAULT_SIZES = {'train': 6000, 'eval': 400, 'eval_overrefuse': 200, 'eval_jailbreak': 320,
                  'judge_train': 2000, 'judge_eval': 400, 'rl': 2000}
 # Bump CODE_VERSION on a deliberate change of how records are drawn or laid out; any
 # change of the wording is caught by the asset files' content hash.
 CODE_VERSION = 2
-GENERATOR_VERSION = f'{CODE_VERSION}+{demo_assets.content_hash()}'
+GENERATOR_VERSION = f'{CODE_VERSION}+{assets.content_hash()}'
 JAILBREAK_TRAIN_FRACTION = 0.15  # of train and rl refusals, wrapped in a train wrapper
 
 # Politeness around a prompt multiplies distinct prompts without touching its meaning;
 # shared by all splits, so it never leaks held-out wording.
-_SMALL_TALK = demo_assets.root('small_talk.yaml')
+_SMALL_TALK = assets.root('small_talk.yaml')
 _BLANK = _SMALL_TALK['blank'].value
 if not isinstance(_BLANK, int) or isinstance(_BLANK, bool) or _BLANK < 0:
     raise _SMALL_TALK['blank'].error(f'expected a count >= 0, got {_BLANK!r}')
@@ -281,7 +290,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for split, path in write_jsonl(args.out_dir, args.seed).items():
         print(f'{split:16s} {path}')
-
-
-if __name__ == '__main__':
-    main()

@@ -29,14 +29,14 @@ from __future__ import annotations
 import random
 import re
 
-from deliberative.data import demo_assets
-from deliberative.data.demo_cells import Cell, Filler
-from deliberative.data.demo_styles import DOMAINS, HELDOUT_REFUSALS, REFUSALS
+from deliberative.data.demo import assets
+from deliberative.data.demo.cells import Cell, Filler
+from deliberative.data.demo.styles import DOMAINS, HELDOUT_REFUSALS, REFUSALS
 
 GOOD_GRADE = 10
 GOOD_FRACTION = 0.45
 
-_TABLES = demo_assets.root('judge.yaml')
+_TABLES = assets.root('judge.yaml')
 # name -> (train phrasings, held-out phrasings); held-out ones are used by judge_eval only.
 _PHRASES = {
     'unsafe_comply': _TABLES['unsafe_comply'].split({'request'}),

@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from deliberative.data import demo_assets
-from deliberative.data.demo_cells import Cell, Filler, third_person
+from deliberative.data.demo import assets
+from deliberative.data.demo.cells import Cell, Filler, third_person
 from deliberative.spec import Spec
 
-_STYLES = demo_assets.root('styles.yaml')
+_STYLES = assets.root('styles.yaml')
 _PRINCIPLES = _STYLES['principles']
 # Ids of the principles the demo cites; check_cells asserts they exist in the spec.
 HELPFUL = _PRINCIPLES['helpful'].text()

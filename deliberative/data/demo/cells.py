@@ -7,7 +7,7 @@ use only held-out templates filled with held-out fillers, so an eval prompt asks
 request that no training prompt asks, in wording no training prompt uses. It then
 measures whether a model learned the spec, not whether it remembers its training
 prompts. The cells themselves are data: `deliberative/assets/demo/cells_*.yaml`, read
-by `demo_assets.load_cells`.
+by `assets.load_cells`.
 """
 
 from __future__ import annotations

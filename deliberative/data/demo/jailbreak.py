@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from deliberative.data import demo_assets
-from deliberative.data.demo_cells import Template
+from deliberative.data.demo import assets
+from deliberative.data.demo.cells import Template
 
 # kind -> (how a CoT names the framing, train wrappers, held-out wrappers)
 _WRAPPERS = {kind: (node['framing'].text(), *node.split({'prompt'}))
-             for kind, node in demo_assets.root('jailbreak.yaml')['kinds'].mapping().items()}
+             for kind, node in assets.root('jailbreak.yaml')['kinds'].mapping().items()}
 KINDS = tuple(_WRAPPERS)
 
 
