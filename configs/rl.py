@@ -74,6 +74,10 @@ def get_config(arg=None):
       clip_eps=0.2,
       kl_coef=0.05,  # k3 estimator of KL(policy || reference), per completion token
       format_penalty=1.0,  # reward of a completion without a well-formed CoT-then-answer (not judged)
+      # The answer's reward: (1 - label_reward) x the judge's score + label_reward x [its decision, as the
+      # eval's grader reads it, is the one the prompt's label asks for]. 1 = the labels are the judge (no
+      # judge_init needed); 0 = the paper's judge alone, which a policy can exploit where it is weak.
+      label_reward=0.0,
       require_cot=True,  # an empty CoT is malformed too: the method is reasoning over the spec
       # False: advantage = r - group mean (Dr. GRPO). True: (r - mean) / (std + adv_eps) (GRPO), which
       # inflates the judge's small score differences within an all-good group to full-size advantages.

@@ -68,10 +68,12 @@ class Sizes:
   judge_train_layers: int  # optim.train_layers of the judge: its top N blocks and head (0 = all)
   sft_steps: int
   sft_seq_len: int
+  sft_answer_tokens: int  # SFT answers longer than this are cut back to a sentence end (0 = whole)
   rl_steps: int
   train_batch: int  # SFT's and the judge's rows per step (0 = the config's 8)
   rl_rollouts: str  # RL's prompts_per_step x group_size ('' = the config's 8 x 4)
   rl_prompts: int  # ROOT/data's rl split
+  rl_label_reward: float  # rl.label_reward: weight of the labels' decision in the reward; 1 = no judge stage
   eval_prompts: int  # ROOT/data's in-run eval split (prompts the mix left out)
   xstest_limit: int
   strongreject_limit: int
@@ -81,15 +83,21 @@ class Sizes:
   smoke: bool
 
 
-FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=192, prompts_per_shard=32,
+# Answers: the grid reads 192 new tokens; a ~50-token CoT then an answer cut to <= 96 tokens ends inside them
+# (SFT taught whole 600-token answers and 62 of 100 XSTest answers were cut off, docs/results.md), so
+# self-distilled samples need no more than 128 tokens either.
+# RL's reward: the labels' decision alone. The trained judge alone was exploited in ten steps (every
+# request refused, its weak benign side; docs/results.md); --size rl_label_reward=0.5 mixes it back in.
+FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=128, prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
-             judge_train_layers=8, sft_steps=80,
-             sft_seq_len=320, rl_steps=10, train_batch=0, rl_rollouts='', rl_prompts=256, eval_prompts=64, xstest_limit=100, strongreject_limit=50,
-             wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
+             judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, rl_steps=10, train_batch=0,
+             rl_rollouts='', rl_prompts=256, rl_label_reward=1.0, eval_prompts=64, xstest_limit=100,
+             strongreject_limit=50, wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
               judge_train_layers=8,
-              sft_steps=3, sft_seq_len=320, rl_steps=2,
+              sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, rl_steps=2,
+              rl_label_reward=0.5,  # both halves of the reward: the smoke checks the judge's plumbing too
               # SmolLM2's step costs ~1 s per 30 tokens here: the smoke checks plumbing, not learning
               train_batch=2, rl_rollouts='2x2', rl_prompts=16, eval_prompts=8, xstest_limit=8,
               strongreject_limit=2, wrapper_limit=2, max_new_tokens=16, eval_batch=8, smoke=True)
@@ -128,9 +136,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not sep or name not in fields:
       p.error(f'--size {item}: expected FIELD=VALUE with FIELD one of {", ".join(fields)}')
     try:
-      args.sizes = dataclasses.replace(args.sizes, **{name: value if fields[name] == 'str' else int(value)})
+      kind = {'str': str, 'float': float}.get(fields[name], int)
+      args.sizes = dataclasses.replace(args.sizes, **{name: kind(value)})
     except ValueError:
-      p.error(f'--size {item}: {name} takes an integer')
+      p.error(f'--size {item}: {name} takes {"a number" if fields[name] == "float" else "an integer"}')
+  if not 0.0 <= args.sizes.rl_label_reward <= 1.0:
+    p.error(f'--size rl_label_reward={args.sizes.rl_label_reward}: a weight in [0, 1]')
   if args.sizes.rl_rollouts and not _rollouts(args.sizes.rl_rollouts):
     p.error(f'--size rl_rollouts={args.sizes.rl_rollouts}: expected PROMPTSxGROUP, e.g. 8x4')
   return args
@@ -142,6 +153,11 @@ def _rollouts(text: str) -> tuple[int, int] | None:
   if sep and prompts.isdigit() and group.isdigit() and int(prompts) > 0 and int(group) > 1:
     return int(prompts), int(group)
   return None
+
+
+def _needs_judge(args) -> bool:
+  """The judge (and its pairs) are trained only for an RL arm whose reward uses it."""
+  return bool({'rl', 'sft_rl'} & set(args.arms)) and args.sizes.rl_label_reward < 1.0
 
 
 def _batch(sizes: Sizes) -> list[str]:
@@ -207,16 +223,18 @@ def _data_steps(args) -> list[ablate.Step]:
   steps.append(ablate.Step('traces', 'data', generate, os.path.join(p['traces'], 'traces', 'train.jsonl')))
   # Bad answers of both kinds: CoCoNot's refusals of benign prompts, and SmolLM2's own compliance with
   # harmful ones (without the latter a judge never learns that complying can be wrong).
-  steps.append(ablate.Step('pairs', 'data', _py('tools/build_judge_pairs.py', '--prompts', p['mix'], '--out',
+  pairs = [ablate.Step('pairs', 'data', _py('tools/build_judge_pairs.py', '--prompts', p['mix'], '--out',
                                                 p['pairs'], f'--max_prompt_chars={s.judge_max_prompt_chars}',
                                                 '--sample_harmful=1', f'--max_sampled_prompts={s.judge_sampled}',
                                                 f'--generator={_smollm2()}', f'--max_new_tokens={s.sample_tokens}',
                                                 '--temperature=0.3', '--top_p=0.9'),
-                           os.path.join(p['pairs'], 'judge_pairs_report.json')))
-  steps.append(ablate.Step('pairs', 'data', _py('tools/build_dataset.py', '--jsonl', p['pairs'], '--ignore',
-                                                'judge_pairs_report.*', '--name', 'recipe_judge_pairs',
-                                                '--data_dir', p['data']),
-                           os.path.join(p['data'], 'recipe_judge_pairs')))
+                           os.path.join(p['pairs'], 'judge_pairs_report.json')),
+           ablate.Step('pairs', 'data', _py('tools/build_dataset.py', '--jsonl', p['pairs'], '--ignore',
+                                            'judge_pairs_report.*', '--name', 'recipe_judge_pairs',
+                                            '--data_dir', p['data']),
+                       os.path.join(p['data'], 'recipe_judge_pairs'))]
+  if _needs_judge(args):
+    steps += pairs
   steps.append(ablate.Step('prompts', 'data', _py('launch/recipe.py', '--root', args.root, '--task', 'rl_prompts')
                            + (['--smoke'] if s.smoke else []), os.path.join(p['rl_prompts'], 'eval.jsonl')))
   steps.append(ablate.Step('prompts', 'data', _py('tools/build_dataset.py', '--jsonl', p['rl_prompts'], '--name',
@@ -233,7 +251,7 @@ def _data_steps(args) -> list[ablate.Step]:
               f'--config.optim.train_layers={s.judge_train_layers}',
               f'--config.checkpoint.every_steps={s.judge_steps}', f'--config.evals.every_steps={s.judge_steps}',
               *_batch(s))
-  if {'rl', 'sft_rl'} & set(args.arms):  # only RL reads the judge
+  if _needs_judge(args):
     steps.append(ablate.Step('judge', 'train', judge, os.path.join(p['judge'], 'summary.json')))
   return steps
 
@@ -262,6 +280,7 @@ def grid_steps(args) -> list[ablate.Step]:
             # sentence that fits a 320-token row; HarmBench's contextual prompts, which no cut can fit, are
             # dropped (both counted in the log). A quarter of the mix is trimmed.
             f'--config.data.seq_len={s.sft_seq_len}', '--config.data.overlong=trim_answer',
+            f'--config.data.max_answer_tokens={s.sft_answer_tokens}',
             '--config.data.max_overlong_fraction=0.5', '--config.data.max_prompt_len=512',
             # The grid evaluates every arm afterwards: the in-run generation eval (~2.5 min) would repeat it.
             '--config.evals.split=train', '--config.evals.num_generations=0', '--config.evals.final_splits=',
@@ -271,7 +290,8 @@ def grid_steps(args) -> list[ablate.Step]:
   rl = ['--config.data.dataset=recipe_prompts', f'--config.data.data_dir={p["data"]}', '--config.data.max_prompt_len=128',
         '--config.evals.max_prompt_len=128',
         f'--config.total_steps={s.rl_steps}', f'--config.evals.every_steps={s.rl_steps}', '--config.evals.final_splits=',
-        f'--config.evals.num_prompts={s.eval_prompts}', f'--config.checkpoint.every_steps={s.rl_steps}']
+        f'--config.evals.num_prompts={s.eval_prompts}', f'--config.checkpoint.every_steps={s.rl_steps}',
+        f'--config.rl.label_reward={s.rl_label_reward}']
   if s.rl_rollouts:  # one optimizer update per step: the minibatch is the step's rollouts
     prompts, group = _rollouts(s.rl_rollouts)
     rl += [f'--config.rl.prompts_per_step={prompts}', f'--config.rl.group_size={group}',
@@ -348,9 +368,10 @@ def task_verify(args, arm: str) -> int:
 def plan(args) -> list[tuple[str, list[ablate.Step]]]:
   stages = [('data', data_steps(args)), ('grid', grid_steps(args)), ('export', export_steps(args))]
   if args.stop_after:
-    cut = {'import': 1, 'mix': 2, 'traces': 3, 'pairs': 5, 'prompts': 7, 'judge': 8}
-    if args.stop_after in cut:
-      return [('data', stages[0][1][:cut[args.stop_after]])]
+    data_stages = STAGES[:STAGES.index('judge') + 1]
+    if args.stop_after in data_stages:
+      last = data_stages.index(args.stop_after)
+      return [('data', [st for st in stages[0][1] if data_stages.index(st.arm) <= last])]
     if args.stop_after == 'grid':
       return stages[:2]
   return stages
@@ -375,7 +396,8 @@ def print_plan(args, stages) -> None:
   print(f'recipe{" (smoke)" if s.smoke else ""}: SmolLM2-135M-Instruct under {args.root}; {len(steps)} steps, '
         f'{len(steps) - len(todo)} done; estimated {ablate.clock(eta)} on 2 CPU cores for the rest', flush=True)
   print(f'  mix caps {s.caps}; self-distilled answers <= {s.sample_tokens} tokens; judge {s.judge_steps} steps at '
-        f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps; RL {s.rl_steps} steps'
+        f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
+        f'RL {s.rl_steps} steps, reward {1 - s.rl_label_reward:g} x judge + {s.rl_label_reward:g} x labels'
         f'{f" of {s.rl_rollouts} rollouts" if s.rl_rollouts else ""}; rows per training step '
         f'{s.train_batch or "as configured"}; arms {",".join(args.arms)}; '
         f'xstest {s.xstest_limit}, strongreject {s.strongreject_limit} x {s.wrapper_limit} wrappers, '
@@ -440,9 +462,11 @@ def report(args, times: dict) -> dict:
   lines.append(f'- traces: {t["kept"]} of {t["prompts"]} prompts kept; answers {t.get("answer_from")}; trimmed '
                f'{t.get("kept_trimmed", 0)}; dropped: read as another decision {t.get("misread")}, malformed '
                f'{t.get("malformed_reasons")}')
-  pairs = _read_json(os.path.join(p['pairs'], 'judge_pairs_report.json'))
-  lines.append('- judge pairs: ' + '; '.join(f'{k} {v["pairs"]} pairs ({v["good"]} good, {v["bad"]} bad)'
-                                            for k, v in pairs['splits'].items()))
+  pairs_report = os.path.join(p['pairs'], 'judge_pairs_report.json')
+  if os.path.exists(pairs_report):
+    pairs = _read_json(pairs_report)
+    lines.append('- judge pairs: ' + '; '.join(f'{k} {v["pairs"]} pairs ({v["good"]} good, {v["bad"]} bad)'
+                                              for k, v in pairs['splits'].items()))
   judge_summary = os.path.join(p['judge'], 'summary.json')
   if os.path.exists(judge_summary):
     judge = _read_json(judge_summary)
@@ -450,7 +474,7 @@ def report(args, times: dict) -> dict:
     lines.append('- judge (held-out prompts): ' + ', '.join(f'{k} {v:.3f}' for k, v in sorted(metrics.items())
                                                            if isinstance(v, (int, float))))
   else:
-    lines.append('- judge: not trained (no RL arm in --arms)')
+    lines.append('- judge: not trained (no RL arm in --arms, or rl_label_reward=1: the labels are the reward)')
   for arm in EXPORTED:
     v = os.path.join(p['export'], arm, 'verified.json')
     if os.path.exists(v):

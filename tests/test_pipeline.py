@@ -205,6 +205,26 @@ def test_overlong_trim_answer_ends_the_answer_on_a_whole_sentence():
   assert len(longer.ids) > cfg.seq_len + 1
 
 
+def test_max_answer_tokens_cuts_long_answers_at_a_sentence_end_and_counts_them():
+  sentence = "Drop your weight and turn toward the thumb of the grabbing hand. "
+  long = record(100, answer=sentence * 6)
+  no_end = record(102, answer="keep it short " * 30)  # nothing to cut at: kept whole, counted
+  budget = 40  # two sentences fit, three do not (a cut keeps at least sentences.MIN_CHARS)
+  cfg = config(max_answer_tokens=budget, seq_len=512)
+  traces = tokenized.tokenize_traces(tokenized.as_records([long, no_end, record(1)]), TOK, seq_len=512,
+                                     loss_on=cfg.loss_on, overlong=cfg.overlong, max_overlong_fraction=0.0,
+                                     process_index=0, process_count=1, where="t", max_answer_tokens=budget)
+  assert (traces.overlong.answers_trimmed, traces.overlong.answers_uncut) == (1, 1)
+  answer_lengths = [int((t.labels == Segment.ANSWER).sum()) for t in traces.items]
+  assert answer_lengths[0] <= budget < answer_lengths[1]
+  text = TOK.decode([t for t in traces.items[0].ids[traces.items[0].labels == Segment.ANSWER].tolist()
+                     if t not in TOK.stop_ids])
+  assert text.strip().endswith("grabbing hand.") and traces.items[0].ids[-1] in TOK.stop_ids
+  assert answer_lengths[2] == int((tokenized.tokenize_trace(TOK, record(1), cfg.loss_on).labels == Segment.ANSWER).sum())
+  it = pipeline.iterator_from_records([long, no_end, record(1)], cfg, TOK, global_batch_size=2, seed=0, num_epochs=1)
+  assert it.stats()["answers_trimmed"] == 1
+
+
 def test_overlong_bound_fails_with_counts():
   recs = records(10) + [record(100 + i, cot_words=LONG) for i in range(3)]
   with pytest.raises(tokenized.OverlongError, match=rf"3 of 13 records \(23\.1%\) exceed {SEQ_LEN + 1} tokens.*bound 5\.0%"):

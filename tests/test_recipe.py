@@ -38,7 +38,8 @@ def _by_workdir(cmds):
 
 def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
   xstest = FIXTURES / 'benchmarks' / 'xstest_prompts.csv'
-  out, cmds = _commands(capsys, '--root', str(tmp_path), '--xstest', str(xstest), '--strongreject', str(xstest))
+  out, cmds = _commands(capsys, '--root', str(tmp_path), '--xstest', str(xstest), '--strongreject', str(xstest),
+                        '--size', 'rl_label_reward=0.5')
   assert out[0].startswith(f'recipe: SmolLM2-135M-Instruct under {tmp_path}; 22 steps, 0 done; estimated')
   runs = _by_workdir(cmds)
   assert set(runs) == {'traces', 'judge', 'sft', 'rl', 'sft_rl'}
@@ -47,7 +48,7 @@ def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
   assert f'--config.data.data_dir={tmp_path}/traces/data' in runs['sft']
   for arm in ('rl', 'sft_rl'):
     assert f'--config.judge_init={tmp_path}/judge' in runs[arm]  # the recipe's judge, not the zero-shot one
-    assert '--config.data.dataset=recipe_prompts' in runs[arm]
+    assert '--config.data.dataset=recipe_prompts' in runs[arm] and '--config.rl.label_reward=0.5' in runs[arm]
   assert f'--config.policy_init={tmp_path}/sft' in runs['sft_rl']
   evals = [c for c in cmds if 'deliberative.evaluate' in c]
   assert len(evals) == 5
@@ -58,6 +59,19 @@ def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
   assert [c[c.index('--out') + 1] for c in exports] == [f'{tmp_path}/export/{a}' for a in ('sft', 'rl', 'sft_rl')]
   imports = next(c for c in cmds if 'tools/import_prompts.py' in c)
   assert f'--benchmark=xstest={xstest}' in imports
+
+
+def test_with_the_labels_as_the_reward_no_judge_is_built(capsys, tmp_path):
+  out, cmds = _commands(capsys, '--root', str(tmp_path))  # the full default: rl_label_reward=1
+  assert 'reward 0 x judge + 1 x labels' in out[1]
+  runs = _by_workdir(cmds)
+  assert set(runs) == {'traces', 'sft', 'rl', 'sft_rl'}
+  assert not any('tools/build_judge_pairs.py' in ' '.join(c) for c in cmds)
+  assert '--config.rl.label_reward=1.0' in runs['sft_rl'] and '--config.data.max_answer_tokens=96' in runs['sft']
+  # --stop_after still cuts by stage name when the pairs are not in the plan
+  _, cut = _commands(capsys, '--root', str(tmp_path / 'c'), '--stop_after', 'prompts')
+  assert set(_by_workdir(cut)) == {'traces'} and any('rl_prompts' in c for c in cut)
+  assert not any('deliberative.train' in c for c in cut)
 
 
 def test_a_size_changes_the_command_that_uses_it(capsys, tmp_path):
@@ -74,11 +88,11 @@ def test_the_smoke_trains_small_batches_and_the_full_run_the_configs(capsys, tmp
       smoke['sft_rl'])
   _, full = _commands(capsys, '--root', str(tmp_path / 'f'), '--arms', 'sft,sft_rl', '--size', 'rl_rollouts=4x3')
   full = _by_workdir(full)
-  assert not any(a.startswith('--config.batch_size') for a in full['sft'] + full['judge'])
+  assert not any(a.startswith('--config.batch_size') for a in full['sft'])
   assert '--config.rl.minibatch_size=12' in full['sft_rl']
   # SFT's in-run generation eval would repeat the grid's evaluation
   assert '--config.evals.num_generations=0' in full['sft']
-  assert '--config.optim.train_layers=8' in full['judge'] and '--config.optim.train_layers=8' in smoke['judge']
+  assert '--config.optim.train_layers=8' in smoke['judge'] and 'judge' not in full  # labels as the full reward
   assert not any(a.startswith('--config.optim.train_layers') for a in full['sft'] + full['sft_rl'])
 
 
@@ -94,6 +108,7 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
     (['--arms', 'base,bogus'], '--arms base,bogus'), (['--xstest', '/nonexistent.csv'], '--xstest /nonexistent.csv'),
     (['--stop_after', 'lunch'], '--stop_after lunch'), (['--size', 'sft_step=60'], '--size sft_step=60'),
     (['--size', 'sft_steps=many'], 'sft_steps takes an integer'),
+    (['--size', 'rl_label_reward=2'], 'rl_label_reward=2.0: a weight in [0, 1]'),
     (['--size', 'rl_rollouts=8'], 'expected PROMPTSxGROUP')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],

@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Traces longer than seq_len + 1: "drop", "truncate_cot" (cut the CoT), or "trim_answer" (cut the
   # answer back to its last whole sentence that fits, end of turn kept).
   cfg.overlong = "truncate_cot"
+  # 0 = off; N: every answer longer than N tokens is cut back to its last whole sentence within N (counted),
+  # so the model learns answers that end inside the evaluation's answer budget.
+  cfg.max_answer_tokens = 0
   cfg.max_overlong_fraction = 0.05  # fail at start-up when more records than this are overlong
   cfg.shuffle = True  # reshuffled every epoch, deterministically from the seed
   cfg.seed = 0
@@ -108,14 +111,15 @@ def load_traces(data_cfg, tokenizer: Tokenizer, split: str, *, process_index=Non
   process_index, process_count = _host(process_index, process_count)
   version_dir = datasets.resolve_dataset(data_cfg.data_dir, data_cfg.dataset)
   key = ("traces", *_dataset_key(version_dir), split, _tokenizer_id(tokenizer), data_cfg.seq_len, data_cfg.loss_on,
-         data_cfg.overlong, data_cfg.max_overlong_fraction, process_index, process_count)
+         data_cfg.overlong, data_cfg.max_overlong_fraction, data_cfg.get("max_answer_tokens", 0), process_index,
+         process_count)
 
   def build():
     records, where = dataset_records(version_dir, split)
     return tokenized.tokenize_traces(
         records, tokenizer, seq_len=data_cfg.seq_len, loss_on=data_cfg.loss_on, overlong=data_cfg.overlong,
         max_overlong_fraction=data_cfg.max_overlong_fraction, process_index=process_index,
-        process_count=process_count, where=where)
+        process_count=process_count, where=where, max_answer_tokens=data_cfg.get("max_answer_tokens", 0))
 
   return _cached(key, build)
 
@@ -151,6 +155,7 @@ def iterator_from_traces(
       "overlong": report.overlong,
       "overlong_dropped": report.dropped,
       "overlong_truncated": report.truncated,
+      "answers_trimmed": report.answers_trimmed,
       **{f"mean_{part}_tokens": value for part, value in traces.token_means.items()},
   }
   return packing.PackedBatchIterator(
@@ -202,7 +207,8 @@ def iterator_from_records(
   traces = tokenized.tokenize_traces(
       tokenized.as_records(records), tokenizer, seq_len=data_cfg.seq_len, loss_on=data_cfg.loss_on,
       overlong=data_cfg.overlong, max_overlong_fraction=data_cfg.max_overlong_fraction,
-      process_index=process_index, process_count=process_count, where="<records>")
+      process_index=process_index, process_count=process_count, where="<records>",
+      max_answer_tokens=data_cfg.get("max_answer_tokens", 0))
   return iterator_from_traces(
       traces, data_cfg, tokenizer, batch_rows=_per_host_batch(global_batch_size, process_count),
       seed=data_cfg.seed if seed is None else seed, num_epochs=num_epochs, shuffle=shuffle,

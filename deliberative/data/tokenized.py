@@ -111,6 +111,8 @@ class OverlongReport:
   longest_tokens: int = 0  # the longest record, whole
   shortest_needed_tokens: int = 0  # the fewest tokens any record can keep under `policy`
   truncatable: int = 0  # dropped records that overlong='truncate_cot' would have kept
+  answers_trimmed: int = 0  # answers cut back to max_answer_tokens at a sentence end
+  answers_uncut: int = 0  # answers over max_answer_tokens with no sentence end to cut at (kept whole)
 
   @property
   def fraction(self) -> float:
@@ -198,11 +200,14 @@ def tokenize_traces(
     process_index: int,
     process_count: int,
     where: str,
+    max_answer_tokens: int = 0,
 ) -> TokenizedSplit:
   """Tokenizes this host's shard of trace `records`; applies and checks the overlong policy.
 
   A packed row holds `seq_len` input positions, so a trace fits when it has at most
-  `seq_len + 1` tokens (inputs and targets are the trace shifted by one).
+  `seq_len + 1` tokens (inputs and targets are the trace shifted by one). `max_answer_tokens` (0 = off)
+  cuts every longer answer back to its last whole sentence within that many tokens: a model taught
+  600-token answers runs past an evaluation's answer budget and is graded as cut off.
   """
   if overlong not in OVERLONG_POLICIES:
     raise ValueError(f"overlong={overlong!r}; valid: {OVERLONG_POLICIES}")
@@ -219,6 +224,13 @@ def tokenize_traces(
     trace = tokenize_trace(tokenizer, shard[index], loss_on)
     report.records += 1
     counts = np.bincount(trace.labels, minlength=len(Segment))
+    if max_answer_tokens and counts[Segment.ANSWER] > max_answer_tokens:
+      cut = trim_answer(tokenizer, shard[index], loss_on, len(trace.ids) - int(counts[Segment.ANSWER]) + max_answer_tokens)
+      if cut is None:
+        report.answers_uncut += 1
+      else:
+        trace, counts = cut, np.bincount(cut.labels, minlength=len(Segment))
+        report.answers_trimmed += 1
     part_sums["prompt"] += int(counts[Segment.SYSTEM] + counts[Segment.USER])
     part_sums["cot"] += int(counts[Segment.COT])
     part_sums["answer"] += int(counts[Segment.ANSWER])
@@ -242,6 +254,10 @@ def tokenize_traces(
       report.truncated += 1
     items.append(trace)
   report.shortest_needed_tokens = int(shortest_cut if overlong == "truncate_cot" else shortest_whole)
+  if max_answer_tokens:
+    log.info("%s: %d of %d answers cut back to max_answer_tokens=%d at a sentence end; %d longer ones have no "
+             "sentence end to cut at and were kept whole", where, report.answers_trimmed, report.records,
+             max_answer_tokens, report.answers_uncut)
   report.check(where)
   if not items:
     raise EmptyDatasetError(f"{where}: no record fits in seq_len={seq_len}: {report.advice()}")

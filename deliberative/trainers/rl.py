@@ -3,7 +3,9 @@
 Per step: the next `prompts_per_step` prompts of the `rl` split (a resumable iterator whose
 position is checkpointed) -> `group_size` samples each at the configured temperature (the
 sampler returns their log-probs) -> reward = the judge's score of the **final answer only**
-(the CoT is stripped before the judge sees anything), or -format_penalty, unjudged, for a
+(the CoT is stripped before the judge sees anything), mixed with `rl.label_reward` of whether the
+answer's decision is the one the prompt's label asks for (rl_rollout.answer_reward; at 1 the labels
+are the judge and no judge model loads), or -format_penalty, unjudged, for a
 completion without a well-formed CoT-then-answer -> advantages centred within each prompt's
 group (and scaled by its std with `rl.scale_by_std`) -> `ppo_epochs` shuffled passes over
 minibatches of the clipped objective with a k3 KL penalty to the frozen reference (a second
@@ -30,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from deliberative import evals
+from deliberative.evals import generation, graders
 from deliberative.common import storage
 from deliberative.data import pipeline
 from deliberative.judge import format as judge_format
@@ -56,9 +59,16 @@ PRODUCERS = {'policy_init': 'python -m deliberative.train --config configs/sft.p
 
 # -- start-up ------------------------------------------------------------------------------------
 
+def uses_judge(config) -> bool:
+  """False when the labels alone are the reward (rl.label_reward=1): no judge model is loaded."""
+  return config.rl.get('label_reward', 0.0) < 1.0
+
+
 def require_inputs(config) -> None:
   """Fails before any work when the SFT policy or the judge has not been trained yet."""
   for field, command in PRODUCERS.items():
+    if field == 'judge_init' and not uses_judge(config):
+      continue
     path = config[field]
     if source.find(path) is None:
       raise FileNotFoundError(
@@ -123,9 +133,9 @@ def eval_data_config(config):
 class Evaluator:
   """Greedy completions of held-out prompts: decision accuracy (evals.py) + mean judge reward."""
 
-  def __init__(self, config, policy_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, judge_fn,
-               batch_multiple: int, mesh, rules):
-    self.config, self.tokenizer, self.spec, self.judge_fn = config, tokenizer, spec, judge_fn
+  def __init__(self, config, policy_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec,
+               reward_fn: rl_rollout.RewardFn, batch_multiple: int, mesh, rules):
+    self.config, self.tokenizer, self.spec, self.reward_fn = config, tokenizer, spec, reward_fn
     ev = config.evals
     self.data_cfg = eval_data_config(config)
     self.sampler = sampler_lib.for_model(policy_cfg, tokenizer, mesh=mesh, rules=rules, batch_multiple=batch_multiple,
@@ -147,8 +157,7 @@ class Evaluator:
     rewards = np.full(len(samples), -rl.format_penalty, np.float32)
     judged = [i for i, good in enumerate(ok) if good]
     if judged:
-      rewards[judged] = self.judge_fn([(samples[i]['category'], samples[i]['prompt'], samples[i]['answer'])
-                                       for i in judged])
+      rewards[judged] = self.reward_fn([samples[i] for i in judged], [samples[i]['answer'] for i in judged])
     for s, r in zip(samples, rewards):
       s['reward'] = float(r)
     runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'eval_step_{step:07d}.jsonl'), samples)
@@ -195,13 +204,13 @@ class RLJob:
   eval_at_start = True
   reuse_logged_evals = True
 
-  def __init__(self, config, workdir: str, start: loop.Start, *, tokenizer: Tokenizer, judge: Judge, judge_fn,
-               evaluator: Evaluator, ref_params, rows: int, n_minibatches: int, batch_multiple: int,
+  def __init__(self, config, workdir: str, start: loop.Start, *, tokenizer: Tokenizer, judge: Judge | None,
+               reward_fn: rl_rollout.RewardFn, evaluator: Evaluator, ref_params, rows: int, n_minibatches: int, batch_multiple: int,
                compiles: CompileCounter):
     rl, setup = config.rl, start.setup
     self.config, self.workdir, self.tokenizer, self.rows = config, workdir, tokenizer, rows
-    self.judge, self.judge_fn, self.evaluator, self.ref_params, self.compiles = (
-        judge, judge_fn, evaluator, ref_params, compiles)
+    self.judge, self.reward_fn, self.evaluator, self.ref_params, self.compiles = (
+        judge, reward_fn, evaluator, ref_params, compiles)
     self.data = pipeline.make_prompt_iterator(config.data, tokenizer, config.data.train_split,
                                               batch_size=rl.prompts_per_step, seed=config.seed, shuffle=True,
                                               num_epochs=None, **_WHOLE_SPLIT)
@@ -222,7 +231,7 @@ class RLJob:
     prompt_ids, records, valid_R = rl_rollout.repeat_prompts(prompts, rl.group_size)
     sample = self.sampler(state['params'], prompt_ids, jax.random.fold_in(self.sample_key, step), self.sampling)
     t1 = time.perf_counter()
-    rewards = rl_rollout.score(self.tokenizer, records, [sample.completion(i) for i in range(rows)], self.judge_fn,
+    rewards = rl_rollout.score(self.tokenizer, records, [sample.completion(i) for i in range(rows)], self.reward_fn,
                                format_penalty=rl.format_penalty, require_cot=rl.require_cot,
                                reasoning=self.config.data.open_reasoning)
     advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
@@ -244,7 +253,7 @@ class RLJob:
     host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths, rl.group_size))
     host.update(timing)
     host['perf/compiles'] = self.compiles.count - compiles_before
-    host['rl/judge_truncated_total'] = self.judge.truncated
+    host['rl/judge_truncated_total'] = self.judge.truncated if self.judge else 0
     return state, host
 
   def fetch(self, step: int, out: dict[str, float]) -> dict[str, float]:
@@ -268,7 +277,7 @@ class RLJob:
     n = max(len(self.step_seconds), 1)
     return {**{k.replace('_seconds', '_seconds_per_step'): v / n for k, v in self.totals.items()},
             'final_train_reward': last.get('rl/reward'), 'prompts': self.data.stats(),
-            'judge_truncated': self.judge.truncated}
+            'judge_truncated': self.judge.truncated if self.judge else 0}
 
 
 def train(config, workdir: str, devices=None) -> dict[str, Any]:
@@ -278,7 +287,8 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
   run = loop.begin(config, workdir, devices)  # the tokenizer is the one the policy was trained with
   tokenizer, spec = run.tokenizer, run.spec
   # before any loading: a judge we cannot prompt fails fast
-  judge_fmt = judge_format.resolve(config.judge_init, config.judge, spec.version, log=runtime.log)
+  judged = uses_judge(config)
+  judge_fmt = judge_format.resolve(config.judge_init, config.judge, spec.version, log=runtime.log) if judged else None
   policy_cfg = model_config(config, tokenizer)
   grown = state_lib.new_token_rows(config, policy_cfg, config.policy_init)
   if grown and grown[0] <= tokenizer.think_id < grown[1]:
@@ -287,27 +297,36 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
     config.data.open_reasoning = False
     runtime.log('policy_init has no trained reasoning marker: its prompts do not open a reasoning block '
                 '(direct answers are judged)')
-  judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
-  judge_tok = judge_load.judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
+  if judged:
+    judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
+    judge_tok = judge_load.judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
+  grader = graders.get_grader(generation.DEFAULT_GRADER)  # the decision reader of the eval's decision accuracy
 
   rows, n_minibatches = check_shapes(config, run.batch_multiple)
   # The optimizer's schedule counts updates, several per RL step.
   start = run.restore(policy_cfg, config.total_steps * config.rl.ppo_epochs * n_minibatches, config.policy_init)
   setup, state = start.setup, start.state
   ref_params = state_lib.load_init_params(setup, config.policy_init)  # frozen: never donated or updated
-  judge_params = state_lib.load_params(config.judge_init, judge_cfg, loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
   runtime.log(f'start: {start.how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
+  judge = judge_fn = None
+  if judged:
+    judge_params = state_lib.load_params(config.judge_init, judge_cfg,
+                                         loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
+    runtime.log(f'judge {runtime.bytes_per_device(judge_params):,} parameter bytes per device '
+                f'[{judge_cfg.param_count():,} parameters]; reward: {1 - config.rl.label_reward:g} x judge + '
+                f'{config.rl.label_reward:g} x label agreement')
+    judge = judge_load.rl_judge(config, judge_cfg, judge_tok, spec, rows, run.batch_multiple, judge_fmt,
+                                setup.mesh, setup.rules)
+    judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
+  else:
+    runtime.log(f'reward: label agreement only (rl.label_reward=1, read by the {grader.name} grader); no judge')
   runtime.log('parameter bytes per device: '
               f'policy {runtime.bytes_per_device(state["params"]):,} (+ optimizer '
-              f'{runtime.bytes_per_device(state["opt_state"]):,}), reference {runtime.bytes_per_device(ref_params):,}, '
-              f'judge {runtime.bytes_per_device(judge_params):,} '
-              f'[{policy_cfg.param_count():,} / {judge_cfg.param_count():,} parameters]')
-
-  judge = judge_load.rl_judge(config, judge_cfg, judge_tok, spec, rows, run.batch_multiple, judge_fmt,
-                              setup.mesh, setup.rules)
-  judge_fn = lambda triples: judge.scores(judge_params, triples, use_prefix_cache=config.judge.use_prefix_cache)
-  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, judge_fn, run.batch_multiple, setup.mesh, setup.rules)
-  job = RLJob(config, workdir, start, tokenizer=tokenizer, judge=judge, judge_fn=judge_fn, evaluator=evaluator,
+              f'{runtime.bytes_per_device(state["opt_state"]):,}), reference {runtime.bytes_per_device(ref_params):,} '
+              f'[{policy_cfg.param_count():,} parameters]')
+  reward_fn = rl_rollout.answer_reward(judge_fn, config.rl.label_reward, grader)
+  evaluator = Evaluator(config, policy_cfg, tokenizer, spec, reward_fn, run.batch_multiple, setup.mesh, setup.rules)
+  job = RLJob(config, workdir, start, tokenizer=tokenizer, judge=judge, reward_fn=reward_fn, evaluator=evaluator,
               ref_params=ref_params, rows=rows, n_minibatches=n_minibatches, batch_multiple=run.batch_multiple,
               compiles=compiles)
   return loop.train(run, start, job)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from deliberative.data.pipeline import PromptBatch
+from deliberative.evals.grading import GradeItem, Grader
 from deliberative.inference.sampler import SampleOutput
 from deliberative.tokenizer.base import Completion
 from deliberative.tokenizer.sentencepiece import Tokenizer
@@ -51,9 +52,49 @@ def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput,
   }
 
 
+RewardFn = Callable[[Sequence[Mapping[str, Any]], Sequence[str]], np.ndarray]
+
+
+def label_agreement(records: Sequence[Mapping[str, Any]], answers: Sequence[str], grader: Grader) -> np.ndarray:
+  """1.0 where `grader` reads an answer as the decision its record's label asks for, else 0.0."""
+  missing = [i for i, r in enumerate(records) if not r.get('decision')]
+  if missing:
+    raise ValueError(f'rl.label_reward > 0 needs a decision label on every prompt; record '
+                     f'{records[missing[0]].get("id", missing[0])!r} has none (use prompts imported with their '
+                     f'decisions, or rl.label_reward=0)')
+  grades = grader.grade([GradeItem(prompt=str(r['prompt']), category=str(r.get('category') or 'none'), answer=a,
+                                   expected=r['decision'], id=str(r.get('id', ''))) for r, a in zip(records, answers)])
+  return np.array([g['decision'] == r['decision'] for g, r in zip(grades, records)], np.float32)
+
+
+def answer_reward(judge_fn: Callable[[list[tuple[str, str, str]]], np.ndarray] | None, label_weight: float,
+                  grader: Grader) -> RewardFn:
+  """The reward of well-formed final answers: (1 - label_weight) x the judge's score + label_weight x
+  label_agreement. The judge alone can be exploited where it is weak (a policy that refuses every
+  request, docs/results.md); the labels pay for answering the benign prompts. label_weight 1: the
+  labels are the judge (as stage 1's source=labels) and no judge model is needed."""
+  if not 0.0 <= label_weight <= 1.0:
+    raise ValueError(f'rl.label_reward={label_weight}: a weight in [0, 1]')
+  if judge_fn is None and label_weight < 1.0:
+    raise ValueError('a reward with rl.label_reward < 1 needs the judge (judge_init)')
+
+  def reward(records: Sequence[Mapping[str, Any]], answers: Sequence[str]) -> np.ndarray:
+    out = np.zeros(len(answers), np.float32)
+    if not answers:
+      return out
+    if label_weight < 1.0:
+      triples = [(r['category'], r['prompt'], a) for r, a in zip(records, answers)]
+      out += (1.0 - label_weight) * np.asarray(judge_fn(triples), np.float32)
+    if label_weight > 0.0:
+      out += label_weight * label_agreement(records, answers, grader)
+    return out
+
+  return reward
+
+
 @dataclasses.dataclass
 class Rewards:
-  reward_R: np.ndarray  # float32: judge score in [0, 1], or -format_penalty
+  reward_R: np.ndarray  # float32: answer_reward's score in [0, 1], or -format_penalty
   well_formed_R: np.ndarray  # bool: sent to the judge
   cot_tokens_R: np.ndarray  # int32: tokens before <|answer|> (all of them when it never came)
   completions: list[Completion]
@@ -69,17 +110,16 @@ def well_formed(completion: Completion, require_cot: bool) -> bool:
 
 
 def score(tokenizer: Tokenizer, records: Sequence[Mapping[str, Any]], completion_ids: Sequence[Sequence[int]],
-          judge_fn: Callable[[list[tuple[str, str, str]]], np.ndarray], *, format_penalty: float,
-          require_cot: bool, reasoning: bool = True) -> Rewards:
-  """Judge reward of the final answer only; malformed completions get -format_penalty unjudged.
+          reward_fn: RewardFn, *, format_penalty: float, require_cot: bool, reasoning: bool = True) -> Rewards:
+  """answer_reward of the final answer only; malformed completions get -format_penalty unjudged.
   `reasoning`: the prompts opened a reasoning block (False: every completion is a direct answer)."""
   completions = [tokenizer.parse_completion(ids, reasoning=reasoning) for ids in completion_ids]
   ok_R = np.array([well_formed(c, require_cot) for c in completions], bool)
   reward_R = np.full(len(completions), -format_penalty, np.float32)
   # The judge sees (category, prompt, answer): the CoT was split off by parse_completion.
-  triples = [(records[i]['category'], records[i]['prompt'], completions[i].answer) for i in np.flatnonzero(ok_R)]
-  if triples:
-    reward_R[ok_R] = np.asarray(judge_fn(triples), np.float32)
+  judged = np.flatnonzero(ok_R)
+  if judged.size:
+    reward_R[ok_R] = reward_fn([records[i] for i in judged], [completions[i].answer for i in judged])
   cot_tokens_R = np.array([list(ids).index(tokenizer.answer_id) if tokenizer.answer_id in ids else len(ids)
                            for ids in completion_ids], np.int32)
   return Rewards(reward_R, ok_R, cot_tokens_R, completions)
