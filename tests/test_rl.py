@@ -311,11 +311,17 @@ def test_smoke_run_two_steps_then_restart(demo_data_dir, tiny_checkpoints, smoke
 
 
 @pytest.mark.slow
-def test_labels_as_the_judge_need_no_judge_model(tmp_path, demo_data_dir, tiny_checkpoints):
+def test_labels_as_the_judge_need_no_judge_model(tmp_path, demo_data_dir, tiny_checkpoints, monkeypatch):
+  from deliberative.weights import source
   policy, _ = tiny_checkpoints
   workdir = str(tmp_path / 'rl_labels')
+  looked_up = []  # every model source the run opens (the real lookup runs)
+  find = source.find
+  monkeypatch.setattr(source, 'find', lambda path: looked_up.append(path) or find(path))
   summary = train.run(_rl_config(demo_data_dir, policy, str(tmp_path / 'no_judge'), **{'rl.label_reward': 1.0}),
                       workdir)
+  # policy and reference come from one opening of policy_init (and the tokenizer from its record)
+  assert sorted(looked_up) == sorted([policy, str(tmp_path / 'no_judge')]), looked_up
   steps = _rewards_by_step(workdir)
   assert sorted(steps) == [1, 2] and summary['judge_truncated'] == 0
   for m in steps.values():  # well-formed answers score 0 or 1 by their decision alone

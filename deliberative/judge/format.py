@@ -31,7 +31,7 @@ def unrecorded(judge_config: Mapping) -> dict[str, Any]:
   return {**UNRECORDED_JUDGE_FORMAT, **given_fields(judge_config)}
 
 
-def recorded_format(src: str) -> tuple[dict | None, dict]:
+def recorded_format(src: str | source.ModelSource) -> tuple[dict | None, dict]:
   """(judge_format record or None, checkpoint meta) of an Orbax judge or an exported HF one; a GGUF
   file or a Hugging Face model from elsewhere records none."""
   model = source.open_source(src, 'judge_init')
@@ -47,12 +47,14 @@ def recorded_format(src: str) -> tuple[dict | None, dict]:
   return model.meta.get('judge_format'), model.meta
 
 
-def resolve(src: str, judge_config: Mapping, spec_version: str | None = None, log: Callable[[str], None] = print, *,
-            sees_cot: bool = False) -> dict[str, Any]:
-  """The format to prompt the judge at `src` (config.judge_init) with; `judge_config` holds the
-  overrides (rubric, spec_view, max_len). `sees_cot`: the caller shows the judge the CoT as well
-  (stage 1 may; the RL judge never does)."""
-  recorded, meta = recorded_format(src)
+def resolve(src: str | source.ModelSource, judge_config: Mapping, spec_version: str | None = None,
+            log: Callable[[str], None] = print, *, sees_cot: bool = False) -> dict[str, Any]:
+  """The format to prompt the judge at `src` (config.judge_init, or its opened source) with;
+  `judge_config` holds the overrides (rubric, spec_view, max_len). `sees_cot`: the caller shows the
+  judge the CoT as well (stage 1 may; the RL judge never does)."""
+  model = source.open_source(src, 'judge_init')
+  src = model.path  # the path as the user gave it, for the messages below
+  recorded, meta = recorded_format(model)
   given = given_fields(judge_config)
   if recorded is None and meta.get('trainer') in ('sft', 'rl'):
     # A policy run was once taken silently as a zero-shot judge: it never learnt to grade.

@@ -23,12 +23,12 @@ from deliberative.tokenizer.sentencepiece import Tokenizer
 from deliberative.weights import source
 
 
-def judge_tokenizer(config, policy_tokenizer: Tokenizer) -> Tokenizer:
+def judge_tokenizer(config, policy_tokenizer: Tokenizer, judge_src: source.ModelSource | None = None) -> Tokenizer:
   """The tokenizer the judge reads with: its own (a real model's; what an Orbax judge recorded),
-  else the policy's (a judge from before tokenizers were recorded)."""
+  else the policy's (a judge from before tokenizers were recorded). `judge_src`: judge_init opened."""
   if config.tokenizer:  # the user's choice applies to the whole run
     return policy_tokenizer
-  return source.open_source(config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
+  return source.open_source(judge_src or config.judge_init, 'judge_init').tokenizer() or policy_tokenizer
 
 
 def build(model_cfg: ModelConfig, tokenizer: Tokenizer, spec: Spec, fmt: Mapping[str, Any], **kwargs) -> Judge:

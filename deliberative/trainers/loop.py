@@ -53,6 +53,7 @@ class Run:
   workdir: str
   tokenizer: Tokenizer
   spec: Spec
+  sources: dict  # field (init_from / policy_init / judge_init) -> its ModelSource, opened once by `begin`
   mesh: Mesh
   t_start: float
 
@@ -61,7 +62,7 @@ class Run:
     """How many ways the mesh splits a batch's rows: every batch must be a multiple of it."""
     return sharding.batch_multiple(self.mesh, self.config.mesh.rules)
 
-  def restore(self, model_cfg: ModelConfig, total_updates: int, init_src: str | None) -> Start:
+  def restore(self, model_cfg: ModelConfig, total_updates: int, init_src) -> Start:
     """The sharded state of a model of `model_cfg`: the workdir's newest readable checkpoint, else
     init_src's weights, else a random init. `total_updates`: optimizer updates the schedule spans."""
     setup = state_lib.make_setup(self.config, model_cfg, total_updates, self.mesh,
@@ -71,14 +72,17 @@ class Run:
     return Start(setup, checkpointer, state, data_state, how, int(jax.device_get(state['step'])))
 
 
-def begin(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> Run:
-  """The run's tokenizer, spec, data and mesh; `devices`: default all of them (tests pass a subset)."""
+def begin(config, workdir: str, devices: Sequence[jax.Device] | None = None, sources: dict | None = None) -> Run:
+  """The run's models, tokenizer, spec, data and mesh; `devices`: default all of them (tests pass a
+  subset); `sources`: the models already opened (source.run_sources), else opened here."""
   t_start = time.perf_counter()
-  tokenizer = source.run_tokenizer(config)  # config.tokenizer, else the one the initial weights came with
+  if sources is None:
+    sources = source.run_sources(config)  # each model the run reads, opened here once and handed down
+  tokenizer = source.run_tokenizer(config, sources)  # config.tokenizer, else the initial weights' own
   spec = Spec.load(config.spec or None)
   if config.data.dataset == datasets.DEMO_DATASET:
     datasets.ensure_demo_dataset(config.data.data_dir or None)
-  return Run(config, workdir, tokenizer, spec, sharding.make_mesh(config.mesh, devices), t_start)
+  return Run(config, workdir, tokenizer, spec, sources, sharding.make_mesh(config.mesh, devices), t_start)
 
 
 class Job(Protocol):
@@ -119,7 +123,7 @@ def train(run: Run, start: Start, job: Job) -> dict[str, Any]:
   state, start_step = start.state, start.step
   writer = metrics_lib.MetricsWriter(workdir)
   writer.resume_at(start_step, runtime.log)
-  meta = resume.run_meta(config, start.setup.model_cfg, run.spec, run.tokenizer, **job.meta)
+  meta = resume.run_meta(config, start.setup.model_cfg, run.spec, run.tokenizer, sources=run.sources, **job.meta)
   summary: dict[str, Any] = {'start': start.how, 'start_step': start_step, 'spec_version': run.spec.version,
                              'parameters': start.setup.model_cfg.param_count()}
 

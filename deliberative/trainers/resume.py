@@ -35,9 +35,11 @@ _NOTES = {'total_steps': 'the learning-rate schedule follows the new total from 
 _LAYOUT_MODEL_FIELDS = ('remat', 'scan_layers')
 
 
-def run_meta(config, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer, **extra) -> dict[str, Any]:
-  """What every checkpoint of a run records: enough to check a resume and to read it alone."""
-  tokenizer_path = source.run_tokenizer_path(config)
+def run_meta(config, model_cfg: ModelConfig, spec: Spec, tokenizer: Tokenizer, sources=None,
+             **extra) -> dict[str, Any]:
+  """What every checkpoint of a run records: enough to check a resume and to read it alone.
+  `sources`: the run's opened models (loop.Run.sources)."""
+  tokenizer_path = source.run_tokenizer_path(config, sources)
   return {'model': model_cfg.to_dict(), 'trainer': config.trainer, 'spec_version': spec.version,
           'tokenizer_vocab_size': tokenizer.vocab_size, 'tokenizer_version': tokenizer.version,
           # what export_hf writes next to the weights ('default' = the packaged model; a Hugging

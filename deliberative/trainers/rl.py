@@ -64,13 +64,14 @@ def uses_judge(config) -> bool:
   return config.rl.get('label_reward', 0.0) < 1.0
 
 
-def require_inputs(config) -> None:
-  """Fails before any work when the SFT policy or the judge has not been trained yet."""
+def require_inputs(config, sources: dict) -> None:
+  """Fails before any work when the SFT policy or the judge has not been trained yet.
+  `sources`: the run's models, opened (source.run_sources)."""
   for field, command in PRODUCERS.items():
     if field == 'judge_init' and not uses_judge(config):
       continue
     path = config[field]
-    if source.find(path) is None:
+    if field not in sources:
       raise FileNotFoundError(
           f'config.{field}={path!r} holds no checkpoint (an Orbax workdir/checkpoint, a Hugging Face '
           f'directory or a GGUF file); run `{command}` first (or point --config.{field} at one)')
@@ -282,15 +283,17 @@ class RLJob:
 
 def train(config, workdir: str, devices=None) -> dict[str, Any]:
   """`devices`: default all of them."""
-  require_inputs(config)
+  sources = source.run_sources(config)  # policy and judge, each opened once for the whole run
+  require_inputs(config, sources)
   compiles = CompileCounter()
-  run = loop.begin(config, workdir, devices)  # the tokenizer is the one the policy was trained with
+  run = loop.begin(config, workdir, devices, sources)  # the tokenizer is the one the policy was trained with
   tokenizer, spec = run.tokenizer, run.spec
   # before any loading: a judge we cannot prompt fails fast
   judged = uses_judge(config)
-  judge_fmt = judge_format.resolve(config.judge_init, config.judge, spec.version, log=runtime.log) if judged else None
-  policy_cfg = model_config(config, tokenizer)
-  grown = state_lib.new_token_rows(config, policy_cfg, config.policy_init)
+  judge_src = run.sources['judge_init'] if judged else None  # require_inputs found it
+  judge_fmt = judge_format.resolve(judge_src, config.judge, spec.version, log=runtime.log) if judged else None
+  policy_cfg, policy_src = state_lib.model_config_for(config, tokenizer, 'policy_init', run.sources)
+  grown = state_lib.new_token_rows(config, policy_cfg, policy_src)
   if grown and grown[0] <= tokenizer.think_id < grown[1]:
     # A pretrained model shown the <think> row it has never seen ends its turn at once (SmolLM2: 94-97%
     # of samples, so nearly every reward was the format penalty): it answers in its own format instead.
@@ -298,19 +301,19 @@ def train(config, workdir: str, devices=None) -> dict[str, Any]:
     runtime.log('policy_init has no trained reasoning marker: its prompts do not open a reasoning block '
                 '(direct answers are judged)')
   if judged:
-    judge_cfg = state_lib.architecture(config.model, config.judge_init, 'judge_init')
-    judge_tok = judge_load.judge_tokenizer(config, tokenizer)  # Judge checks its vocabulary against judge_cfg
+    judge_cfg = state_lib.architecture(config.model, judge_src, 'judge_init')
+    judge_tok = judge_load.judge_tokenizer(config, tokenizer, judge_src)  # Judge checks it against judge_cfg
   grader = graders.get_grader(generation.DEFAULT_GRADER)  # the decision reader of the eval's decision accuracy
 
   rows, n_minibatches = check_shapes(config, run.batch_multiple)
   # The optimizer's schedule counts updates, several per RL step.
-  start = run.restore(policy_cfg, config.total_steps * config.rl.ppo_epochs * n_minibatches, config.policy_init)
+  start = run.restore(policy_cfg, config.total_steps * config.rl.ppo_epochs * n_minibatches, policy_src)
   setup, state = start.setup, start.state
-  ref_params = state_lib.load_init_params(setup, config.policy_init)  # frozen: never donated or updated
+  ref_params = state_lib.load_init_params(setup, policy_src)  # frozen: never donated or updated
   runtime.log(f'start: {start.how}; mesh {dict(setup.mesh.shape)}; spec {spec.version}')
   judge = judge_fn = None
   if judged:
-    judge_params = state_lib.load_params(config.judge_init, judge_cfg,
+    judge_params = state_lib.load_params(judge_src, judge_cfg,
                                          loading.abstract_params(judge_cfg, setup.mesh, setup.rules))
     runtime.log(f'judge {runtime.bytes_per_device(judge_params):,} parameter bytes per device '
                 f'[{judge_cfg.param_count():,} parameters]; reward: {1 - config.rl.label_reward:g} x judge + '

@@ -49,7 +49,7 @@ class Setup:
     return nnx.merge(self.graphdef, params)
 
 
-def architecture(model_section, src: str, field: str = 'init_from') -> ModelConfig:
+def architecture(model_section, src: str | source.ModelSource, field: str = 'init_from') -> ModelConfig:
   """A model source's shape (Orbax, Hugging Face or GGUF), with the run fields of `model_section`."""
   return source.open_source(src, field).architecture(**{k: model_section[k] for k in RUN_FIELDS})
 
@@ -63,24 +63,27 @@ def vocab_multiple(config) -> int:
   return math.prod(sizes[a] for a in axes)
 
 
-def model_config_for(config, tokenizer=None, field: str = 'init_from') -> tuple[ModelConfig, str | None]:
-  """The architecture: from `config[field]` when set (its files fix the shape), else `config.model`.
+def model_config_for(config, tokenizer=None, field: str = 'init_from',
+                     sources=None) -> tuple[ModelConfig, source.ModelSource | None]:
+  """(The architecture, the opened source of `config[field]` or None): from `config[field]` when set
+  (its files fix the shape), else `config.model`. `sources`: the run's opened models (loop.Run.sources).
 
   When the run's tokenizer has more ids than that model's vocabulary (a real model whose
   tokenizer gained <think>/</think>), the vocabulary is grown to hold them, padded so the mesh
   can split it; `load_init_params` grows the weights to match.
   """
-  src = config[field]
-  if not src:
+  if not config[field]:
     return ModelConfig.from_dict(config.model), None
+  src = source.open_source((sources or {}).get(field) or config[field], field)
   cfg = architecture(config.model, src, field)
-  tokenizer = tokenizer or source.run_tokenizer(config)
+  tokenizer = tokenizer or source.run_tokenizer(config, sources)
   if tokenizer.vocab_size > cfg.vocab_size:
     cfg = vocab.grown_config(cfg, vocab.padded_vocab_size(tokenizer.vocab_size, vocab_multiple(config)))
   return cfg, src
 
 
-def new_token_rows(config, model_cfg: ModelConfig, init_src: str | None) -> tuple[int, int] | None:
+def new_token_rows(config, model_cfg: ModelConfig,
+                   init_src: str | source.ModelSource | None) -> tuple[int, int] | None:
   """The vocabulary rows this run adds to init_src's model ([its vocabulary, ours)), else None."""
   if not init_src:
     return None
@@ -125,12 +128,12 @@ def init_state(setup: Setup, seed: int, params=None) -> dict:
   return jax.jit(make, out_shardings=setup.state_shardings, donate_argnums=0)(params)
 
 
-def load_params(src: str, cfg: ModelConfig, abstract: dict, field: str = 'init_from') -> dict:
+def load_params(src: str | source.ModelSource, cfg: ModelConfig, abstract: dict, field: str = 'init_from') -> dict:
   """Parameters of any model source, laid out as `abstract` says."""
   return source.open_source(src, field).load_params(cfg, abstract)
 
 
-def load_init_params(setup: Setup, src: str) -> dict:
+def load_init_params(setup: Setup, src: str | source.ModelSource) -> dict:
   """init_from's parameters in the run's layout; grown first when the run's vocabulary is larger."""
   model = source.open_source(src)
   run_fields = {k: getattr(setup.model_cfg, k) for k in RUN_FIELDS}
@@ -142,7 +145,7 @@ def load_init_params(setup: Setup, src: str) -> dict:
   return grown
 
 
-def start(config, setup: Setup, checkpointer, init_src: str | None,
+def start(config, setup: Setup, checkpointer, init_src: str | source.ModelSource | None,
           log: Callable[[str], None]) -> tuple[dict, dict | None, str]:
   """Returns (state, saved data-iterator state or None, a sentence saying where it started)."""
   restored = checkpointer.restore_newest_readable(setup.abstract_state, log)
@@ -152,5 +155,6 @@ def start(config, setup: Setup, checkpointer, init_src: str | None,
   if init_src:
     params = load_init_params(setup, init_src)
     state = init_state(setup, config.seed, params)
-    return state, None, f'initialised from {storage.abspath(init_src)} (fresh optimizer, step 0)'
+    path = source.open_source(init_src).path
+    return state, None, f'initialised from {storage.abspath(path)} (fresh optimizer, step 0)'
   return init_state(setup, config.seed), None, 'started from scratch (random init, step 0)'

@@ -154,7 +154,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
   """Trains `make_task`'s job; `devices`: default all of them."""
   r = loop.begin(config, workdir, devices)
   tokenizer, spec = r.tokenizer, r.spec
-  model_cfg, init_src = state_lib.model_config_for(config, tokenizer)
+  model_cfg, init_src = state_lib.model_config_for(config, tokenizer, sources=r.sources)
   if model_cfg.vocab_size < tokenizer.vocab_size:
     raise ValueError(f'model vocab_size={model_cfg.vocab_size} is smaller than the tokenizer\'s '
                      f'{tokenizer.vocab_size} pieces')
@@ -164,7 +164,7 @@ def run(config, workdir: str, make_task: Callable[[state_lib.Setup, Tokenizer, S
   runtime.log(f'model: {model_cfg.param_count():,} parameters; mesh {dict(r.mesh.shape)}; '
               f'spec {spec.version}')
   added = ', '.join(f'{t}={i}' for t, i in getattr(tokenizer, 'added_tokens', ()))
-  runtime.log(f'tokenizer: {source.run_tokenizer_path(config)} (version {tokenizer.version}, '
+  runtime.log(f'tokenizer: {source.run_tokenizer_path(config, r.sources)} (version {tokenizer.version}, '
               f'{tokenizer.vocab_size:,} ids' + (f'; added {added}; model vocabulary {model_cfg.vocab_size:,})'
                                                    if added else ')'))
   start = r.restore(model_cfg, config.total_steps, init_src)

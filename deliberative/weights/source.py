@@ -139,8 +139,12 @@ def find(path: str) -> ModelSource | None:
   return None
 
 
-def open_source(path: str, field: str = 'init_from') -> ModelSource:
-  """The model at `path`, ready to read (a GGUF imported into the cache first)."""
+def open_source(path: str | ModelSource, field: str = 'init_from') -> ModelSource:
+  """The model at `path`, ready to read (a GGUF imported into the cache first). An opened ModelSource
+  is returned as is: a run opens each of its models once (trainers/loop.begin) and hands it down, so
+  its meta is read and a GGUF's import checked once, not by every layer that asks."""
+  if isinstance(path, ModelSource):
+    return path
   src = find(path)
   if src is None:
     raise FileNotFoundError(f'config.{field}={path!r}: neither a Hugging Face directory (config.json + '
@@ -181,20 +185,32 @@ def tokenizer_for(path: str):
 WEIGHT_FIELDS = ('init_from', 'policy_init')
 
 
-def run_tokenizer_path(config) -> str:
+def run_sources(config) -> dict[str, ModelSource]:
+  """The models a run of `config` reads (init_from / policy_init / judge_init), each opened once;
+  a field that is empty or holds no model is left out (its trainer names it when it needs one)."""
+  fields = (*WEIGHT_FIELDS, 'judge_init')
+  found = {f: find(config[f]) for f in fields if f in config and config[f]}
+  return {f: open_source(src, f) for f, src in found.items() if src is not None}
+
+
+def run_tokenizer_path(config, sources: Mapping[str, ModelSource] | None = None) -> str:
   """The tokenizer a run uses: `config.tokenizer` when set; else the one its starting weights
-  came with (a real model's own; what an Orbax run recorded); else the packaged one ('default')."""
+  came with (a real model's own; what an Orbax run recorded); else the packaged one ('default').
+  `sources`: the run's opened models (run_sources), else they are looked up here."""
   if config.tokenizer:
     return 'default' if config.tokenizer == 'default' else os.path.abspath(config.tokenizer)
   for field in WEIGHT_FIELDS:
-    src = find(config[field]) if field in config else None
+    if sources is not None:
+      src = sources.get(field)
+    else:
+      src = find(config[field]) if field in config else None
     if src is not None:
       return src.tokenizer_path() or 'default'
   return 'default'
 
 
-def run_tokenizer(config):
-  return tokenizer_for(run_tokenizer_path(config))
+def run_tokenizer(config, sources: Mapping[str, ModelSource] | None = None):
+  return tokenizer_for(run_tokenizer_path(config, sources))
 
 
 def tokenizer_record(tokenizer, path: str) -> dict[str, Any]:
