@@ -16,6 +16,7 @@ import pytest
 
 from deliberative.common import errors, io as atomic
 from deliberative.spec import Spec
+from deliberative.judge import prompt as judge_prompt
 from deliberative.stage1 import backends, endpoint, pipeline, select, shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,7 +187,7 @@ def test_think_split_and_grade_parsing():
   from deliberative.stage1.prompt import split_think
   assert split_think('<think>IB.2 applies.</think> Sorry.') == ('IB.2 applies.', 'Sorry.', True)
   assert split_think('Sorry.')[2] is False and split_think('<think>x</think>')[2] is False
-  assert endpoint.parse_grade('Grade: 7') == 7 and endpoint.parse_grade('none') is None
+  assert judge_prompt.parse_grade('Grade: 7') == 7 and judge_prompt.parse_grade('none') is None
   # a direct answer is malformed when a CoT is required, else kept with an empty CoT
   assert backends.inline_reasoning('Sure: knead it.', True, 'no_reasoning') == ('', 'Sure: knead it.', 'no_reasoning')
   assert backends.inline_reasoning('Sure: knead it.', False, 'no_reasoning') == ('', 'Sure: knead it.', '')

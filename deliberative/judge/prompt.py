@@ -107,6 +107,15 @@ def grade_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
   return tuple(ids)
 
 
+_DIGIT_RE = re.compile(r'[0-9]')
+
+
+def parse_grade(text: str | None) -> int | None:
+  """The first digit 0-9 in a judge's written reply (a judge served over HTTP), or None (unparseable)."""
+  match = _DIGIT_RE.search(text or '')
+  return int(match.group()) if match else None
+
+
 def grade_to_digit(grade: int) -> int:
   """A 0..10 demo grade -> the 0..9 digit the judge is trained to emit.
 

@@ -23,7 +23,7 @@ import numpy as np
 from deliberative.common import progress
 from deliberative.data import sentences
 from deliberative.evals import citations
-from deliberative.judge.prompt import JudgeInput, PromptTooLong, judge_messages, resolve_rubric
+from deliberative.judge.prompt import JudgeInput, PromptTooLong, judge_messages, parse_grade, resolve_rubric
 from deliberative.spec import Spec
 from deliberative.stage1 import endpoint as endpoint_lib
 from deliberative.stage1.prompt import split_think
@@ -244,7 +244,7 @@ class EndpointJudge:
       messages = judge_messages(self.spec, item, spec_view=self.spec_view, rubric=self.rubric,
                                 answer_and_cot=self.answer_and_cot)
       for j, choice in enumerate(self.client.choices(messages, k, seed=seed + 1000 * i, **self.params)):
-        digit = endpoint_lib.parse_grade((choice.get('message') or {}).get('content'))
+        digit = parse_grade((choice.get('message') or {}).get('content'))
         if digit is None:
           unparsed += 1
           digit = 0

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import random
-import re
 import socket
 import threading
 import time
@@ -25,7 +24,6 @@ from typing import Any
 from deliberative.common import errors
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-_DIGIT_RE = re.compile(r'[0-9]')
 
 
 class EndpointError(errors.RunError):
@@ -151,8 +149,3 @@ def _error_text(e: urllib.error.HTTPError) -> str:
     message = raw
   return ' '.join(str(message).split())[:200]
 
-
-def parse_grade(text: str | None) -> int | None:
-  """The first digit 0-9 in a judge's reply, or None (unparseable)."""
-  match = _DIGIT_RE.search(text or '')
-  return int(match.group()) if match else None
