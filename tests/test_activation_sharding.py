@@ -71,7 +71,7 @@ def test_rl_steps_constrain_the_mlp_activation(setup):
   shapes = {'tokens_BL': ((rows, P + T), jnp.int32), 'positions_BL': ((rows, P + T), jnp.int32),
             'segment_ids_BL': ((rows, P + T), jnp.int32), 'completion_BT': ((rows, T), jnp.int32),
             'mask_BT': ((rows, T), jnp.float32), 'logp_old_BT': ((rows, T), jnp.float32),
-            'logp_ref_BT': ((rows, T), jnp.float32), 'advantages_B': ((rows,), jnp.float32)}
+            'logp_ref_BT': ((rows, T), jnp.float32), 'advantages_BT': ((rows, T), jnp.float32)}
   shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
   batch = {k: jax.ShapeDtypeStruct(*shapes[k], sharding=shardings[k]) for k in rl_objective.UPDATE_FIELDS}
   objective = rl_objective.Objective(temperature=1.0, clip_eps=0.2, kl_coef=0.0)

@@ -107,7 +107,7 @@ def _hand_batch(P=3, T=3):
   obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.1)
   logp_BT, _ = losses.logp_and_entropy(logits_BLV[:, P - 1:P + T - 1], completion_BT, obj.temperature)
   batch = {'completion_BT': completion_BT, 'mask_BT': mask_BT, 'logp_old_BT': logp_BT,
-           'logp_ref_BT': logp_BT - 0.3, 'advantages_B': jnp.asarray([1.0, -1.0])}
+           'logp_ref_BT': logp_BT - 0.3, 'advantages_BT': jnp.asarray([[1.0] * T, [-1.0] * T])}
   return logits_BLV, batch, obj
 
 
@@ -137,15 +137,16 @@ def test_loss_gradient_sign_and_zero_gradient_on_prompt_and_padding():
   assert np.all(np.asarray(grad_BLV[0, P - 1]) == 0.0)
 
 
-def test_sampler_and_trainer_log_probs_agree_in_float32():
+def _sampled_rollout(rows=8, T=12, P=16, shortest_prompt=3, longest_prompt=16):
+  """A tiny random policy's rollout of rows/2 prompts x 2 samples, some stopping early: (setup, params,
+  prompts, sample, valid_R)."""
   import configs.rl
   config = configs.rl.get_config('smoke')
   cfg = ModelConfig(**TINY)
-  rows, T, P = 8, 12, 16
   setup = state_lib.make_setup(config, cfg, total_steps=1)
   params = jax.device_put(_random_params(cfg, seed=4), setup.state_shardings['params'])
   rng = np.random.default_rng(1)
-  lengths = rng.integers(3, P + 1, size=rows // 2).astype(np.int32)
+  lengths = rng.integers(shortest_prompt, longest_prompt + 1, size=rows // 2).astype(np.int32)
   tokens = np.zeros((rows // 2, P), np.int32)
   positions, segments = np.zeros_like(tokens), np.zeros_like(tokens)
   for i, n in enumerate(lengths):
@@ -158,15 +159,82 @@ def test_sampler_and_trainer_log_probs_agree_in_float32():
                     batch_multiple=8)
   sample = sampler(params, prompt_ids, jax.random.key(0), SamplingParams(temperature=0.7, max_new_tokens=T))
   assert sample.lengths.min() < T
-  local = rl_rollout.build_rows(prompts, 2, sample, valid_R)
+  return setup, params, prompts, sample, valid_R
+
+
+def _score(setup, params, local):
   shardings = rl_objective.field_shardings(setup, rl_objective.ROLLOUT_FIELDS)
-  batch = {k: jax.device_put(v, shardings[k]) for k, v in local.items()}
+  batch = {k: jax.device_put(local[k], shardings[k]) for k in rl_objective.ROLLOUT_FIELDS}
   obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.05)
-  score = rl_objective.make_score_step(setup, obj, n_minibatches=1)
-  _, metrics = score(params, params, batch)
+  return rl_objective.make_score_step(setup, obj, n_minibatches=1)(params, params, batch)
+
+
+def test_sampler_and_trainer_log_probs_agree_in_float32():
+  setup, params, prompts, sample, valid_R = _sampled_rollout()
+  local = rl_rollout.build_rows(prompts, 2, sample, valid_R, np.zeros(len(valid_R), np.float32))
+  _, metrics = _score(setup, params, local)
   assert float(metrics['rl/logp_mismatch_max']) <= 1e-4, metrics
   assert float(metrics['rl/logp_mismatch']) > 0  # a real comparison, not two copies of one array
   assert abs(float(metrics['rl/kl'])) < 1e-6  # reference == policy
+
+
+def test_packed_rollouts_score_as_the_sampler_drew_them_in_fewer_rows():
+  setup, params, prompts, sample, valid_R = _sampled_rollout(longest_prompt=6)  # short, as chat prompts are
+  advantages_R = np.linspace(-1, 1, len(valid_R)).astype(np.float32)
+  padded = rl_rollout.build_rows(prompts, 2, sample, valid_R, advantages_R)
+  counts = rl_rollout.packed_row_counts(len(valid_R), 8)
+  assert counts == (8,)  # 8 rows over 8 devices: the only count that splits
+  assert rl_rollout.packed_row_counts(32, 1) == (8, 16, 24, 32) and rl_rollout.packed_row_counts(32, 4) == (8, 16, 24, 32)
+  packed = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (2, 4, 8))
+  assert packed['tokens_BL'].shape[0] < len(valid_R)  # several rollouts share a row
+  assert rl_rollout.update_padding(packed) < rl_rollout.update_padding(padded)
+  # Every completion token is scored once, with its own log-prob and its rollout's advantage.
+  assert packed['mask_BT'].sum() == padded['mask_BT'].sum() == sample.lengths.sum()
+  np.testing.assert_allclose(np.sort(packed['logp_old_BT'][packed['mask_BT'] > 0]),
+                             np.sort(padded['logp_old_BT'][padded['mask_BT'] > 0]), rtol=0, atol=0)
+  for a in advantages_R:
+    assert (packed['advantages_BT'][packed['mask_BT'] > 0] == a).sum() == (padded['advantages_BT'][padded['mask_BT'] > 0] == a).sum()
+  # Rows of the packed layout must still split over the 8 devices: pad the packed rows to 8 to score.
+  grown = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,))
+  logp_ref_BT, metrics = _score(setup, params, grown)
+  assert float(metrics['rl/logp_mismatch_max']) <= 1e-4, metrics  # segments attend within themselves only
+  assert float(metrics['rl/logp_mismatch']) > 0
+  # Two minibatches: the rollouts are dealt to them by the rng, not by how many devices split the rows.
+  by_devices = [rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R,
+                                     rl_rollout.packed_row_counts(4, multiple), 2, np.random.default_rng(3))
+                for multiple in (1, 4)]
+  for k in range(2):
+    groups = []
+    for packed_k in by_devices:
+      n = packed_k['tokens_BL'].shape[0] // 2
+      rows_k = packed_k['tokens_BL'][k * n:(k + 1) * n]
+      groups.append(rows_k[packed_k['segment_ids_BL'][k * n:(k + 1) * n].any(axis=1)])
+    np.testing.assert_array_equal(groups[0], groups[1])
+  assert by_devices[1]['tokens_BL'].shape[0] == 8 and by_devices[0]['tokens_BL'].shape[0] < 8
+  # An invalid (padding) prompt row contributes nothing.
+  valid_R[-2:] = False
+  fewer = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,))
+  assert fewer['mask_BT'].sum() == sample.lengths[:-2].sum()
+
+
+def test_the_packed_update_matches_the_padded_one():
+  """One PPO update on the same rollouts, packed and padded: the same loss and the same new weights."""
+  setup, params, prompts, sample, valid_R = _sampled_rollout()
+  advantages_R = np.linspace(-1, 1, len(valid_R)).astype(np.float32)
+  obj = rl_objective.Objective(temperature=0.7, clip_eps=0.2, kl_coef=0.05)
+  update = rl_objective.make_update_step(setup, obj, ppo_epochs=1, n_minibatches=1)
+  shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
+  results = []
+  for local in (rl_rollout.build_rows(prompts, 2, sample, valid_R, advantages_R),
+                rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,))):
+    logp_ref_BT, _ = _score(setup, params, local)
+    batch = {k: jax.device_put(local[k], shardings[k]) for k in rl_objective.ROLLOUT_FIELDS + ('advantages_BT',)}
+    state = state_lib.init_state(setup, 0, jax.tree.map(jnp.copy, params))
+    new_state, metrics = update(state, {**batch, 'logp_ref_BT': logp_ref_BT})
+    results.append((jax.device_get(metrics), jax.device_get(new_state['params'])))
+  (m_pad, p_pad), (m_pack, p_pack) = results
+  np.testing.assert_allclose(m_pack['train/loss'], m_pad['train/loss'], rtol=1e-4, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), p_pack, p_pad)
 
 
 def test_group_advantages_centre_each_group_and_scale_only_when_asked():

@@ -201,10 +201,12 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   params = setup.abstract_state['params']
   judge_params = loading.abstract_params(judge_cfg, mesh, rules)
   P, T = config.data.max_prompt_len, config.rl.max_new_tokens
+  # A packed update's worst case: every row full, each slot's target scored (rl_rollout.pack_rows).
+  T_fields = P + T - 1 if config.rl.pack_updates else T
   row_shapes = {'tokens_BL': ((rows, P + T), jnp.int32), 'positions_BL': ((rows, P + T), jnp.int32),
-                'segment_ids_BL': ((rows, P + T), jnp.int32), 'completion_BT': ((rows, T), jnp.int32),
-                'mask_BT': ((rows, T), jnp.float32), 'logp_old_BT': ((rows, T), jnp.float32),
-                'logp_ref_BT': ((rows, T), jnp.float32), 'advantages_B': ((rows,), jnp.float32)}
+                'segment_ids_BL': ((rows, P + T), jnp.int32), 'completion_BT': ((rows, T_fields), jnp.int32),
+                'mask_BT': ((rows, T_fields), jnp.float32), 'logp_old_BT': ((rows, T_fields), jnp.float32),
+                'logp_ref_BT': ((rows, T_fields), jnp.float32), 'advantages_BT': ((rows, T_fields), jnp.float32)}
   shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
   batch = {k: _abstract(*row_shapes[k], shardings[k]) for k in rl_objective.UPDATE_FIELDS}
   rollout = {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS}
@@ -214,7 +216,8 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   chips, row_tokens = mesh.size, rows * (P + T)
   programs = []
   if 'update' in wanted:
-    update = rl_objective.make_update_step(setup, objective, config.rl.ppo_epochs, n_minibatches)
+    update = rl_objective.make_update_step(setup, objective, config.rl.ppo_epochs, n_minibatches,
+                                           presplit=config.rl.pack_updates)
     flops = model_flops(policy_cfg, row_tokens * config.rl.ppo_epochs, P + T, chips, passes=3)
     programs.append(compile_program('update', update, (setup.abstract_state, batch), (setup.abstract_state,), flops))
   if 'score' in wanted:

@@ -372,6 +372,10 @@ class RLStep:
                                                       use_prefix_cache=config.judge.use_prefix_cache)
     (self.sampler, self.sampling, self.score_step, self.update_step,
      self.shardings) = rl_trainer.step_programs(config, setup, self.tok, self.rows, n_minibatches, multiple)
+    from deliberative.trainers import rl_rollout
+    self.n_minibatches = n_minibatches
+    self.packed_rows = (rl_rollout.packed_row_counts(self.rows // n_minibatches, multiple)
+                        if rl.pack_updates else ())
     n = rl.prompts_per_step * (rounds + 1)
     # Normalised as a built dataset holds them (`messages` beside `prompt`).
     records = [schema.validate_record(r, 'demo rl')
@@ -405,7 +409,11 @@ class RLStep:
     reward_R = self.judge_all(records, [sample.completion(i) for i in range(self.rows)])
     advantages_R = rl_rollout.group_advantages(reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
     t2 = time.perf_counter()
-    local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
+    if self.packed_rows:
+      local = rl_rollout.pack_rows(prompts, rl.group_size, sample, valid_R, advantages_R, self.packed_rows,
+                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]))
+    else:
+      local = rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R, advantages_R)
     batch = {k: jax.device_put(v, self.shardings[k]) for k, v in local.items()}  # one process holds all rows
     logp_ref_BT, _ = self.score_step(self.state['params'], self.ref_params,
                                      {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
@@ -414,8 +422,9 @@ class RLStep:
     t3 = time.perf_counter()
     prompt_lens = np.repeat(prompts.lengths, rl.group_size)
     return {'sampling': t1 - t0, 'judging': t2 - t1, 'update': t3 - t2,
-            'padding_fraction': padding_fraction(prompt_lens, sample.lengths, self.config.data.max_prompt_len,
-                                                 rl.max_new_tokens),
+            'padding_fraction': rl_rollout.update_padding(local),  # the update as it ran (packed or not)
+            'unpacked_padding_fraction': padding_fraction(prompt_lens, sample.lengths,
+                                                          self.config.data.max_prompt_len, rl.max_new_tokens),
             'mean_prompt_tokens': float(prompt_lens.mean()), 'mean_completion_tokens': float(sample.lengths.mean()),
             'stopped_rows': int(sample.stopped.sum())}
 
@@ -431,6 +440,8 @@ def measure_rl(rounds: int) -> dict:
             'max_new_tokens': rl.max_new_tokens, 'steps': steps,
             'seconds_median': {k: median([s[k] for s in steps]) for k in ('sampling', 'judging', 'update')},
             'padding_fraction': median([s['padding_fraction'] for s in steps]),
+            'unpacked_padding_fraction': median([s['unpacked_padding_fraction'] for s in steps]),
+            'packed': bool(rl.pack_updates),
             'note': ('random-weight tiny policy and judge; every row judged (see RLStep.judge_all); update = '
                      'reference scoring + PPO update; padding from the timed steps\' real prompt and completion '
                      'lengths (a random policy seldom stops early: completions near max_new_tokens).')}

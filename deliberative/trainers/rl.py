@@ -195,7 +195,8 @@ def step_programs(config, setup: state_lib.Setup, tokenizer: Tokenizer, rows: in
                             max_new_tokens=rl.max_new_tokens)
   objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
   return (sampler, sampling, rl_objective.make_score_step(setup, objective, n_minibatches),
-          rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches),
+          rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches,
+                                        presplit=rl.get('pack_updates', False)),
           rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS))
 
 
@@ -221,6 +222,10 @@ class RLJob:
     (self.sampler, self.sampling, self.score_step, self.update_step,
      self.shardings) = step_programs(config, setup, tokenizer, rows, n_minibatches, batch_multiple)
     self.sample_key = jax.random.key(config.seed)
+    # rl.pack_updates: a minibatch's possible packed row counts (each compiles once, on first use)
+    self.n_minibatches = n_minibatches
+    self.packed_rows = (rl_rollout.packed_row_counts(rows // n_minibatches, batch_multiple)
+                        if rl.get('pack_updates', False) else ())
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
     storage.makedirs(storage.join(workdir, 'samples'))
@@ -237,7 +242,11 @@ class RLJob:
                                reasoning=self.config.data.open_reasoning)
     advantages_R = rl_rollout.group_advantages(rewards.reward_R, rl.group_size, rl.scale_by_std, rl.adv_eps) * valid_R
     t2 = time.perf_counter()
-    local = {**rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R), 'advantages_B': advantages_R}
+    if self.packed_rows:
+      local = rl_rollout.pack_rows(prompts, rl.group_size, sample, valid_R, advantages_R, self.packed_rows,
+                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]))
+    else:
+      local = rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R, advantages_R)
     batch = {k: _global_array(v, self.shardings[k]) for k, v in local.items()}
     logp_ref_BT, score_metrics = self.score_step(state['params'], self.ref_params,
                                                  {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS})
@@ -254,6 +263,8 @@ class RLJob:
     host.update(rl_rollout.reward_metrics(rewards, records, valid_R, sample.lengths, rl.group_size))
     host.update(timing)
     host['perf/compiles'] = self.compiles.count - compiles_before
+    host['rl/update_padding'] = rl_rollout.update_padding(local)
+    host['rl/update_rows'] = local['tokens_BL'].shape[0]
     host['rl/judge_truncated_total'] = self.judge.truncated if self.judge else 0
     return state, host
 

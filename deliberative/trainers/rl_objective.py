@@ -2,7 +2,9 @@
 
 A rollout row is one prompt (left-padded to P slots) followed by its sampled completion
 (T slots): `tokens_BL` with L = P + T. The logits at slot P-1+t predict completion token
-t, so completion log-probs are `logits_BLV[:, P-1:L-1]` gathered at `completion_BT`.
+t, so completion log-probs are `logits_BLV[:, P-1:L-1]` gathered at `completion_BT`. A packed
+row (rl_rollout.pack_rows) holds several rollouts and T = L - 1: every slot's target, with
+`mask_BT` on the completion tokens; the same slicing serves both.
 Every quantity is averaged over completion tokens (`mask_BT`); prompt and padding slots
 get weight zero, hence zero gradient.
 
@@ -25,7 +27,7 @@ from deliberative.trainers import state as state_lib
 
 # Fields of a rollout batch as it goes to the device (all [rows, ...], sharded over rows).
 ROLLOUT_FIELDS = ('tokens_BL', 'positions_BL', 'segment_ids_BL', 'completion_BT', 'mask_BT', 'logp_old_BT')
-UPDATE_FIELDS = ROLLOUT_FIELDS + ('logp_ref_BT', 'advantages_B')
+UPDATE_FIELDS = ROLLOUT_FIELDS + ('logp_ref_BT', 'advantages_BT')
 
 # |log ratio| beyond this is clamped before exp(): one token whose probability moved by
 # e^20 is already a broken update, and an inf would poison the whole minibatch.
@@ -61,9 +63,9 @@ def ppo_terms(logp_BT, batch, obj: Objective):
   mask_BT = batch['mask_BT']
   log_ratio_BT = jnp.clip(logp_BT - batch['logp_old_BT'], -_MAX_LOG_RATIO, _MAX_LOG_RATIO)
   ratio_BT = jnp.exp(log_ratio_BT)
-  adv_B1 = batch['advantages_B'][:, None]
-  unclipped_BT = ratio_BT * adv_B1
-  clipped_BT = jnp.clip(ratio_BT, 1.0 - obj.clip_eps, 1.0 + obj.clip_eps) * adv_B1
+  adv_BT = batch['advantages_BT']  # per token: a packed row holds several rollouts
+  unclipped_BT = ratio_BT * adv_BT
+  clipped_BT = jnp.clip(ratio_BT, 1.0 - obj.clip_eps, 1.0 + obj.clip_eps) * adv_BT
   pg_BT = -jnp.minimum(unclipped_BT, clipped_BT)
   kl_BT = k3_kl(logp_BT, batch['logp_ref_BT'])
   tokens = jnp.sum(mask_BT)
@@ -134,9 +136,12 @@ def make_score_step(setup: state_lib.Setup, obj: Objective, n_minibatches: int):
                  out_shardings=(_row_sharding(setup, 2), setup.replicated()))
 
 
-def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_minibatches: int):
+def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_minibatches: int,
+                     presplit: bool = False):
   """(state, rollout + logp_ref + advantages) -> (state, metrics): `ppo_epochs` shuffled passes,
-  one optimizer update per minibatch. The row shuffle draws from state['rng'] (checkpointed)."""
+  one optimizer update per minibatch. The row shuffle draws from state['rng'] (checkpointed).
+  `presplit`: the rows already come minibatch by minibatch (a packed rollout, rl_rollout.pack_rows):
+  each epoch shuffles the order of the minibatches, never rows across them."""
   def update(state, batch):
     key = jax.random.wrap_key_data(state['rng'])
     key, *epoch_keys = jax.random.split(key, ppo_epochs + 1)
@@ -152,8 +157,12 @@ def make_update_step(setup: state_lib.Setup, obj: Objective, ppo_epochs: int, n_
           'loss': loss, 'grad_norm': optax.global_norm(grads), **sums}
 
     def epoch(carry, epoch_key):
-      order = jax.random.permutation(epoch_key, R)
-      shuffled = _split_minibatches(setup, jax.tree.map(lambda x: x[order], batch), n_minibatches)
+      if presplit:
+        order = jax.random.permutation(epoch_key, n_minibatches)
+        shuffled = jax.tree.map(lambda x: x[order], _split_minibatches(setup, batch, n_minibatches))
+      else:
+        order = jax.random.permutation(epoch_key, R)
+        shuffled = _split_minibatches(setup, jax.tree.map(lambda x: x[order], batch), n_minibatches)
       return jax.lax.scan(minibatch, carry, shuffled)
 
     (params, opt_state), per_update = jax.lax.scan(epoch, (state['params'], state['opt_state']),

@@ -4,6 +4,14 @@ Row layout (CONTRACTS-style names, shapes in names): R = prompts_per_step * grou
 the G samples of one prompt adjacent; each row is the prompt left-padded to P slots (as
 the PromptIterator and the Sampler both lay it out) followed by T = max_new_tokens
 completion slots. Completion slots after the stop token are padding (segment 0, weight 0).
+
+Packed layout (`pack_rows`, rl.pack_updates): each rollout's prompt and completion, unpadded, packed
+first-fit into rows of the same L = P + T slots, one segment per rollout (positions restart at 0,
+attention stays within it), as SFT packs traces. The per-token fields then cover every row slot
+but the first (T = L - 1: slot j's target is token j + 1), so the objective's "the last T slots
+predict the completion" reads both layouts alike. A trained policy's short completions otherwise
+leave most update slots empty; the row count is rounded up to one of a few buckets, so a run
+compiles the update at most len(buckets) times.
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ def repeat_prompts(prompts: PromptBatch, group_size: int) -> tuple[list[list[int
   return [ids[i] for i in rows], [prompts.records[i] for i in rows], np.repeat(prompts.valid, group_size)
 
 
-def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput,
-               valid_R: np.ndarray) -> dict[str, np.ndarray]:
-  """The rollout as numpy arrays in rl_objective.ROLLOUT_FIELDS layout."""
+def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,
+               advantages_R: np.ndarray) -> dict[str, np.ndarray]:
+  """The rollout as numpy arrays in rl_objective.UPDATE_FIELDS layout (but logp_ref_BT), one row each."""
   tokens_NP, positions_NP, segments_NP = prompts.tokens, prompts.positions, prompts.segment_ids
   tokens_RP = np.repeat(tokens_NP, group_size, axis=0)
   positions_RP = np.repeat(positions_NP, group_size, axis=0)
@@ -49,7 +57,88 @@ def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput,
       'completion_BT': completion_RT,
       'mask_BT': (live_RT & valid_R[:, None]).astype(np.float32),
       'logp_old_BT': np.where(live_RT, sample.logprobs, 0.0).astype(np.float32),
+      'advantages_BT': np.repeat(np.asarray(advantages_R, np.float32)[:, None], T, axis=1),
   }
+
+
+def packed_row_counts(rows: int, multiple: int) -> tuple[int, ...]:
+  """The packed update's row counts: quarters of the unpacked `rows`, each rounded up to `multiple`
+  (minibatches x the devices a batch splits over), so that few shapes ever compile."""
+  return tuple(sorted({min(rows, -(-(rows * q // 4) // multiple) * multiple) or multiple for q in (1, 2, 3, 4)}))
+
+
+def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,
+              advantages_R: np.ndarray, row_counts: Sequence[int], minibatches: int = 1,
+              rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+  """The valid rollouts, unpadded, packed first-fit (longest first) into rows of L = P + T slots; the
+  fields of build_rows with T = L - 1 (module docstring).
+
+  `minibatches` > 1: the rollouts are first dealt at random (`rng`) into that many equal groups, as
+  the padded layout's update shuffles its rows, and each group is packed on its own into the same
+  number of rows (the least of `row_counts` that holds every group); the rows come group by group,
+  so minibatch k is rows [k * n, (k + 1) * n). Which rollouts share a minibatch therefore never
+  depends on how many devices split the rows (the empty rows that round a count up carry no loss)."""
+  R = len(valid_R)
+  order = rng.permutation(R) if minibatches > 1 else np.arange(R)
+  groups = [_pack_group(prompts, group_size, sample, valid_R, advantages_R, rows)
+            for rows in np.array_split(order, minibatches)]
+  needed = max(g['rows'] for g in groups)
+  rows = next((c for c in row_counts if c >= needed), None)
+  if rows is None:
+    raise ValueError(f'packed RL update: {needed} rows needed per minibatch, the largest count is {max(row_counts)}')
+  parts = [_lay_out(g, rows) for g in groups]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _pack_group(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,
+                advantages_R: np.ndarray, members: np.ndarray) -> dict:
+  """First-fit decreasing placement of the valid rollouts among `members`: (seqs, placements, rows)."""
+  P, T = prompts.tokens.shape[1], sample.tokens.shape[1]
+  L = P + T
+  seqs = []  # (row r, prompt ids, completion ids, completion log-probs)
+  for r in sorted(int(m) for m in members if valid_R[m]):
+    i, n = r // group_size, int(sample.lengths[r])
+    seqs.append((int(r), prompts.tokens[i, P - int(prompts.lengths[i]):], sample.tokens[r, :n],
+                 sample.logprobs[r, :n]))
+  seqs.sort(key=lambda s: -(len(s[1]) + len(s[2])))
+  free: list[int] = []  # slots left per packed row
+  placed = []  # (row, start slot) per seq
+  for _, prompt, completion, _ in seqs:
+    n = len(prompt) + len(completion)
+    row = next((k for k, left in enumerate(free) if left >= n), None)
+    if row is None:
+      free.append(L)
+      row = len(free) - 1
+    placed.append((row, L - free[row]))
+    free[row] -= n
+  return {'seqs': seqs, 'placed': placed, 'rows': len(free), 'L': L, 'advantages_R': advantages_R}
+
+
+def _lay_out(group: dict, rows: int) -> dict[str, np.ndarray]:
+  """A packed group's arrays, `rows` rows (empty rows past its own)."""
+  L, seqs, placed, advantages_R = group['L'], group['seqs'], group['placed'], group['advantages_R']
+  tokens = np.zeros((rows, L), np.int32)
+  positions, segments = np.zeros_like(tokens), np.zeros_like(tokens)
+  mask, logp_old, advantages = (np.zeros((rows, L - 1), np.float32) for _ in range(3))
+  segment_in_row = np.zeros(rows, np.int32)
+  for (r, prompt, completion, logp), (row, start) in zip(seqs, placed):
+    p, n = len(prompt), len(prompt) + len(completion)
+    segment_in_row[row] += 1
+    tokens[row, start:start + n] = np.concatenate([prompt, completion])
+    positions[row, start:start + n] = np.arange(n)
+    segments[row, start:start + n] = segment_in_row[row]
+    targets = slice(start + p - 1, start + n - 1)  # slot j's logits predict the token at slot j + 1
+    mask[row, targets] = 1.0
+    logp_old[row, targets] = logp
+    advantages[row, targets] = advantages_R[r]
+  return {'tokens_BL': tokens, 'positions_BL': positions, 'segment_ids_BL': segments,
+          'completion_BT': tokens[:, 1:].copy(), 'mask_BT': mask, 'logp_old_BT': logp_old,
+          'advantages_BT': advantages}
+
+
+def update_padding(batch: Mapping[str, np.ndarray]) -> float:
+  """The fraction of an update batch's token slots that hold no rollout token (either layout)."""
+  return float(1.0 - np.count_nonzero(batch['segment_ids_BL']) / batch['segment_ids_BL'].size)
 
 
 RewardFn = Callable[[Sequence[Mapping[str, Any]], Sequence[str]], np.ndarray]
