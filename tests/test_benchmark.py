@@ -49,7 +49,12 @@ def test_markdown_table_has_ratios_targets_and_errors():
   assert 'error: RuntimeError: no / pipes please' in tunix and '>= 1.5x' in tunix
   assert '| decode | tiny batch 1 | tokens/s | 300 | transformers | 100 | 3.00x | — | — |' in lines
   assert any('sampling s | 2.00 (50%)' in line for line in lines)
-  assert any('update padding | 30.0% |' in line and line.endswith('<= 25% | no |') for line in lines)
+  assert any('update padding (padded) | 30.0% |' in line and line.endswith('<= 25% | no |') for line in lines)
+  packed = _report()
+  packed['rl'].update(packed=True, padding_fraction=0.1, unpacked_padding_fraction=0.45)
+  lines = benchmark.markdown(packed).splitlines()
+  assert any('update padding (packed) | 10.0% | padded rows | 45.0% |' in line and line.endswith('<= 25% | yes |')
+             for line in lines)
 
 
 def test_write_outputs(tmp_path):

@@ -150,7 +150,11 @@ def _rl_rows(entry: dict) -> list[list[str]]:
   rows = [['rl', f"tiny {entry['rows']} rows", f'{phase} s', f'{split[phase]:.2f} ({100 * split[phase] / total:.0f}%)',
            '', '', '', '', ''] for phase in ('sampling', 'judging', 'update')]
   pad = entry['padding_fraction']
-  rows.append(['rl', f"tiny {entry['rows']} rows", 'update padding', f'{100 * pad:.1f}%', '', '', '',
+  layout = 'packed' if entry.get('packed') else 'padded'
+  # The other layout's padding for the same rollouts beside it, as a peer (the padded one by arithmetic).
+  peer = entry.get('unpacked_padding_fraction') if entry.get('packed') else None
+  rows.append(['rl', f"tiny {entry['rows']} rows", f'update padding ({layout})', f'{100 * pad:.1f}%',
+               'padded rows' if peer is not None else '', f'{100 * peer:.1f}%' if peer is not None else '', '',
                f'<= {100 * PADDING_TARGET:.0f}%', _verdict(pad, PADDING_TARGET, at_least=False)])
   return rows
 
