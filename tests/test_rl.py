@@ -394,6 +394,11 @@ def test_labels_as_the_judge_need_no_judge_model(tmp_path, demo_data_dir, tiny_c
   assert sorted(steps) == [1, 2] and summary['judge_truncated'] == 0
   for m in steps.values():  # well-formed answers score 0 or 1 by their decision alone
     assert 0.0 <= m['rl/reward'] <= 1.0 and m['rl/format_valid'] == 1.0
+  # The held-out eval's reward is the same label agreement: 1 exactly where the decision was right.
+  samples = [json.loads(line) for line in open(os.path.join(workdir, 'samples', 'eval_step_0000000.jsonl'))]
+  graded = [s for s in samples if s['reward'] >= 0]
+  assert graded and all(s['reward'] == float(s['decision'] == s['expected']) for s in graded)
+  assert any(s['reward'] == 0.0 for s in graded)  # the scripted policy gets some decisions wrong
 
 
 @pytest.mark.slow

@@ -158,7 +158,8 @@ class Evaluator:
     rewards = np.full(len(samples), -rl.format_penalty, np.float32)
     judged = [i for i, good in enumerate(ok) if good]
     if judged:
-      rewards[judged] = self.reward_fn([samples[i] for i in judged], [samples[i]['answer'] for i in judged])
+      # The items' own records: a sample's 'decision' is the grader's reading, its label is 'expected'.
+      rewards[judged] = self.reward_fn([self.items[i][0] for i in judged], [samples[i]['answer'] for i in judged])
     for s, r in zip(samples, rewards):
       s['reward'] = float(r)
     runtime.write_jsonl_atomic(os.path.join(workdir, 'samples', f'eval_step_{step:07d}.jsonl'), samples)
