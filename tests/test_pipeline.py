@@ -328,3 +328,10 @@ def test_prompt_iterator_drops_overlong_prompts(tiny_dataset):
   # The advice names the prompt setting, not the SFT ones.
   assert "max_prompt_len=10 is too small for every record" in str(e.value)
   assert "seq_len" not in str(e.value) and "overlong=" not in str(e.value)
+
+
+def test_first_fit_decreasing_places_longest_first_and_opens_rows_only_when_needed():
+  assert packing.first_fit_decreasing([5, 3, 4, 2], 7) == [(0, 0), (1, 4), (1, 0), (0, 5)]
+  assert packing.first_fit_decreasing([], 7) == []
+  with pytest.raises(ValueError, match="length 8 exceeds the row capacity 7"):
+    packing.first_fit_decreasing([8], 7)

@@ -159,6 +159,25 @@ class PackedBatchIterator(Iterator[dict[str, np.ndarray]]):
     return batch
 
 
+def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[tuple[int, int]]:
+  """(row, start slot) for each of `lengths`, in their order: longest first, each into the first row
+  with room, a new row when none has it (RL's packed updates, trainers/rl_rollout.py, whose row count
+  follows from the lengths; the SFT iterator above fills a fixed number of rows per batch instead)."""
+  fill: list[int] = []  # slots used per row
+  placed: dict[int, tuple[int, int]] = {}
+  for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    n = lengths[i]
+    if n > capacity:
+      raise ValueError(f"first_fit_decreasing: a length {n} exceeds the row capacity {capacity}")
+    row = next((k for k, used in enumerate(fill) if used + n <= capacity), None)
+    if row is None:
+      fill.append(0)
+      row = len(fill) - 1
+    placed[i] = (row, fill[row])
+    fill[row] += n
+  return [placed[i] for i in range(len(lengths))]
+
+
 def unpack(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
   """The segments of a packed batch, row by row, each as {tokens, targets, weights, positions}."""
   out = []

@@ -62,7 +62,7 @@ class Run:
     """How many ways the mesh splits a batch's rows: every batch must be a multiple of it."""
     return sharding.batch_multiple(self.mesh, self.config.mesh.rules)
 
-  def restore(self, model_cfg: ModelConfig, total_updates: int, init_src) -> Start:
+  def restore(self, model_cfg: ModelConfig, total_updates: int, init_src: source.ModelSource | str | None) -> Start:
     """The sharded state of a model of `model_cfg`: the workdir's newest readable checkpoint, else
     init_src's weights, else a random init. `total_updates`: optimizer updates the schedule spans."""
     setup = state_lib.make_setup(self.config, model_cfg, total_updates, self.mesh,

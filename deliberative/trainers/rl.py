@@ -61,7 +61,7 @@ PRODUCERS = {'policy_init': 'python -m deliberative.train --config configs/sft.p
 
 def uses_judge(config) -> bool:
   """False when the labels alone are the reward (rl.label_reward=1): no judge model is loaded."""
-  return config.rl.get('label_reward', 0.0) < 1.0
+  return config.rl.label_reward < 1.0
 
 
 def require_inputs(config, sources: dict) -> None:
@@ -197,7 +197,7 @@ def step_programs(config, setup: state_lib.Setup, tokenizer: Tokenizer, rows: in
   objective = rl_objective.Objective(temperature=rl.temperature, clip_eps=rl.clip_eps, kl_coef=rl.kl_coef)
   return (sampler, sampling, rl_objective.make_score_step(setup, objective, n_minibatches),
           rl_objective.make_update_step(setup, objective, rl.ppo_epochs, n_minibatches,
-                                        presplit=rl.get('pack_updates', False)),
+                                        presplit=rl.pack_updates),
           rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS))
 
 
@@ -226,7 +226,7 @@ class RLJob:
     # rl.pack_updates: a minibatch's possible packed row counts (each compiles once, on first use)
     self.n_minibatches = n_minibatches
     self.packed_rows = (rl_rollout.packed_row_counts(rows // n_minibatches, batch_multiple)
-                        if rl.get('pack_updates', False) else ())
+                        if rl.pack_updates else ())
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
     storage.makedirs(storage.join(workdir, 'samples'))

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from deliberative.data import packing
 from deliberative.data.pipeline import PromptBatch
 from deliberative.evals.grading import GradeItem, Grader
 from deliberative.inference.sampler import SampleOutput
@@ -78,58 +79,38 @@ def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid
   number of rows (the least of `row_counts` that holds every group); the rows come group by group,
   so minibatch k is rows [k * n, (k + 1) * n). Which rollouts share a minibatch therefore never
   depends on how many devices split the rows (the empty rows that round a count up carry no loss)."""
+  P, T = prompts.tokens.shape[1], sample.tokens.shape[1]
   R = len(valid_R)
   order = rng.permutation(R) if minibatches > 1 else np.arange(R)
-  groups = [_pack_group(prompts, group_size, sample, valid_R, advantages_R, rows)
-            for rows in np.array_split(order, minibatches)]
-  needed = max(g['rows'] for g in groups)
+  groups = []  # per minibatch: its rollouts (row r, prompt ids, completion ids) and their (row, start)
+  for members in np.array_split(order, minibatches):
+    seqs = []
+    for r in sorted(int(m) for m in members if valid_R[m]):
+      i = r // group_size
+      seqs.append((r, prompts.tokens[i, P - int(prompts.lengths[i]):], sample.tokens[r, :int(sample.lengths[r])]))
+    groups.append((seqs, packing.first_fit_decreasing([len(p) + len(c) for _, p, c in seqs], P + T)))
+  needed = max(max((row for row, _ in placed), default=-1) + 1 for _, placed in groups)
   rows = next((c for c in row_counts if c >= needed), None)
   if rows is None:
     raise ValueError(f'packed RL update: {needed} rows needed per minibatch, the largest count is {max(row_counts)}')
-  parts = [_lay_out(g, rows) for g in groups]
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  parts = [_lay_out(seqs, placed, rows, P + T, sample.logprobs, advantages_R) for seqs, placed in groups]
+  return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
-def _pack_group(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,
-                advantages_R: np.ndarray, members: np.ndarray) -> dict:
-  """First-fit decreasing placement of the valid rollouts among `members`: (seqs, placements, rows)."""
-  P, T = prompts.tokens.shape[1], sample.tokens.shape[1]
-  L = P + T
-  seqs = []  # (row r, prompt ids, completion ids, completion log-probs)
-  for r in sorted(int(m) for m in members if valid_R[m]):
-    i, n = r // group_size, int(sample.lengths[r])
-    seqs.append((int(r), prompts.tokens[i, P - int(prompts.lengths[i]):], sample.tokens[r, :n],
-                 sample.logprobs[r, :n]))
-  seqs.sort(key=lambda s: -(len(s[1]) + len(s[2])))
-  free: list[int] = []  # slots left per packed row
-  placed = []  # (row, start slot) per seq
-  for _, prompt, completion, _ in seqs:
-    n = len(prompt) + len(completion)
-    row = next((k for k, left in enumerate(free) if left >= n), None)
-    if row is None:
-      free.append(L)
-      row = len(free) - 1
-    placed.append((row, L - free[row]))
-    free[row] -= n
-  return {'seqs': seqs, 'placed': placed, 'rows': len(free), 'L': L, 'advantages_R': advantages_R}
-
-
-def _lay_out(group: dict, rows: int) -> dict[str, np.ndarray]:
-  """A packed group's arrays, `rows` rows (empty rows past its own)."""
-  L, seqs, placed, advantages_R = group['L'], group['seqs'], group['placed'], group['advantages_R']
+def _lay_out(seqs, placed, rows: int, L: int, logprobs_RT: np.ndarray,
+             advantages_R: np.ndarray) -> dict[str, np.ndarray]:
+  """One minibatch's packed arrays: `rows` rows of L slots (empty rows past those it fills)."""
   tokens = np.zeros((rows, L), np.int32)
   positions, segments = np.zeros_like(tokens), np.zeros_like(tokens)
   mask, logp_old, advantages = (np.zeros((rows, L - 1), np.float32) for _ in range(3))
-  segment_in_row = np.zeros(rows, np.int32)
-  for (r, prompt, completion, logp), (row, start) in zip(seqs, placed):
+  for (r, prompt, completion), (row, start) in zip(seqs, placed):
     p, n = len(prompt), len(prompt) + len(completion)
-    segment_in_row[row] += 1
     tokens[row, start:start + n] = np.concatenate([prompt, completion])
     positions[row, start:start + n] = np.arange(n)
-    segments[row, start:start + n] = segment_in_row[row]
+    segments[row, start:start + n] = segments[row].max() + 1
     targets = slice(start + p - 1, start + n - 1)  # slot j's logits predict the token at slot j + 1
     mask[row, targets] = 1.0
-    logp_old[row, targets] = logp
+    logp_old[row, targets] = logprobs_RT[r, :len(completion)]
     advantages[row, targets] = advantages_R[r]
   return {'tokens_BL': tokens, 'positions_BL': positions, 'segment_ids_BL': segments,
           'completion_BT': tokens[:, 1:].copy(), 'mask_BT': mask, 'logp_old_BT': logp_old,
