@@ -270,10 +270,12 @@ def test_label_reward_pays_for_the_decision_the_label_asks_for():
   np.testing.assert_allclose(mixed(records, answers), [0.6 + 0.25, 0.6, 0.6 + 0.25, 0.6], rtol=1e-6)
 
 
-def test_label_reward_errors_name_the_weight_and_the_unlabelled_prompt():
+def test_label_reward_errors_name_the_weight_and_the_unlabelled_prompt(tmp_path):
   grader = rl.graders.get_grader('demo_regex')
   with pytest.raises(ValueError, match=r'rl\.label_reward=1\.5'):
     rl_rollout.answer_reward(None, 1.5, grader)
+  with pytest.raises(ValueError, match=r'rl\.label_reward=-0\.5'):  # a run refuses it before opening any model
+    train.run(_rl_config('', '/nonexistent/sft', '/nonexistent/judge', **{'rl.label_reward': -0.5}), str(tmp_path / 'rl'))
   with pytest.raises(ValueError, match='needs the judge'):
     rl_rollout.answer_reward(None, 0.5, grader)
   unlabelled = {**_labelled('refuse', 7), 'decision': ''}

@@ -295,6 +295,7 @@ class RLJob:
 
 def train(config, workdir: str, devices=None) -> dict[str, Any]:
   """`devices`: default all of them."""
+  rl_rollout.check_label_weight(config.rl.label_reward)  # before any model is opened
   sources = source.run_sources(config)  # policy and judge, each opened once for the whole run
   require_inputs(config, sources)
   compiles = CompileCounter()

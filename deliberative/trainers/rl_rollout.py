@@ -137,14 +137,18 @@ def label_agreement(records: Sequence[Mapping[str, Any]], answers: Sequence[str]
   return np.array([g['decision'] == r['decision'] for g, r in zip(grades, records)], np.float32)
 
 
+def check_label_weight(label_weight: float) -> None:
+  if not 0.0 <= label_weight <= 1.0:
+    raise ValueError(f'rl.label_reward={label_weight}: a weight in [0, 1]')
+
+
 def answer_reward(judge_fn: Callable[[list[tuple[str, str, str]]], np.ndarray] | None, label_weight: float,
                   grader: Grader) -> RewardFn:
   """The reward of well-formed final answers: (1 - label_weight) x the judge's score + label_weight x
   label_agreement. The judge alone can be exploited where it is weak (a policy that refuses every
   request, docs/results.md); the labels pay for answering the benign prompts. label_weight 1: the
   labels are the judge (as stage 1's source=labels) and no judge model is needed."""
-  if not 0.0 <= label_weight <= 1.0:
-    raise ValueError(f'rl.label_reward={label_weight}: a weight in [0, 1]')
+  check_label_weight(label_weight)
   if judge_fn is None and label_weight < 1.0:
     raise ValueError('a reward with rl.label_reward < 1 needs the judge (judge_init)')
 
