@@ -94,6 +94,9 @@ def test_the_smoke_trains_small_batches_and_the_full_run_the_configs(capsys, tmp
   assert '--config.evals.num_generations=0' in full['sft']
   assert '--config.optim.train_layers=8' in smoke['judge'] and 'judge' not in full  # labels as the full reward
   assert not any(a.startswith('--config.optim.train_layers') for a in full['sft'] + full['sft_rl'])
+  _, top = _commands(capsys, '--root', str(tmp_path / 't'), '--arms', 'sft,sft_rl', '--size', 'policy_train_layers=8')
+  top = _by_workdir(top)
+  assert '--config.optim.train_layers=8' in top['sft'] and '--config.optim.train_layers=8' in top['sft_rl']
 
 
 def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
