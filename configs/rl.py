@@ -70,10 +70,13 @@ def get_config(arg=None):
       top_p=1.0,
       max_new_tokens=128,  # demo completions are ~80 tokens, a few up to ~120
       ppo_epochs=1,
-      # Pack each step's rollouts (prompt + completion, unpadded) into as few rows as they fill, in
-      # quarters of prompts_per_step * group_size rows (each row count compiles once): short
+      # Pack each step's rollouts (prompt + completion, unpadded) into as few rows as they fill: short
       # completions then cost update FLOPs for their own tokens, not for max_new_tokens of padding.
       pack_updates=True,
+      # The packed row count is rounded up to one of this many fractions of a minibatch's rows, each
+      # compiled on first use. On SmolLM2's trained lengths (tools/rl_packing.py, docs/benchmarks.md)
+      # eighths left 23% of the slots empty (4 row counts in 500 steps), quarters 33% (3), padding 54%.
+      pack_buckets=8,
       minibatch_size=16,  # rows per optimizer update; divides prompts_per_step * group_size
       clip_eps=0.2,
       kl_coef=0.05,  # k3 estimator of KL(policy || reference), per completion token

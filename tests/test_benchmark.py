@@ -1,4 +1,4 @@
-"""tools/benchmark.py's pure helpers: the padding share, ratios and the table (no model is run)."""
+"""The pure helpers of tools/benchmark.py (padding, ratios, the table) and tools/rl_packing.py's replay."""
 
 import json
 import os
@@ -61,3 +61,23 @@ def test_write_outputs(tmp_path):
   benchmark.write_outputs(str(tmp_path / 'out'), _report())
   assert json.loads((tmp_path / 'out' / 'benchmark.json').read_text())['rl']['rows'] == 32
   assert (tmp_path / 'out' / 'benchmark.md').read_text() == benchmark.markdown(_report())
+
+
+def test_the_packing_replay_reads_a_policys_answers_and_compares_bucket_counts(tmp_path, capsys):
+  import rl_packing as tool
+  samples = tmp_path / 'samples.jsonl'
+  answers = {'refuse': 'I will not help with that.', 'comply': 'Here is a long and careful answer. ' * 6}
+  samples.write_text(''.join(json.dumps({'prompt': f'question {i}?', 'cot': 'The request is ordinary.',
+                                         'answer': answers[label], 'expected': label}) + '\n'
+                             for i, label in enumerate(['refuse', 'comply'] * 4)))
+  assert tool.main(['--samples', str(samples), '--steps', '6', '--buckets', '2,8', '--max_new_tokens', '96',
+                    '--max_prompt_len', '32']) == 0
+  table = {line.split('|')[1].strip(): line.split('|')[2].strip() for line in capsys.readouterr().out.splitlines()
+           if line.startswith('| p')}
+  assert set(table) == {'padded', 'packed, 2 buckets', 'packed, 8 buckets'}
+  pad = {k: float(v.rstrip('%')) for k, v in table.items()}
+  assert pad['packed, 8 buckets'] <= pad['packed, 2 buckets'] < pad['padded']
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('{"prompt": "x"}\n')
+  with pytest.raises(SystemExit, match='bad.jsonl:1'):
+    tool.main(['--samples', str(bad)])

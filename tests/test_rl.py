@@ -185,6 +185,8 @@ def test_packed_rollouts_score_as_the_sampler_drew_them_in_fewer_rows():
   counts = rl_rollout.packed_row_counts(len(valid_R), 8)
   assert counts == (8,)  # 8 rows over 8 devices: the only count that splits
   assert rl_rollout.packed_row_counts(32, 1) == (8, 16, 24, 32) and rl_rollout.packed_row_counts(32, 4) == (8, 16, 24, 32)
+  assert rl_rollout.packed_row_counts(32, 1, 8) == (4, 8, 12, 16, 20, 24, 28, 32)
+  assert rl_rollout.packed_row_counts(32, 8, 8) == (8, 16, 24, 32)  # no count that the devices cannot split
   packed = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (2, 4, 8))
   assert packed['tokens_BL'].shape[0] < len(valid_R)  # several rollouts share a row
   assert rl_rollout.update_padding(packed) < rl_rollout.update_padding(padded)

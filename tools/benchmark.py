@@ -378,7 +378,7 @@ class RLStep:
      self.shardings) = rl_trainer.step_programs(config, setup, self.tok, self.rows, n_minibatches, multiple)
     from deliberative.trainers import rl_rollout
     self.n_minibatches = n_minibatches
-    self.packed_rows = (rl_rollout.packed_row_counts(self.rows // n_minibatches, multiple)
+    self.packed_rows = (rl_rollout.packed_row_counts(self.rows // n_minibatches, multiple, rl.pack_buckets)
                         if rl.pack_updates else ())
     n = rl.prompts_per_step * (rounds + 1)
     # Normalised as a built dataset holds them (`messages` beside `prompt`).

@@ -225,7 +225,7 @@ class RLJob:
     self.sample_key = jax.random.key(config.seed)
     # rl.pack_updates: a minibatch's possible packed row counts (each compiles once, on first use)
     self.n_minibatches = n_minibatches
-    self.packed_rows = (rl_rollout.packed_row_counts(rows // n_minibatches, batch_multiple)
+    self.packed_rows = (rl_rollout.packed_row_counts(rows // n_minibatches, batch_multiple, rl.pack_buckets)
                         if rl.pack_updates else ())
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}

@@ -62,10 +62,12 @@ def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, vali
   }
 
 
-def packed_row_counts(rows: int, multiple: int) -> tuple[int, ...]:
-  """The packed update's row counts: quarters of the unpacked `rows`, each rounded up to `multiple`
-  (minibatches x the devices a batch splits over), so that few shapes ever compile."""
-  return tuple(sorted({min(rows, -(-(rows * q // 4) // multiple) * multiple) or multiple for q in (1, 2, 3, 4)}))
+def packed_row_counts(rows: int, multiple: int, buckets: int = 4) -> tuple[int, ...]:
+  """The packed update's row counts: `buckets` fractions of the unpacked `rows` (1/buckets, 2/buckets,
+  ..., all), each rounded up to `multiple` (the devices a batch splits over), so that at most
+  `buckets` shapes ever compile (rl.pack_buckets)."""
+  return tuple(sorted({min(rows, -(-(rows * q // buckets) // multiple) * multiple) or multiple
+                       for q in range(1, buckets + 1)}))
 
 
 def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,

@@ -1,0 +1,134 @@
+"""RL update padding on a trained policy's lengths: packed row buckets compared, no model run.
+
+  python tools/rl_packing.py --samples RUN/samples/eval_step_0000010.jsonl [--tokenizer EXPORT_DIR]
+       [--buckets 4,8] [--steps 500] [--prompts_per_step 8] [--group_size 4] [--minibatch_size 16]
+       [--max_prompt_len 128] [--max_new_tokens 192]
+
+Reads a policy's answers (an RL or evaluate run's samples: `prompt`, `cot`, `answer`, `expected`),
+measures each prompt's and completion's length with the run's tokenizer (its chat format, as the
+sampler lays them out), then replays `--steps` RL steps: each step draws `prompts_per_step` prompts,
+and each prompt's `group_size` completions from the answers to prompts with the same label (a
+refusal's length is not a compliance's). Every step's rollouts go through the trainer's own
+rl_rollout.pack_rows for each `--buckets` value (rl.pack_buckets) and through build_rows, the padded
+layout. Prints, per layout: mean / p90 / max update padding, mean rows, and how many distinct row
+counts (compiles) the steps needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--samples', required=True, help='JSONL of a policy\'s answers (prompt, cot, answer, expected)')
+  p.add_argument('--tokenizer', default='',
+                 help='the run\'s tokenizer: a Hugging Face dir, tokenizer.json or .model (default: the packaged one)')
+  p.add_argument('--buckets', default='4,8', help='comma-separated rl.pack_buckets values to compare')
+  p.add_argument('--steps', type=int, default=500)
+  p.add_argument('--prompts_per_step', type=int, default=8)
+  p.add_argument('--group_size', type=int, default=4)
+  p.add_argument('--minibatch_size', type=int, default=16)
+  p.add_argument('--max_prompt_len', type=int, default=128)
+  p.add_argument('--max_new_tokens', type=int, default=192)
+  p.add_argument('--seed', type=int, default=0)
+  args = p.parse_args(argv)
+  try:
+    args.buckets = [int(b) for b in args.buckets.split(',') if b.strip()]
+  except ValueError:
+    p.error(f'--buckets {args.buckets}: expected comma-separated integers, e.g. 4,8')
+  if not args.buckets or min(args.buckets) < 1:
+    p.error(f'--buckets {args.buckets}: each at least 1')
+  rows = args.prompts_per_step * args.group_size
+  if args.minibatch_size < 1 or rows % args.minibatch_size:
+    p.error(f'--minibatch_size {args.minibatch_size} does not divide prompts_per_step x group_size = {rows}')
+  if not os.path.isfile(args.samples):
+    p.error(f'--samples {args.samples}: no such file')
+  return args
+
+
+def lengths(path: str, tokenizer, max_prompt_len: int, max_new_tokens: int) -> dict[str, list[tuple[int, int]]]:
+  """(prompt tokens, completion tokens) per answer, grouped by the label's decision."""
+  by_label = collections.defaultdict(list)
+  with open(path, encoding='utf-8') as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        r = json.loads(line)
+        prompt, cot, answer, label = r['prompt'], r['cot'], r['answer'], r['expected']
+      except (json.JSONDecodeError, KeyError) as e:
+        raise SystemExit(f'{path}:{n}: not a sample with prompt, cot, answer, expected ({e})')
+      head, _ = tokenizer.render_chat(prompt, add_generation_prompt=True)
+      full, _ = tokenizer.render_chat(prompt, cot=cot, answer=answer)
+      if len(head) <= max_prompt_len:
+        by_label[label].append((len(head), min(len(full) - len(head), max_new_tokens)))
+  if not by_label:
+    raise SystemExit(f'{path}: no sample fits --max_prompt_len')
+  return by_label
+
+
+def replay(args, by_label) -> dict[str, dict]:
+  from deliberative.data.pipeline import PromptBatch
+  from deliberative.inference.sampler import SampleOutput
+  from deliberative.trainers import rl_rollout
+  P, T, G, B = args.max_prompt_len, args.max_new_tokens, args.group_size, args.prompts_per_step
+  rows, minibatches = B * G, B * G // args.minibatch_size
+  labels = sorted(by_label)
+  rng = np.random.default_rng(args.seed)
+  layouts = {'padded': None, **{f'packed, {b} buckets': rl_rollout.packed_row_counts(rows // minibatches, 1, b)
+                                for b in args.buckets}}
+  seen = {name: {'padding': [], 'rows': []} for name in layouts}
+  for step in range(args.steps):
+    tokens, prompt_lengths = np.zeros((B, P), np.int32), np.zeros(B, np.int32)
+    completions = np.zeros(rows, np.int32)
+    for i in range(B):
+      pool = by_label[labels[rng.integers(len(labels))]]
+      prompt_lengths[i] = pool[rng.integers(len(pool))][0]
+      tokens[i, P - prompt_lengths[i]:] = 1
+      completions[i * G:(i + 1) * G] = [pool[j][1] for j in rng.integers(len(pool), size=G)]
+    prompts = PromptBatch(tokens=tokens, positions=np.zeros_like(tokens), segment_ids=(tokens > 0).astype(np.int32),
+                          lengths=prompt_lengths, valid=np.ones(B, bool), records=[{}] * B)
+    sample = SampleOutput(tokens=(np.arange(T)[None, :] < completions[:, None]).astype(np.int32),
+                          logprobs=np.zeros((rows, T), np.float32), lengths=completions,
+                          stopped=completions < T)
+    valid, advantages = np.ones(rows, bool), np.zeros(rows, np.float32)
+    for name, counts in layouts.items():
+      if counts is None:
+        batch = rl_rollout.build_rows(prompts, G, sample, valid, advantages)
+      else:
+        batch = rl_rollout.pack_rows(prompts, G, sample, valid, advantages, counts, minibatches,
+                                     np.random.default_rng([args.seed, step]))
+      seen[name]['padding'].append(rl_rollout.update_padding(batch))
+      seen[name]['rows'].append(batch['tokens_BL'].shape[0])
+  return seen
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  from deliberative.tokenizer.load import load_tokenizer
+  by_label = lengths(args.samples, load_tokenizer(args.tokenizer), args.max_prompt_len, args.max_new_tokens)
+  for label, pool in sorted(by_label.items()):
+    p, c = np.array(pool).T
+    print(f'{label}: {len(pool)} answers, prompt {p.mean():.0f} tokens, completion {c.mean():.0f} '
+          f'(max {c.max()}) tokens')
+  print(f'{args.steps} steps of {args.prompts_per_step} x {args.group_size} rollouts, {args.minibatch_size} per '
+        f'minibatch, rows of {args.max_prompt_len} + {args.max_new_tokens} slots')
+  print(f'| layout | padding mean | p90 | max | rows mean | row counts (compiles) |\n|---|---:|---:|---:|---:|---:|')
+  for name, s in replay(args, by_label).items():
+    pad = np.array(s['padding'])
+    print(f'| {name} | {pad.mean():.1%} | {np.percentile(pad, 90):.1%} | {pad.max():.1%} | '
+          f'{np.mean(s["rows"]):.1f} | {len(set(s["rows"]))} |')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
