@@ -308,6 +308,30 @@ def test_sft_checkpoints_and_resumes_in_a_gcs_bucket(gcs_bucket, no_local_mangli
   assert sorted(os.listdir(tmp_path)) == []  # nothing of the run on the local disk
 
 
+@pytest.mark.slow
+def test_rl_from_and_evaluation_of_a_checkpoint_in_a_gcs_bucket(gcs_bucket, no_local_mangling, tmp_path,
+                                                                 demo_data_dir):
+  """The SFT policy, RL's workdir and the evaluation's output all in the bucket."""
+  import configs.rl
+  from deliberative import evaluate, train
+  from deliberative.weights import checkpoints
+  from tests.train_fixtures import override, tiny_sft_config
+  train.run(tiny_sft_config(demo_data_dir, total_steps=1, **{'checkpoint.every_steps': 1}), 'gs://bkt/sft')
+  rl = override(configs.rl.get_config('smoke'), **{'rl.label_reward': 1.0, 'total_steps': 1})  # labels: no judge
+  rl.data.data_dir, rl.policy_init = demo_data_dir, 'gs://bkt/sft'
+  summary = train.run(rl, 'gs://bkt/rl')
+  assert summary['final_step'] == 1
+  files = _objects(gcs_bucket, 'bkt/rl')
+  assert {'config.json', 'metrics.jsonl', 'summary.json', 'samples/eval_step_0000000.jsonl',
+          'checkpoints/1/digests.json', 'checkpoints/1/commit_success.txt'} <= set(files), files
+  assert checkpoints.verify_digests('gs://bkt/rl/checkpoints', 1)
+  assert evaluate.main(['--checkpoint', 'gs://bkt/rl', '--suite', 'demo_overrefuse', '--limit', '2',
+                        '--max_new_tokens', '8', '--batch_size', '2', '--no_baseline', '--data_dir', demo_data_dir,
+                        '--out', 'gs://bkt/eval']) == 0
+  assert {'report.md', 'metrics.json'} <= set(_objects(gcs_bucket, 'bkt/eval'))
+  assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_generate_writes_a_gcs_workdir(gcs_bucket, no_local_mangling, tmp_path):
   from tests import test_generate as tg
   from deliberative.stage1 import pipeline, shards
