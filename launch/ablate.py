@@ -40,13 +40,14 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `deliberative` imports, wherever this is run from
 
-from deliberative.common import progress  # noqa: E402  (light: no JAX)
+from deliberative.common import progress, storage  # noqa: E402  (light: no JAX)
 
 ARMS = ('base', 'spec', 'sft', 'rl', 'sft_rl')
 ARM_TITLES = {'base': 'base model, no training', 'spec': 'base + spec(category) in the system prompt, no training',
@@ -125,7 +126,7 @@ def config_path(name: str, size: str, smoke: bool) -> str:
 def base_model(args, root: str) -> str:
   """What the base arm evaluates and RL starts from."""
   if args.size == 'tiny':
-    return os.path.join(root, 'base')
+    return storage.join(root, 'base')
   from deliberative import config_lib
   return config_lib.init_from_for(args.size)
 
@@ -177,10 +178,10 @@ class Wiring:
 def plan(args, wiring: Wiring | None = None) -> list[Step]:
   """Every training and evaluation the chosen arms need, in an order where each input exists first."""
   wiring = wiring or Wiring()
-  root = os.path.abspath(args.root)
+  root = storage.abspath(args.root)
   arms = set(args.arms)
-  wd = lambda name: os.path.join(root, name)  # noqa: E731
-  summary = lambda name: os.path.join(wd(name), 'summary.json')  # noqa: E731
+  wd = lambda name: storage.join(root, name)  # noqa: E731
+  summary = lambda name: storage.join(wd(name), 'summary.json')  # noqa: E731
   base = base_model(args, root)
   steps: list[Step] = []
   if args.size == 'tiny' and arms & {'base', 'spec', 'rl'}:
@@ -210,11 +211,11 @@ def plan(args, wiring: Wiring | None = None) -> list[Step]:
   checkpoints = {'base': base, 'spec': base, 'sft': wd('sft'), 'rl': wd('rl'), 'sft_rl': wd('sft_rl')}
   for arm in ARMS:
     if arm in arms:
-      out = os.path.join(wd(arm), 'eval')
+      out = storage.join(wd(arm), 'eval')
       # RL from a pretrained model that never learnt the reasoning format: grade its direct answers.
       reasoning = 'off' if arm == 'rl' and args.size != 'tiny' else 'auto'
       steps.append(Step(arm, 'eval', eval_cmd(args, checkpoints[arm], out, spec_in_context=arm == 'spec',
-                                              reasoning=reasoning), os.path.join(out, 'metrics.json')))
+                                              reasoning=reasoning), storage.join(out, 'metrics.json')))
   return steps
 
 
@@ -229,8 +230,13 @@ def _done(step: Step) -> bool:
   SIGTERM'd run leaves a summary.json too, and must resume)."""
   if step.kind == 'train':
     from deliberative.trainers import loop
-    return loop.finished(os.path.dirname(step.done))
-  return os.path.exists(step.done)
+    return loop.finished(storage.dirname(step.done))
+  return storage.exists(step.done)
+
+
+def _under(path: str, root: str) -> str:
+  """`path` relative to `root` (either may be a URL), for messages."""
+  return path[len(root):].lstrip('/' + os.sep) if path.startswith(root) else path
 
 
 def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
@@ -243,22 +249,40 @@ def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
       continue
     head = f'[{i}/{len(steps)} {clock(time.perf_counter() - start)}] {step.arm}:'
     if _done(step):
-      print(f'{head} {what} done already ({os.path.relpath(step.done, root)}), skipped', flush=True)
+      print(f'{head} {what} done already ({_under(step.done, root)}), skipped', flush=True)
       continue
-    log_path = step.log or os.path.join(root, step.arm, 'log.txt')
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    print(f'{head} {what} ... (log {log_path})', flush=True)
+    log_path = step.log or storage.join(root, step.arm, 'log.txt')
     t0 = time.perf_counter()
-    with open(log_path, 'a') as log:
-      log.write(f'$ {shlex.join(step.cmd)}\n')
-      log.flush()
-      rc = subprocess.run(step.cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    rc = _run_logged(step.cmd, env, log_path, head=f'{head} {what} ...')
     if rc != 0:
       print(f'error: arm {step.arm}: {what} failed (exit {rc}); see {log_path}', file=sys.stderr, flush=True)
       return 1
     print(f'[{i}/{len(steps)} {clock(time.perf_counter() - start)}] {step.arm}: {what} done in '
           f'{clock(time.perf_counter() - t0)}', flush=True)
   return 0
+
+
+def _run_logged(cmd: list[str], env: dict, log_path: str, head: str) -> int:
+  """Runs `cmd` with its output appended to `log_path`. A URL log (a gs:// root) is written to a local
+  file while the step runs, then appended to the URL whole, whether the step succeeded or not."""
+  local = storage.is_local(log_path)
+  if local:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    target = log_path
+  else:
+    handle, target = tempfile.mkstemp(prefix='ablate-', suffix='.log')
+    os.close(handle)
+  print(f'{head} (log {log_path}{"" if local else f"; while it runs: {target}"})', flush=True)
+  try:
+    with open(target, 'a') as log:
+      log.write(f'$ {shlex.join(cmd)}\n')
+      log.flush()
+      return subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+  finally:
+    if not local:
+      with open(target, encoding='utf-8', errors='replace') as f:
+        storage.append_text(log_path, f.read())
+      os.remove(target)
 
 
 # -- combining the arms' evaluations --------------------------------------------------------------
@@ -278,12 +302,11 @@ def read_arms(root: str, arms) -> tuple[dict, list, list, dict]:
   columns, disagreements, notes, metas = {}, [], [], {}
   baseline = None
   for arm in arms:
-    path = os.path.join(root, arm, 'eval', 'metrics.json')
-    if not os.path.exists(path):
+    path = storage.join(root, arm, 'eval', 'metrics.json')
+    if not storage.exists(path):
       notes.append(f'{arm}: no evaluation ({path} missing)')
       continue
-    with open(path) as f:
-      data = json.load(f)
+    data = json.loads(storage.read_bytes(path))
     got = data.get('arms', {})
     columns[arm] = {k: _metric(v) for k, v in got.get('model', {}).items()}
     if baseline is None and BASELINE_ARM in got:  # the same lookup over the same train split in every file
@@ -310,7 +333,7 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
   """ROOT/report.md, ROOT/metrics.json, ROOT/metrics.png and ROOT/pareto.png from each arm's eval."""
   from deliberative.common import io as atomic
   from deliberative.evals import report
-  root = os.path.abspath(root)
+  root = storage.abspath(root)
   columns, disagreements, notes, metas = read_arms(root, arms)
   if not any(a in columns for a in arms):
     raise SystemExit(f'error: no arm of {",".join(arms)} has an evaluation under {root}')
@@ -318,10 +341,9 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
     if arm in metas:
       m = metas[arm]
       line = f'{arm}: {ARM_TITLES[arm]}; checkpoint {m.get("checkpoint", "?")}'
-      summary = os.path.join(root, arm, 'summary.json')
-      if os.path.exists(summary):
-        with open(summary) as f:
-          seconds = clock(json.load(f).get('wall_seconds', 0))
+      summary = storage.join(root, arm, 'summary.json')
+      if storage.exists(summary):
+        seconds = clock(json.loads(storage.read_bytes(summary)).get('wall_seconds', 0))
         line += f'; saved (one step at learning rate 0) in {seconds}' if arm == 'base' else f'; trained in {seconds}'
       notes.append(line + f'; evaluated in {clock(m.get("wall_seconds", 0))}')
   # A resumed grid keeps earlier evaluations: columns are comparable only if they asked the same items.
@@ -341,25 +363,25 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
                  f'{", ".join(PARETO_Y_KEYS)}')
   else:
     x, y = keys
-    paths['pareto'] = report.plot_pareto(os.path.join(root, 'pareto.png'), report.pareto_points(columns, x, y),
+    paths['pareto'] = report.plot_pareto(storage.join(root, 'pareto.png'), report.pareto_points(columns, x, y),
                                          x_label=x, y_label=y, title='one point per arm (top right is best)')
     extra.append(str(paths['pareto']))
   meta = {'root': root, 'arms': list(arms), 'size': size, 'pareto': list(keys) if keys else None,
           'evaluations': metas}
   # report.write_report's parts, so that report.md shows pareto.png beside metrics.png.
-  paths['metrics'] = report.write_metrics_json(os.path.join(root, 'metrics.json'), columns,
+  paths['metrics'] = report.write_metrics_json(storage.join(root, 'metrics.json'), columns,
                                                disagreements=disagreements, meta=meta)
-  paths['plot'] = report.plot_metric_bars(os.path.join(root, 'metrics.png'), columns)
+  paths['plot'] = report.plot_metric_bars(storage.join(root, 'metrics.png'), columns)
   md = report.render_report(columns, title=title, disagreements=disagreements, notes=notes,
                             plots=[str(paths['plot']), *extra])
-  paths['report'] = Path(root) / 'report.md'
+  paths['report'] = Path(root) / 'report.md' if storage.is_local(root) else storage.join(root, 'report.md')
   atomic.write_text(paths['report'], md)
   return paths
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  root = os.path.abspath(args.root)
+  root = storage.abspath(args.root)
   steps = plan(args)
   if not args.dry_run:
     print(f'ablation grid: size {args.size}, arms {",".join(args.arms)}, suites {" ".join(args.suite)}, '
@@ -373,8 +395,7 @@ def main(argv=None) -> int:
       return rc
     paths = combine(root, args.arms, size=args.size,
                     title=f'Ablation grid ({args.size}{", smoke" if args.smoke else ""})')
-  with open(paths['report']) as f:
-    print(f.read())
+  print(storage.read_text(paths['report']))
   print('wrote ' + ', '.join(str(p) for p in paths.values()), flush=True)
   return 0
 

@@ -351,3 +351,28 @@ def test_generate_writes_a_gcs_workdir(gcs_bucket, no_local_mangling, tmp_path):
   assert any(f.startswith('data/') and f.endswith('dataset_info.json') for f in files) and '.lock' not in files
   assert len(shards.read_jsonl(summary['traces'])) == summary['kept'] > 0
   assert sorted(os.listdir(tmp_path)) == ['p.jsonl']
+
+
+def test_an_ablation_grid_reads_and_writes_a_url_root(memfs, no_local_mangling, capsys):
+  """launch/ablate.py (and so the recipe's grid) with its root in the memory filesystem: steps found done
+  there, a step's log appended there, and the combined report, metrics and plots written there."""
+  import sys
+  from tests.test_ablate import PNG, ablate
+  root = 'memory://bucket/grid'
+  steps = [ablate.Step('sft', 'train', [sys.executable, '-c', 'print("boom"); raise SystemExit(3)'],
+                       f'{root}/sft/summary.json')]
+  assert ablate.run_steps(steps, root, dry_run=False) == 1
+  assert 'boom' in storage.read_text(f'{root}/sft/log.txt')
+  atomic.write_json(f'{root}/sft/summary.json', {'final_step': 2, 'wall_seconds': 575.0})
+  assert ablate.run_steps(steps, root, dry_run=False) == 0
+  assert 'sft: training done already (sft/summary.json), skipped' in capsys.readouterr().out
+  rate = {'value': 0.5, 'ci_low': 0.4, 'ci_high': 0.6, 'n': 40, 'grader': 'demo'}
+  atomic.write_json(f'{root}/sft/eval/metrics.json', {
+      'arms': {'model': {'demo_overrefuse/not_overrefuse': rate, 'demo_jailbreak/goodness@0.1': rate}},
+      'meta': {'checkpoint': f'{root}/sft', 'wall_seconds': 3.0}})
+  paths = ablate.combine(root, ['base', 'sft'])
+  assert paths['report'] == f'{root}/report.md'
+  md = storage.read_text(f'{root}/report.md')
+  assert 'trained in 0:09:35' in md and f'base: no evaluation ({root}/base/eval/metrics.json missing)' in md
+  assert storage.read_bytes(f'{root}/pareto.png')[:8] == PNG == storage.read_bytes(f'{root}/metrics.png')[:8]
+  assert json.loads(storage.read_bytes(f'{root}/metrics.json'))['meta']['root'] == root
