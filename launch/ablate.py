@@ -38,16 +38,13 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `deliberative` imports, wherever this is run from
 
-from deliberative.common import progress, storage  # noqa: E402  (light: no JAX)
+from deliberative.common import progress, storage, subproc  # noqa: E402  (light: no JAX)
 
 ARMS = ('base', 'spec', 'sft', 'rl', 'sft_rl')
 ARM_TITLES = {'base': 'base model, no training', 'spec': 'base + spec(category) in the system prompt, no training',
@@ -234,11 +231,6 @@ def _done(step: Step) -> bool:
   return storage.exists(step.done)
 
 
-def _under(path: str, root: str) -> str:
-  """`path` relative to `root` (either may be a URL), for messages."""
-  return path[len(root):].lstrip('/' + os.sep) if path.startswith(root) else path
-
-
 def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
   start = time.perf_counter()
@@ -249,40 +241,18 @@ def run_steps(steps: list[Step], root: str, dry_run: bool) -> int:
       continue
     head = f'[{i}/{len(steps)} {clock(time.perf_counter() - start)}] {step.arm}:'
     if _done(step):
-      print(f'{head} {what} done already ({_under(step.done, root)}), skipped', flush=True)
+      print(f'{head} {what} done already ({storage.relpath(step.done, root)}), skipped', flush=True)
       continue
     log_path = step.log or storage.join(root, step.arm, 'log.txt')
     t0 = time.perf_counter()
-    rc = _run_logged(step.cmd, env, log_path, head=f'{head} {what} ...')
+    print(f'{head} {what} ... (log {log_path})', flush=True)
+    rc = subproc.run_logged(step.cmd, log_path, env=env, cwd=REPO)
     if rc != 0:
       print(f'error: arm {step.arm}: {what} failed (exit {rc}); see {log_path}', file=sys.stderr, flush=True)
       return 1
     print(f'[{i}/{len(steps)} {clock(time.perf_counter() - start)}] {step.arm}: {what} done in '
           f'{clock(time.perf_counter() - t0)}', flush=True)
   return 0
-
-
-def _run_logged(cmd: list[str], env: dict, log_path: str, head: str) -> int:
-  """Runs `cmd` with its output appended to `log_path`. A URL log (a gs:// root) is written to a local
-  file while the step runs, then appended to the URL whole, whether the step succeeded or not."""
-  local = storage.is_local(log_path)
-  if local:
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    target = log_path
-  else:
-    handle, target = tempfile.mkstemp(prefix='ablate-', suffix='.log')
-    os.close(handle)
-  print(f'{head} (log {log_path}{"" if local else f"; while it runs: {target}"})', flush=True)
-  try:
-    with open(target, 'a') as log:
-      log.write(f'$ {shlex.join(cmd)}\n')
-      log.flush()
-      return subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-  finally:
-    if not local:
-      with open(target, encoding='utf-8', errors='replace') as f:
-        storage.append_text(log_path, f.read())
-      os.remove(target)
 
 
 # -- combining the arms' evaluations --------------------------------------------------------------
@@ -374,8 +344,7 @@ def combine(root: str, arms, *, size: str = '', title: str = 'Ablation grid') ->
   paths['plot'] = report.plot_metric_bars(storage.join(root, 'metrics.png'), columns)
   md = report.render_report(columns, title=title, disagreements=disagreements, notes=notes,
                             plots=[str(paths['plot']), *extra])
-  paths['report'] = Path(root) / 'report.md' if storage.is_local(root) else storage.join(root, 'report.md')
-  atomic.write_text(paths['report'], md)
+  paths['report'] = atomic.write_text(storage.join(root, 'report.md'), md)
   return paths
 
 

@@ -130,6 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     setattr(args, flag, os.path.abspath(path) if path else '')
   if args.stop_after and args.stop_after not in STAGES:
     p.error(f'--stop_after {args.stop_after}: choose from {", ".join(STAGES)}')
+  from deliberative.common import storage
+  if not storage.is_local(args.root):  # os.path.abspath would make gs://b/r a local ./gs:/b/r
+    p.error(f'--root {args.root}: the recipe runs its data stages on local files; give a local directory '
+            '(launch/ablate.py takes a gs:// root)')
   args.root = os.path.abspath(args.root)
   args.sizes = SMOKE if args.smoke else FULL
   fields = {f.name: f.type for f in dataclasses.fields(Sizes) if f.name != 'smoke'}
@@ -142,6 +146,11 @@ def parse_args(argv=None) -> argparse.Namespace:
       args.sizes = dataclasses.replace(args.sizes, **{name: kind(value)})
     except ValueError:
       p.error(f'--size {item}: {name} takes {"a number" if fields[name] == "float" else "an integer"}')
+  from deliberative import config_lib
+  blocks = config_lib.model_config('smollm2').n_layers
+  if not 0 <= args.sizes.policy_train_layers <= blocks:
+    p.error(f'--size policy_train_layers={args.sizes.policy_train_layers}: 0 (every block) or 1..{blocks}, '
+            f'SmolLM2-135M\'s blocks')
   if not 0.0 <= args.sizes.rl_label_reward <= 1.0:
     p.error(f'--size rl_label_reward={args.sizes.rl_label_reward}: a weight in [0, 1]')
   if args.sizes.rl_rollouts and not _rollouts(args.sizes.rl_rollouts):

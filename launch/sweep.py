@@ -171,12 +171,12 @@ def same_entry(previous: dict, name: str, run: dict) -> bool:
 
 
 def launch_local(cmd: list[str], log_path: str = '') -> int:
+  from deliberative.common import subproc
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
   if not log_path:
     return subprocess.run(cmd, env=env).returncode
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  with open(log_path, 'a') as log:  # side by side runs would interleave on the terminal
-    return subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+  # side by side runs would interleave on the terminal; a gs:// root's log is uploaded when the run ends
+  return subproc.run_logged(cmd, log_path, env=env, header=False)
 
 
 def run_all(jobs: list, launch, parallel: int = 1) -> list[int]:

@@ -66,18 +66,27 @@ def test_write_outputs(tmp_path):
 def test_the_packing_replay_reads_a_policys_answers_and_compares_bucket_counts(tmp_path, capsys):
   import rl_packing as tool
   samples = tmp_path / 'samples.jsonl'
-  answers = {'refuse': 'I will not help with that.', 'comply': 'Here is a long and careful answer. ' * 6}
-  samples.write_text(''.join(json.dumps({'prompt': f'question {i}?', 'cot': 'The request is ordinary.',
-                                         'answer': answers[label], 'expected': label}) + '\n'
-                             for i, label in enumerate(['refuse', 'comply'] * 4)))
-  assert tool.main(['--samples', str(samples), '--steps', '6', '--buckets', '2,8', '--max_new_tokens', '96',
-                    '--max_prompt_len', '32']) == 0
-  table = {line.split('|')[1].strip(): line.split('|')[2].strip() for line in capsys.readouterr().out.splitlines()
-           if line.startswith('| p')}
+  rows = [{'prompt': f'question {i}?', 'cot': 'Ordinary.', 'answer': 'No.', 'expected': label}
+          for i, label in enumerate(['refuse', 'comply'] * 4)]
+  rows += [{'arm': 'memorisation baseline', 'prompt': 'q', 'cot': '', 'answer': 'x', 'expected': 'refuse'},
+           {'arm': 'model', 'prompt': 'unlabelled', 'cot': None, 'answer': 'x', 'expected': None}]
+  samples.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  # Short rollouts fill 3 of a minibatch's 16 rows: halves round that up to 8, eighths to 4.
+  assert tool.main(['--samples', str(samples), '--tokenizer', 'default', '--steps', '4', '--buckets', '2,8',
+                    '--max_new_tokens', '96', '--max_prompt_len', '32']) == 0
+  out = capsys.readouterr().out
+  assert 'skipped: 1 (arm memorisation baseline), 1 (no label)' in out
+  table = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split('|')[1:-1]] for line in out.splitlines()
+                                             if line.startswith('| p'))}
   assert set(table) == {'padded', 'packed, 2 buckets', 'packed, 8 buckets'}
-  pad = {k: float(v.rstrip('%')) for k, v in table.items()}
-  assert pad['packed, 8 buckets'] <= pad['packed, 2 buckets'] < pad['padded']
+  pad = {k: float(v[0].rstrip('%')) for k, v in table.items()}
+  assert pad['packed, 8 buckets'] < pad['packed, 2 buckets'] < pad['padded']
+  rows_mean = {k: float(v[3]) for k, v in table.items()}
+  assert rows_mean == {'padded': 32.0, 'packed, 2 buckets': 16.0, 'packed, 8 buckets': 8.0}
   bad = tmp_path / 'bad.jsonl'
   bad.write_text('{"prompt": "x"}\n')
   with pytest.raises(SystemExit, match='bad.jsonl:1'):
-    tool.main(['--samples', str(bad)])
+    tool.main(['--samples', str(bad), '--tokenizer', 'default'])
+  with pytest.raises(SystemExit):  # not in a run's samples/ folder: the flag is named
+    tool.main(['--samples', str(samples)])
+  assert 'give --tokenizer' in capsys.readouterr().err

@@ -94,9 +94,11 @@ def test_the_smoke_trains_small_batches_and_the_full_run_the_configs(capsys, tmp
   assert '--config.evals.num_generations=0' in full['sft']
   assert '--config.optim.train_layers=8' in smoke['judge'] and 'judge' not in full  # labels as the full reward
   assert not any(a.startswith('--config.optim.train_layers') for a in full['sft'] + full['sft_rl'])
-  _, top = _commands(capsys, '--root', str(tmp_path / 't'), '--arms', 'sft,sft_rl', '--size', 'policy_train_layers=8')
+  _, top = _commands(capsys, '--root', str(tmp_path / 't'), '--arms', 'sft,sft_rl', '--size', 'policy_train_layers=6',
+                     '--size', 'rl_label_reward=0.5')
   top = _by_workdir(top)
-  assert '--config.optim.train_layers=8' in top['sft'] and '--config.optim.train_layers=8' in top['sft_rl']
+  assert '--config.optim.train_layers=6' in top['sft'] and '--config.optim.train_layers=6' in top['sft_rl']
+  assert '--config.optim.train_layers=8' in top['judge']  # the judge keeps its own
 
 
 def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
@@ -112,7 +114,10 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
     (['--stop_after', 'lunch'], '--stop_after lunch'), (['--size', 'sft_step=60'], '--size sft_step=60'),
     (['--size', 'sft_steps=many'], 'sft_steps takes an integer'),
     (['--size', 'rl_label_reward=2'], 'rl_label_reward=2.0: a weight in [0, 1]'),
-    (['--size', 'rl_rollouts=8'], 'expected PROMPTSxGROUP')])
+    (['--size', 'rl_rollouts=8'], 'expected PROMPTSxGROUP'),
+    (['--size', 'policy_train_layers=31'], 'policy_train_layers=31: 0 (every block) or 1..30'),
+    (['--size', 'policy_train_layers=-1'], 'policy_train_layers=-1'),
+    (['--root', 'gs://bucket/recipe'], '--root gs://bucket/recipe: the recipe runs its data stages on local files')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],
                           capture_output=True, text=True)

@@ -1,9 +1,11 @@
 """Run directories on a non-local filesystem (issue 24, item 3), offline, two ways:
-- fsspec's in-memory filesystem (`memory://`): the SFT trainer, stage 1, the run lock and the
-  evaluation report, through the same code path as `gs://` (common/storage.py -> fsspec);
+- fsspec's in-memory filesystem (`memory://`): the SFT trainer, stage 1, the run lock, the
+  evaluation report and an ablation grid's root (launch/ablate.py), through the same code path as
+  `gs://` (common/storage.py -> fsspec);
 - `gs://` itself against fake-gcs-server, a Cloud Storage emulator on 127.0.0.1: the run lock
-  (with the server deciding the create-if-absent), stage 1, and an SFT run and its resume with the
-  checkpoints in the bucket too (skipped where gcsfs or the emulator wheel is not installed:
+  (with the server deciding the create-if-absent), stage 1, an SFT run and its resume with the
+  checkpoints in the bucket too, and RL started from a checkpoint in the bucket with the evaluation
+  of its result written there (skipped where gcsfs or the emulator wheel is not installed:
   requirements-test.txt pins both).
 
 Every test asserts the files are in the memory filesystem or the bucket and that nothing landed on
@@ -353,16 +355,23 @@ def test_generate_writes_a_gcs_workdir(gcs_bucket, no_local_mangling, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['p.jsonl']
 
 
-def test_an_ablation_grid_reads_and_writes_a_url_root(memfs, no_local_mangling, capsys):
-  """launch/ablate.py (and so the recipe's grid) with its root in the memory filesystem: steps found done
-  there, a step's log appended there, and the combined report, metrics and plots written there."""
+def test_an_ablation_grid_reads_and_writes_a_url_root(memfs, no_local_mangling, capsys, tmp_path, monkeypatch):
+  """launch/ablate.py with its root in the memory filesystem: steps found done there, each step's log
+  appended there (written locally while it runs, then uploaded; no local file left), and the combined
+  report, metrics and plots written there."""
   import sys
+  import tempfile
   from tests.test_ablate import PNG, ablate
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # where the running step's log is kept
   root = 'memory://bucket/grid'
   steps = [ablate.Step('sft', 'train', [sys.executable, '-c', 'print("boom"); raise SystemExit(3)'],
                        f'{root}/sft/summary.json')]
   assert ablate.run_steps(steps, root, dry_run=False) == 1
-  assert 'boom' in storage.read_text(f'{root}/sft/log.txt')
+  assert ablate.run_steps(steps, root, dry_run=False) == 1  # the second attempt appends to the same log
+  log = storage.read_text(f'{root}/sft/log.txt')
+  import shlex
+  assert log == f'$ {shlex.join(steps[0].cmd)}\nboom\n' * 2
+  assert os.listdir(tmp_path) == []
   atomic.write_json(f'{root}/sft/summary.json', {'final_step': 2, 'wall_seconds': 575.0})
   assert ablate.run_steps(steps, root, dry_run=False) == 0
   assert 'sft: training done already (sft/summary.json), skipped' in capsys.readouterr().out

@@ -182,9 +182,9 @@ def test_packed_rollouts_score_as_the_sampler_drew_them_in_fewer_rows():
   setup, params, prompts, sample, valid_R = _sampled_rollout(longest_prompt=6)  # short, as chat prompts are
   advantages_R = np.linspace(-1, 1, len(valid_R)).astype(np.float32)
   padded = rl_rollout.build_rows(prompts, 2, sample, valid_R, advantages_R)
-  counts = rl_rollout.packed_row_counts(len(valid_R), 8)
+  counts = rl_rollout.packed_row_counts(len(valid_R), 8, 4)
   assert counts == (8,)  # 8 rows over 8 devices: the only count that splits
-  assert rl_rollout.packed_row_counts(32, 1) == (8, 16, 24, 32) and rl_rollout.packed_row_counts(32, 4) == (8, 16, 24, 32)
+  assert rl_rollout.packed_row_counts(32, 1, 4) == (8, 16, 24, 32) == rl_rollout.packed_row_counts(32, 4, 4)
   assert rl_rollout.packed_row_counts(32, 1, 8) == (4, 8, 12, 16, 20, 24, 28, 32)
   assert rl_rollout.packed_row_counts(32, 8, 8) == (8, 16, 24, 32)  # no count that the devices cannot split
   packed = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (2, 4, 8))
@@ -203,7 +203,7 @@ def test_packed_rollouts_score_as_the_sampler_drew_them_in_fewer_rows():
   assert float(metrics['rl/logp_mismatch']) > 0
   # Two minibatches: the rollouts are dealt to them by the rng, not by how many devices split the rows.
   by_devices = [rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R,
-                                     rl_rollout.packed_row_counts(4, multiple), 2, np.random.default_rng(3))
+                                     rl_rollout.packed_row_counts(4, multiple, 4), 2, np.random.default_rng(3))
                 for multiple in (1, 4)]
   for k in range(2):
     groups = []

@@ -1,14 +1,18 @@
 """RL update padding on a trained policy's lengths: packed row buckets compared, no model run.
 
-  python tools/rl_packing.py --samples RUN/samples/eval_step_0000010.jsonl [--tokenizer EXPORT_DIR]
+  python tools/rl_packing.py --samples RUN/samples/eval_step_0000010.jsonl [--tokenizer PATH]
        [--buckets 4,8] [--steps 500] [--prompts_per_step 8] [--group_size 4] [--minibatch_size 16]
        [--max_prompt_len 128] [--max_new_tokens 192]
 
-Reads a policy's answers (an RL or evaluate run's samples: `prompt`, `cot`, `answer`, `expected`),
-measures each prompt's and completion's length with the run's tokenizer (its chat format, as the
-sampler lays them out), then replays `--steps` RL steps: each step draws `prompts_per_step` prompts,
-and each prompt's `group_size` completions from the answers to prompts with the same label (a
-refusal's length is not a compliance's). Every step's rollouts go through the trainer's own
+Reads a policy's answers (an RL run's samples, or an evaluation's samples.jsonl: `prompt`, `cot`,
+`answer`, `expected`; the evaluation's memorisation-baseline rows and answers to unlabelled prompts
+are skipped and counted), measures each prompt's and completion's length with the run's tokenizer
+(RUN/config.json's, or --tokenizer: a Hugging Face directory, tokenizer.json, .model or GGUF file;
+the chat format as the sampler lays it out), then replays `--steps` RL steps: each step draws
+`prompts_per_step` prompts, each from a label chosen with equal odds (the recipe's RL prompts are
+about half and half: 123 refuse, 133 comply), and each prompt's `group_size` completions from the
+answers to prompts with that label (a refusal's length is not a compliance's). Greedy held-out
+answers stand in for sampled rollouts. Every step's rollouts go through the trainer's own
 rl_rollout.pack_rows for each `--buckets` value (rl.pack_buckets) and through build_rows, the padded
 layout. Prints, per layout: mean / p90 / max update padding, mean rows, and how many distinct row
 counts (compiles) the steps needed.
@@ -26,12 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from deliberative.common import errors  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--samples', required=True, help='JSONL of a policy\'s answers (prompt, cot, answer, expected)')
   p.add_argument('--tokenizer', default='',
-                 help='the run\'s tokenizer: a Hugging Face dir, tokenizer.json or .model (default: the packaged one)')
+                 help='the tokenizer (Hugging Face dir, tokenizer.json, .model, GGUF or "default"); default: the one '
+                      'of the run whose samples/ holds --samples (RUN/config.json)')
   p.add_argument('--buckets', default='4,8', help='comma-separated rl.pack_buckets values to compare')
   p.add_argument('--steps', type=int, default=500)
   p.add_argument('--prompts_per_step', type=int, default=8)
@@ -47,33 +54,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error(f'--buckets {args.buckets}: expected comma-separated integers, e.g. 4,8')
   if not args.buckets or min(args.buckets) < 1:
     p.error(f'--buckets {args.buckets}: each at least 1')
+  for flag in ('steps', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens'):
+    if getattr(args, flag) < 1:
+      p.error(f'--{flag} {getattr(args, flag)}: at least 1')
+  if args.group_size < 2:
+    p.error(f'--group_size {args.group_size}: at least 2 (group-centred advantages)')
   rows = args.prompts_per_step * args.group_size
   if args.minibatch_size < 1 or rows % args.minibatch_size:
     p.error(f'--minibatch_size {args.minibatch_size} does not divide prompts_per_step x group_size = {rows}')
   if not os.path.isfile(args.samples):
     p.error(f'--samples {args.samples}: no such file')
+  if not args.tokenizer:
+    run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.samples))), 'config.json')
+    if not os.path.isfile(run_config):
+      p.error(f'--samples {args.samples} is not in a run\'s samples/ folder ({run_config} missing): give --tokenizer')
+    args.run_config = run_config
   return args
 
 
-def lengths(path: str, tokenizer, max_prompt_len: int, max_new_tokens: int) -> dict[str, list[tuple[int, int]]]:
-  """(prompt tokens, completion tokens) per answer, grouped by the label's decision."""
-  by_label = collections.defaultdict(list)
+def tokenizer(args):
+  """--tokenizer, else the tokenizer of the run that wrote --samples (as its trainer loaded it)."""
+  import ml_collections
+  from deliberative.weights import source
+  try:
+    if args.tokenizer:
+      return source.tokenizer_for(args.tokenizer)
+    with open(args.run_config, encoding='utf-8') as f:
+      return source.run_tokenizer(ml_collections.ConfigDict(json.load(f)))
+  except (OSError, ValueError) as e:
+    where = f'--tokenizer {args.tokenizer}' if args.tokenizer else f'the tokenizer of {args.run_config}'
+    raise SystemExit(f'{where}: {errors.one_line(e)}' + ('' if args.tokenizer else '; give --tokenizer'))
+
+
+def lengths(path: str, tokenizer, max_prompt_len: int,
+            max_new_tokens: int) -> tuple[dict[str, list[tuple[int, int]]], collections.Counter]:
+  """((prompt tokens, completion tokens) per answer, grouped by the label's decision; skipped counts)."""
+  by_label, skipped = collections.defaultdict(list), collections.Counter()
   with open(path, encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
         r = json.loads(line)
-        prompt, cot, answer, label = r['prompt'], r['cot'], r['answer'], r['expected']
-      except (json.JSONDecodeError, KeyError) as e:
-        raise SystemExit(f'{path}:{n}: not a sample with prompt, cot, answer, expected ({e})')
+        prompt, cot, answer, label = r['prompt'], r['cot'] or '', r['answer'] or '', r['expected']
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SystemExit(f'{path}:{n}: not a sample with prompt, cot, answer, expected ({errors.one_line(e)})')
+      if r.get('arm', 'model') != 'model':
+        skipped[f'arm {r["arm"]}'] += 1
+        continue
+      if not label:
+        skipped['no label'] += 1
+        continue
       head, _ = tokenizer.render_chat(prompt, add_generation_prompt=True)
       full, _ = tokenizer.render_chat(prompt, cot=cot, answer=answer)
-      if len(head) <= max_prompt_len:
-        by_label[label].append((len(head), min(len(full) - len(head), max_new_tokens)))
+      if len(head) > max_prompt_len:
+        skipped['prompt over --max_prompt_len'] += 1
+        continue
+      by_label[label].append((len(head), min(len(full) - len(head), max_new_tokens)))
   if not by_label:
-    raise SystemExit(f'{path}: no sample fits --max_prompt_len')
-  return by_label
+    raise SystemExit(f'{path}: no labelled answer of the policy whose prompt fits --max_prompt_len '
+                     f'(skipped: {dict(skipped)})')
+  return by_label, skipped
 
 
 def replay(args, by_label) -> dict[str, dict]:
@@ -114,8 +155,9 @@ def replay(args, by_label) -> dict[str, dict]:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from deliberative.tokenizer.load import load_tokenizer
-  by_label = lengths(args.samples, load_tokenizer(args.tokenizer), args.max_prompt_len, args.max_new_tokens)
+  by_label, skipped = lengths(args.samples, tokenizer(args), args.max_prompt_len, args.max_new_tokens)
+  if skipped:
+    print('skipped: ' + ', '.join(f'{v} ({k})' for k, v in sorted(skipped.items())))
   for label, pool in sorted(by_label.items()):
     p, c = np.array(pool).T
     print(f'{label}: {len(pool)} answers, prompt {p.mean():.0f} tokens, completion {c.mean():.0f} '

@@ -75,6 +75,16 @@ def abspath(path: str | os.PathLike) -> str:
   return os.path.abspath(path) if is_local(path) else path.rstrip('/')
 
 
+def relpath(path: str | os.PathLike, start: str | os.PathLike) -> str:
+  """`path` relative to `start` when it lies under it (either may be a URL), else `path` as it is."""
+  path, start = os.fspath(path), os.fspath(start)
+  if is_local(path) and is_local(start):
+    rel = os.path.relpath(path, start)
+    return path if rel.startswith(os.pardir) else rel
+  start = start.rstrip('/')
+  return path[len(start) + 1:] if path.startswith(start + '/') else path
+
+
 def dirname(path: str | os.PathLike) -> str:
   path = os.fspath(path)
   return os.path.dirname(path) if is_local(path) else posixpath.dirname(path.rstrip('/'))

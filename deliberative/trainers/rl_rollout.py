@@ -62,7 +62,7 @@ def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, vali
   }
 
 
-def packed_row_counts(rows: int, multiple: int, buckets: int = 4) -> tuple[int, ...]:
+def packed_row_counts(rows: int, multiple: int, buckets: int) -> tuple[int, ...]:
   """The packed update's row counts: `buckets` fractions of the unpacked `rows` (1/buckets, 2/buckets,
   ..., all), each rounded up to `multiple` (the devices a batch splits over), so that at most
   `buckets` shapes ever compile (rl.pack_buckets)."""
