@@ -71,6 +71,7 @@ class Sizes:
   sft_answer_tokens: int  # SFT answers longer than this are cut back to a sentence end (0 = whole)
   policy_train_layers: int  # optim.train_layers of SFT and RL: the policy's top N blocks and head (0 = all)
   rl_steps: int
+  rl_lr: float  # RL's optim.lr (0 = configs/rl.py's: 1e-5 for SmolLM2)
   train_batch: int  # SFT's and the judge's rows per step (0 = the config's 8)
   rl_rollouts: str  # RL's prompts_per_step x group_size ('' = the config's 8 x 4)
   rl_prompts: int  # ROOT/data's rl split
@@ -92,13 +93,13 @@ class Sizes:
 FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=128, prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
              judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0,
-             rl_steps=10, train_batch=0,
+             rl_steps=10, rl_lr=0.0, train_batch=0,
              rl_rollouts='', rl_prompts=256, rl_label_reward=1.0, eval_prompts=64, xstest_limit=100,
              strongreject_limit=50, wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
               judge_train_layers=8,
-              sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0, rl_steps=2,
+              sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0, rl_steps=2, rl_lr=0.0,
               rl_label_reward=0.5,  # both halves of the reward: the smoke checks the judge's plumbing too
               # SmolLM2's step costs ~1 s per 30 tokens here: the smoke checks plumbing, not learning
               train_batch=2, rl_rollouts='2x2', rl_prompts=16, eval_prompts=8, xstest_limit=8,
@@ -151,6 +152,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   if not 0 <= args.sizes.policy_train_layers <= blocks:
     p.error(f'--size policy_train_layers={args.sizes.policy_train_layers}: 0 (every block) or 1..{blocks}, '
             f'SmolLM2-135M\'s blocks')
+  if args.sizes.rl_lr < 0:
+    p.error(f'--size rl_lr={args.sizes.rl_lr:g}: a learning rate >= 0 (0 = configs/rl.py\'s)')
   if not 0.0 <= args.sizes.rl_label_reward <= 1.0:
     p.error(f'--size rl_label_reward={args.sizes.rl_label_reward}: a weight in [0, 1]')
   if args.sizes.rl_rollouts and not _rollouts(args.sizes.rl_rollouts):
@@ -306,7 +309,8 @@ def grid_steps(args) -> list[ablate.Step]:
         '--config.evals.max_prompt_len=128',
         f'--config.total_steps={s.rl_steps}', f'--config.evals.every_steps={s.rl_steps}', '--config.evals.final_splits=',
         f'--config.evals.num_prompts={s.eval_prompts}', f'--config.checkpoint.every_steps={s.rl_steps}',
-        f'--config.rl.label_reward={s.rl_label_reward}', *_policy_layers(s)]
+        f'--config.rl.label_reward={s.rl_label_reward}', *_policy_layers(s),
+        *([f'--config.optim.lr={s.rl_lr:g}'] if s.rl_lr else [])]
   if s.rl_rollouts:  # one optimizer update per step: the minibatch is the step's rollouts
     prompts, group = _rollouts(s.rl_rollouts)
     rl += [f'--config.rl.prompts_per_step={prompts}', f'--config.rl.group_size={group}',
@@ -413,7 +417,7 @@ def print_plan(args, stages) -> None:
   print(f'  mix caps {s.caps}; self-distilled answers <= {s.sample_tokens} tokens; judge {s.judge_steps} steps at '
         f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
         f'policy trains {f"its top {s.policy_train_layers} blocks" if s.policy_train_layers else "every block"}; '
-        f'RL {s.rl_steps} steps, reward {1 - s.rl_label_reward:g} x judge + {s.rl_label_reward:g} x labels'
+        f'RL {s.rl_steps} steps{f" at lr {s.rl_lr:g}" if s.rl_lr else ""}, reward {1 - s.rl_label_reward:g} x judge + {s.rl_label_reward:g} x labels'
         f'{f" of {s.rl_rollouts} rollouts" if s.rl_rollouts else ""}; rows per training step '
         f'{s.train_batch or "as configured"}; arms {",".join(args.arms)}; '
         f'xstest {s.xstest_limit}, strongreject {s.strongreject_limit} x {s.wrapper_limit} wrappers, '

@@ -99,6 +99,9 @@ def test_the_smoke_trains_small_batches_and_the_full_run_the_configs(capsys, tmp
   top = _by_workdir(top)
   assert '--config.optim.train_layers=6' in top['sft'] and '--config.optim.train_layers=6' in top['sft_rl']
   assert '--config.optim.train_layers=8' in top['judge']  # the judge keeps its own
+  assert not any(a.startswith('--config.optim.lr') for a in top['sft_rl'])
+  _, lr = _commands(capsys, '--root', str(tmp_path / 'l'), '--arms', 'sft_rl', '--size', 'rl_lr=3e-5')
+  assert '--config.optim.lr=3e-05' in _by_workdir(lr)['sft_rl']
 
 
 def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
@@ -117,6 +120,7 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
     (['--size', 'rl_rollouts=8'], 'expected PROMPTSxGROUP'),
     (['--size', 'policy_train_layers=31'], 'policy_train_layers=31: 0 (every block) or 1..30'),
     (['--size', 'policy_train_layers=-1'], 'policy_train_layers=-1'),
+    (['--size', 'rl_lr=-1'], 'rl_lr=-1: a learning rate >= 0'),
     (['--root', 'gs://bucket/recipe'], '--root gs://bucket/recipe: the recipe runs its data stages on local files')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],
