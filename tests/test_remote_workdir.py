@@ -385,3 +385,31 @@ def test_an_ablation_grid_reads_and_writes_a_url_root(memfs, no_local_mangling, 
   assert 'trained in 0:09:35' in md and f'base: no evaluation ({root}/base/eval/metrics.json missing)' in md
   assert storage.read_bytes(f'{root}/pareto.png')[:8] == PNG == storage.read_bytes(f'{root}/metrics.png')[:8]
   assert json.loads(storage.read_bytes(f'{root}/metrics.json'))['meta']['root'] == root
+
+
+def test_relpath_names_a_path_under_its_root_and_leaves_others_whole(tmp_path):
+  assert storage.relpath(f'{tmp_path}/sft/summary.json', str(tmp_path)) == os.path.join('sft', 'summary.json')
+  assert storage.relpath('/r/ab/x', '/r/a') == '/r/ab/x'  # a sibling that shares a prefix is not under it
+  assert storage.relpath('gs://b/grid/sft/summary.json', 'gs://b/grid/') == 'sft/summary.json'
+  assert storage.relpath('gs://b/gridx/sft', 'gs://b/grid') == 'gs://b/gridx/sft'
+
+
+def test_a_url_log_that_cannot_be_uploaded_is_kept_and_named(memfs, no_local_mangling, tmp_path, monkeypatch,
+                                                             capsys):
+  """The child's exit code still comes back; its output is not lost: the local file stays, named."""
+  import sys
+  import tempfile
+  from deliberative.common import subproc
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+
+  def refuse(path, text):
+    raise OSError('bucket unreachable')
+
+  monkeypatch.setattr(storage, 'append_text', refuse)
+  rc = subproc.run_logged([sys.executable, '-c', 'print("kept"); raise SystemExit(4)'], 'memory://bucket/a/log.txt')
+  assert rc == 4 and not storage.exists('memory://bucket/a/log.txt')
+  kept = [tmp_path / f for f in os.listdir(tmp_path)]
+  assert len(kept) == 1 and 'kept\n' in kept[0].read_text()
+  err = capsys.readouterr().err
+  assert 'could not append the log to memory://bucket/a/log.txt (bucket unreachable)' in err and str(kept[0]) in err
+

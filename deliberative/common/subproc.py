@@ -21,7 +21,7 @@ from deliberative.common import errors, storage
 
 def _local_log(log_path: str) -> str:
   """Where the child's output goes while it runs: `log_path` itself when local, else a new
-  temporary file (append_log moves it to the URL)."""
+  temporary file (_upload appends it to the URL afterwards)."""
   if storage.is_local(log_path):
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     return log_path
