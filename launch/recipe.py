@@ -59,6 +59,7 @@ RL_MAX_PROMPT_CHARS = 300  # ~75 SmolLM2 tokens: with the chat template's system
 class Sizes:
   """Everything the recipe sizes: `full` fits the 2-core budget, `smoke` checks the plumbing."""
   caps: str  # tools/mix_prompts.py --caps
+  mix_balance: str  # tools/mix_prompts.py --balance: category (default) or source_label (the draw before 2026-12-07)
   sample_tokens: int  # self-distillation answer budget (labels: truncated answers trimmed)
   prompts_per_shard: int  # x labels.num_samples = the sampler's batch
   judge_steps: int
@@ -90,13 +91,15 @@ class Sizes:
 # self-distilled samples need no more than 128 tokens either.
 # RL's reward: the labels' decision alone. The trained judge alone was exploited in ten steps (every
 # request refused, its weak benign side; docs/results.md); --size rl_label_reward=0.5 mixes it back in.
-FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', sample_tokens=128, prompts_per_shard=32,
+FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', sample_tokens=128,
+             prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
              judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0,
              rl_steps=10, rl_lr=0.0, train_batch=0,
              rl_rollouts='', rl_prompts=256, rl_label_reward=1.0, eval_prompts=64, xstest_limit=100,
              strongreject_limit=50, wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
-SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', sample_tokens=16,
+SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', mix_balance='category',
+              sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
               judge_train_layers=8,
               sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0, rl_steps=2, rl_lr=0.0,
@@ -152,6 +155,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if not 0 <= args.sizes.policy_train_layers <= blocks:
     p.error(f'--size policy_train_layers={args.sizes.policy_train_layers}: 0 (every block) or 1..{blocks}, '
             f'SmolLM2-135M\'s blocks')
+  from deliberative.data.prompt_sets import mix
+  if args.sizes.mix_balance not in mix.BALANCES:
+    p.error(f'--size mix_balance={args.sizes.mix_balance}: choose from {", ".join(mix.BALANCES)}')
   if args.sizes.rl_lr < 0:
     p.error(f'--size rl_lr={args.sizes.rl_lr:g}: a learning rate >= 0 (0 = configs/rl.py\'s)')
   if not 0.0 <= args.sizes.rl_label_reward <= 1.0:
@@ -229,7 +235,8 @@ def _data_steps(args) -> list[ablate.Step]:
                                         *[f'--set={n}={os.path.join(ASSETS, f)}' for n, f in SETS.items()]),
                   os.path.join(p['prompts'], 'import_report.json')),
       ablate.Step('mix', 'data', _py('tools/mix_prompts.py', '--prompts', p['prompts'], '--caps', s.caps,
-                                     '--out', p['mix']), os.path.join(p['mix'], 'mix_report.json')),
+                                     '--balance', s.mix_balance, '--out', p['mix']),
+                  os.path.join(p['mix'], 'mix_report.json')),
   ]
   generate = _py('-m', 'deliberative.generate', '--config', 'configs/generate.py:source=labels,size=smollm2'
                  + (',smoke' if s.smoke else ''), '--workdir', p['traces'], f'--config.prompts.jsonl={p["mix"]}',
@@ -414,8 +421,8 @@ def print_plan(args, stages) -> None:
   eta = sum(_estimate(st, s.smoke) for st in todo)
   print(f'recipe{" (smoke)" if s.smoke else ""}: SmolLM2-135M-Instruct under {args.root}; {len(steps)} steps, '
         f'{len(steps) - len(todo)} done; estimated {ablate.clock(eta)} on 2 CPU cores for the rest', flush=True)
-  print(f'  mix caps {s.caps}; self-distilled answers <= {s.sample_tokens} tokens; judge {s.judge_steps} steps at '
-        f'{s.judge_seq_len} tokens; SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
+  print(f'  mix caps {s.caps} balanced by {s.mix_balance}; self-distilled answers <= {s.sample_tokens} tokens; '
+        f'judge {s.judge_steps} steps at {s.judge_seq_len} tokens; SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
         f'policy trains {f"its top {s.policy_train_layers} blocks" if s.policy_train_layers else "every block"}; '
         f'RL {s.rl_steps} steps{f" at lr {s.rl_lr:g}" if s.rl_lr else ""}, '
         f'reward {1 - s.rl_label_reward:g} x judge + {s.rl_label_reward:g} x labels'
@@ -478,7 +485,8 @@ def report(args, times: dict) -> dict:
   lines.append('- import: ' + ', '.join(f'{k} {v}' for k, v in total.items()) + ' (benchmarks checked: '
                + (', '.join(imp['benchmarks']) or 'none') + ')')
   m = _read_json(os.path.join(p['mix'], 'mix_report.json'))
-  lines.append(f'- mix: {m["kept"]} prompts {m["decisions"]} (caps {m["caps"]})')
+  lines.append(f'- mix: {m["kept"]} prompts {m["decisions"]} (caps {m["caps"]}, balanced by '
+               f'{m.get("balance", "source_label")}; {m.get("categories", {})})')
   t = _read_json(os.path.join(p['traces'], 'summary.json'))
   lines.append(f'- traces: {t["kept"]} of {t["prompts"]} prompts kept; answers {t.get("answer_from")}; trimmed '
                f'{t.get("kept_trimmed", 0)}; dropped: read as another decision {t.get("misread")}, malformed '

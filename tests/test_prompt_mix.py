@@ -13,15 +13,17 @@ from deliberative.data.prompt_sets import mix
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rows(set_name, labels, decision='refuse'):
-  return [{'id': f'{set_name}-{i}', 'prompt': f'{set_name} prompt {i}', 'category': 'violence', 'decision': decision,
-           'source': set_name, 'source_label': label, 'spec_version': 'x'} for i, label in enumerate(labels)]
+def rows(set_name, labels, decision='refuse', categories=None):
+  categories = categories or ['violence'] * len(labels)
+  return [{'id': f'{set_name}-{i}', 'prompt': f'{set_name} prompt {i}', 'category': category, 'decision': decision,
+           'source': set_name, 'source_label': label, 'spec_version': 'x'}
+          for i, (label, category) in enumerate(zip(labels, categories))]
 
 
 def test_a_capped_set_is_drawn_evenly_over_its_labels_and_the_rest_is_counted():
   records = {'aart': rows('aart', ['weapons'] * 50 + ['fraud'] * 30 + ['hate'] * 3),
              'coconot': rows('coconot', ['contrast'] * 7, 'comply')}
-  drawn = mix.draw(records, {'aart': 21}, seed=0)
+  drawn = mix.draw(records, {'aart': 21}, seed=0)  # one category: its labels share the cap
   labels = Counter(r['source_label'] for r in drawn.records['aart'])
   assert labels == {'weapons': 9, 'fraud': 9, 'hate': 3}  # a small label gives its share to the others
   assert drawn.records['coconot'] == records['coconot']  # no cap: whole, in order
@@ -31,6 +33,27 @@ def test_a_capped_set_is_drawn_evenly_over_its_labels_and_the_rest_is_counted():
   assert report['kept'] == 28 and report['decisions'] == {'comply': 7, 'refuse': 21}
   ids = [r['id'] for r in drawn.records['aart']]
   assert ids == sorted(ids, key=lambda i: int(i.split('-')[1]))  # the set's own order is kept
+
+
+def test_the_default_draw_balances_the_spec_categories_then_the_labels_within_each():
+  # AART's shape: many crime labels, few of every other category; by label alone the crimes win.
+  labels = [f'crime{k}' for k in range(6) for _ in range(20)] + ['hate'] * 20 + ['threat'] * 20 + ['terror'] * 4
+  categories = ['illicit_behavior'] * 120 + ['harassment'] * 20 + ['violence'] * 20 + ['extremism'] * 4
+  records = {'aart': rows('aart', labels, categories=categories)}
+  by_category = mix.draw(records, {'aart': 40}, seed=0)
+  kept = Counter(r['category'] for r in by_category.records['aart'])
+  assert kept == {'illicit_behavior': 12, 'harassment': 12, 'violence': 12, 'extremism': 4}
+  crimes = Counter(r['source_label'] for r in by_category.records['aart'] if r['category'] == 'illicit_behavior')
+  assert crimes == {f'crime{k}': 2 for k in range(6)}  # within a category, every label keeps its turn
+  assert by_category.report()['balance'] == 'category'
+  assert by_category.report()['categories'] == {'refuse/extremism': 4, 'refuse/harassment': 12,
+                                                'refuse/illicit_behavior': 12, 'refuse/violence': 12}
+  by_label = mix.draw(records, {'aart': 40}, seed=0, balance='source_label')
+  # 9 labels, 6 of them crimes: 4 rounds of every label, then the first 4 labels in order (crimes)
+  assert Counter(r['category'] for r in by_label.records['aart']) == {
+      'illicit_behavior': 28, 'harassment': 4, 'violence': 4, 'extremism': 4}
+  with pytest.raises(ValueError, match="mix balance 'size'"):
+    mix.draw(records, {'aart': 40}, balance='size')
 
 
 def test_the_draw_is_seeded_and_one_sets_cap_leaves_the_others_alone():

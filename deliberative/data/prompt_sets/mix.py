@@ -1,10 +1,17 @@
-"""A training mix of imported prompts: at most N per set, drawn evenly over the set's own labels.
+"""A training mix of imported prompts: at most N per set, drawn evenly over the spec's categories.
 
 The imports are lopsided (AART alone holds 2,853 harmful prompts; the benign sets 1,654 in all),
 and a model fine-tuned on them as they are learns that most requests are refused. A mix caps each
-set (`caps`, e.g. {'aart': 600}) and draws the cap round-robin over the set's `source_label`s in a
-seeded order, so that every harm type stays represented; a set without a cap is taken whole. The
-rows left out are counted per set, never silently dropped: `Mix.report()` says what was kept.
+set (`caps`, e.g. {'aart': 600}) and draws the cap round-robin in a seeded order, so that every
+category stays represented; a set without a cap is taken whole. The rows left out are counted per
+set, never silently dropped: `Mix.report()` says what was kept.
+
+What "evenly" is over (`balance`):
+- 'category' (the default): the spec category each row maps to, then, within a category, the set's
+  own `source_label`s. A CoT must name the governing category, so the mix balances what it names.
+- 'source_label': the set's own labels alone (the draw before 2026-12-07). AART has 62 labels, 35
+  of them crimes, so this mix was 62% illicit_behavior among its refusals, and the model trained on
+  it cited IB.5 for nearly every refusal (docs/results.md).
 
   records = mix.read_imports('runs/prompts')
   m = mix.draw(records, caps={'aart': 600, 'catqa': 300}, seed=0)
@@ -25,6 +32,7 @@ from deliberative.common import io as common_io
 from deliberative.data import schema
 
 REPORT = 'mix_report.json'
+BALANCES = ('category', 'source_label')
 
 
 def read_imports(folder: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -53,6 +61,7 @@ class Mix:
   available: dict[str, int]
   caps: dict[str, int]
   seed: int
+  balance: str = 'category'
 
   def report(self) -> dict[str, Any]:
     per_set = {}
@@ -60,7 +69,9 @@ class Mix:
       per_set[name] = dict(available=self.available[name], kept=len(rows), left_out=self.available[name] - len(rows),
                            cap=self.caps.get(name), decisions=dict(sorted(Counter(r['decision'] for r in rows).items())))
     decisions = Counter(r['decision'] for rows in self.records.values() for r in rows)
-    return dict(seed=self.seed, caps=self.caps, per_set=per_set, kept=sum(decisions.values()),
+    categories = Counter((r['decision'], str(r.get('category'))) for rows in self.records.values() for r in rows)
+    return dict(seed=self.seed, caps=self.caps, balance=self.balance, per_set=per_set,
+                categories={f'{d}/{c}': n for (d, c), n in sorted(categories.items())}, kept=sum(decisions.values()),
                 decisions=dict(sorted(decisions.items())))
 
   def write(self, out: str | Path) -> dict[str, Any]:
@@ -74,26 +85,46 @@ class Mix:
     return report
 
 
-def _even_draw(rows: Sequence[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
-  """n rows taken round-robin over the rows' source labels (each label's rows shuffled), in the
-  input's order: a label with fewer rows than its share leaves its remainder to the others."""
-  by_label: dict[str, list[int]] = defaultdict(list)
-  for i, r in enumerate(rows):
-    by_label[str(r.get('source_label', ''))].append(i)
-  queues = []
-  for label in sorted(by_label):
-    idx = by_label[label]
-    rng.shuffle(idx)
-    queues.append(idx)
-  chosen: list[int] = []
+def _round_robin(queues: list[list[Any]], n: int) -> list[Any]:
+  """Up to n items, one from each non-empty queue in turn (popped from its end): a queue shorter
+  than its share leaves its remainder to the others."""
+  chosen: list[Any] = []
   while len(chosen) < n and any(queues):
     for q in queues:
       if q and len(chosen) < n:
         chosen.append(q.pop())
+  return chosen
+
+
+def _shuffled_groups(indices: Sequence[int], key, rng: random.Random) -> list[list[int]]:
+  groups: dict[str, list[int]] = defaultdict(list)
+  for i in indices:
+    groups[key(i)].append(i)
+  out = []
+  for name in sorted(groups):
+    rng.shuffle(groups[name])
+    out.append(groups[name])
+  return out
+
+
+def _even_draw(rows: Sequence[dict[str, Any]], n: int, rng: random.Random, balance: str) -> list[dict[str, Any]]:
+  """n rows taken round-robin over `balance` (see the module docstring), in the input's order."""
+  label = lambda i: str(rows[i].get('source_label', ''))  # noqa: E731
+  if balance == 'source_label':
+    chosen = _round_robin(_shuffled_groups(range(len(rows)), label, rng), n)
+  else:
+    by_category = _shuffled_groups(range(len(rows)), lambda i: str(rows[i].get('category', '')), rng)
+    # Each category's own queue interleaves its source labels, so that within a category every
+    # harm type keeps its turn as well.
+    queues = [_round_robin(_shuffled_groups(idx, label, rng), len(idx))[::-1] for idx in by_category]
+    chosen = _round_robin(queues, n)
   return [rows[i] for i in sorted(chosen)]
 
 
-def draw(records: Mapping[str, Sequence[dict[str, Any]]], caps: Mapping[str, int], seed: int = 0) -> Mix:
+def draw(records: Mapping[str, Sequence[dict[str, Any]]], caps: Mapping[str, int], seed: int = 0,
+         balance: str = 'category') -> Mix:
+  if balance not in BALANCES:
+    raise ValueError(f'mix balance {balance!r}: choose from {", ".join(BALANCES)}')
   unknown = sorted(set(caps) - set(records))
   if unknown:
     raise ValueError(f'mix caps name sets that were not imported: {", ".join(unknown)} '
@@ -104,8 +135,8 @@ def draw(records: Mapping[str, Sequence[dict[str, Any]]], caps: Mapping[str, int
     cap = caps.get(name)
     # One stream per set: changing one set's cap leaves the other sets' draws as they were.
     rng = random.Random(f'{seed}:{name}')
-    kept[name] = rows if cap is None or cap >= len(rows) else _even_draw(rows, cap, rng)
-  return Mix(kept, {n: len(r) for n, r in records.items()}, dict(caps), seed)
+    kept[name] = rows if cap is None or cap >= len(rows) else _even_draw(rows, cap, rng, balance)
+  return Mix(kept, {n: len(r) for n, r in records.items()}, dict(caps), seed, balance)
 
 
 def load_report(folder: str | Path) -> dict[str, Any]:
