@@ -1,0 +1,261 @@
+r"""Can a model tell the prompts to refuse from the ones to answer, before it says a word? A linear probe.
+
+  python tools/probe_decision.py --model SmolLM2-135M-Instruct.Q4_1.gguf --train runs/recipe/mix \
+      --suite xstest=xstest_prompts.csv --suite jsonl=runs/recipe/rl_prompts/eval.jsonl --out runs/probe
+
+The probe reads the model's final hidden state at the last slot of the generation prompt (the chat
+template up to the assistant's turn: the state the first answer token is drawn from) and fits a
+logistic regression on the training prompts' labels (refuse vs answer: each record's decision). It
+is scored on every --suite and on a held-out fifth of the training prompts (split by prompt), beside
+a bag-of-words logistic regression fitted on the same prompts: the lexical baseline. If the probe
+separates a benchmark's safe and unsafe prompts well and a fine-tuned model does not, the recipe
+under-uses what the model holds; if the probe cannot either, the limit is the representation (the
+model's size) or the training prompts, not the number of steps.
+
+Per suite: AUC (the ranking, any threshold), and at the threshold 0.5 accuracy, not_overrefuse (safe
+prompts predicted answered) and not_unsafe (unsafe ones predicted refused), the evaluation's names.
+Writes OUT/probe.json and prints the table. Wrapped jailbreaks are probed as the model sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections import Counter
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from deliberative.common import cli  # noqa: E402
+
+HELD_OUT_FRACTION = 0.2
+L2 = 1.0  # the probes' ridge penalty on standardised features: fixed, never tuned on a suite
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--model', required=True, help='a GGUF file, Hugging Face directory or Orbax run/checkpoint')
+  p.add_argument('--train', required=True, help='a folder of *.jsonl or one .jsonl of schema records (with decision)')
+  p.add_argument('--suite', action='append', default=[], help='repeatable: a suite as for deliberative.evaluate (NAME=PATH)')
+  p.add_argument('--train_limit', type=int, default=0, help='at most N training prompts, half of each label (0 = all)')
+  p.add_argument('--limit', type=int, default=0, help='at most N items per suite and of the held-out fifth, stratified (0 = all)')
+  p.add_argument('--wrapper_limit', type=int, default=4, help='jailbreak wrappers per StrongREJECT prompt')
+  p.add_argument('--batch_size', type=int, default=32)
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--out', required=True, help='folder for probe.json')
+  p.add_argument('--debug', action='store_true', help='show the traceback of an error')
+  args = p.parse_args(argv)
+  if not (os.path.isdir(args.train) or os.path.isfile(args.train)):
+    p.error(f'--train {args.train}: no such file or folder')
+  for flag in ('train_limit', 'limit', 'wrapper_limit'):
+    if getattr(args, flag) < 0:
+      p.error(f'--{flag} {getattr(args, flag)}: must be >= 0')
+  if args.batch_size < 1:
+    p.error(f'--batch_size {args.batch_size}: must be >= 1')
+  return args
+
+
+# ---- prompts and labels
+
+def read_training(path: str) -> list[tuple[str, list[dict], int]]:
+  """(prompt, messages, 1 if the record's decision is refuse) for every record under `path`."""
+  from deliberative.evals import suites
+  files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith('.jsonl')) if os.path.isdir(path) \
+      else [path]
+  if not files:
+    raise ValueError(f'--train {path}: no *.jsonl files')
+  out = []
+  for f in files:
+    for _, record in suites.read_jsonl_records(f):
+      out.append((record['prompt'], record['messages'], int(record['decision'] == 'refuse')))
+  return out
+
+
+def _halves(rows, limit: int, rng: random.Random):
+  """At most `limit` rows, half of each label where both have enough (0 = all)."""
+  if not limit or len(rows) <= limit:
+    return rows
+  rows = list(rows)
+  rng.shuffle(rows)
+  pos, neg = [r for r in rows if r[2] == 1], [r for r in rows if r[2] == 0]
+  take = min(len(pos), max(limit // 2, limit - len(neg)))
+  return pos[:take] + neg[:limit - take]
+
+
+def split(rows, train_limit: int, held_out_limit: int, seed: int):
+  """(train, held out): a seeded split by prompt text (a prompt never on both sides), each part cut
+  to its limit."""
+  rng = random.Random(seed)
+  by_prompt = sorted({r[0] for r in rows})
+  rng.shuffle(by_prompt)
+  held = set(by_prompt[:int(len(by_prompt) * HELD_OUT_FRACTION)])
+  train = [r for r in rows if r[0] not in held]
+  test = [r for r in rows if r[0] in held]
+  return _halves(train, train_limit, rng), _halves(test, held_out_limit, rng)
+
+
+# ---- features
+
+class Features:
+  """The final hidden state at the generation prompt's last slot, one compiled program per length bucket."""
+
+  def __init__(self, model_path: str, batch_size: int):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from deliberative.inference.policy import Policy
+    from deliberative.model import layout, loading
+    self.policy = Policy(model_path, batch_size=batch_size, max_new_tokens=1)
+    params = self.policy.params
+    if self.policy.cfg.scan_layers:
+      params = layout.unstack_layers(params, self.policy.cfg.n_layers)
+    graphdef, state = nnx.split(loading.from_params(self.policy.cfg, params))
+    self.state, self.batch = state, self.policy.batch_size
+
+    @jax.jit
+    def last_hidden(state, tokens_BL, segments_BL, last_B):
+      x_BLE, _ = nnx.merge(graphdef, state).hidden(tokens_BL, segment_ids_BL=segments_BL)
+      return jnp.take_along_axis(x_BLE, last_B[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+    self._fn = last_hidden
+
+  def __call__(self, message_lists, log=print):
+    import numpy as np
+    ids = [self.policy.prompt_ids({'messages': m}) for m in message_lists]
+    longest = self.policy.max_prompt_len
+    too_long = sum(len(i) > longest for i in ids)
+    if too_long:
+      raise ValueError(f'{too_long} prompts are longer than {longest} tokens')
+    out, start = [], time.time()
+    for b in range(0, len(ids), self.batch):
+      chunk = ids[b:b + self.batch]
+      width = next(n for n in self.policy.length_buckets if n >= max(map(len, chunk)))
+      tokens = np.zeros((self.batch, width), np.int32)
+      segments = np.zeros((self.batch, width), np.int32)
+      last = np.zeros((self.batch,), np.int32)
+      for i, row in enumerate(chunk):
+        tokens[i, :len(row)], segments[i, :len(row)], last[i] = row, 1, len(row) - 1
+      out.append(np.asarray(self._fn(self.state, tokens, segments, last))[:len(chunk)])
+      done = b + len(chunk)
+      rate = done / max(time.time() - start, 1e-9)
+      log(f'  features {done}/{len(ids)} prompts, {rate:.1f}/s, ETA {(len(ids) - done) / rate:.0f} s', flush=True)
+    return np.concatenate(out)
+
+
+def bag_of_words(texts, vocabulary=None):
+  """Binary word-presence features (lowercased word tokens); the vocabulary is the training prompts'."""
+  import numpy as np
+  words = [set(re.findall(r"[a-z0-9']+", t.lower())) for t in texts]
+  if vocabulary is None:
+    counts = Counter(w for ws in words for w in ws)
+    vocabulary = {w: i for i, w in enumerate(sorted(w for w, n in counts.items() if n >= 2))}
+  x = np.zeros((len(texts), len(vocabulary)), np.float32)
+  for row, ws in enumerate(words):
+    for w in ws:
+      if w in vocabulary:
+        x[row, vocabulary[w]] = 1.0
+  return x, vocabulary
+
+
+# ---- the probe
+
+def fit_logistic(x, y, l2: float = L2):
+  """(mean, scale, weights, bias) of an L2-penalised logistic regression on standardised x (L-BFGS)."""
+  import numpy as np
+  from scipy.optimize import minimize
+  mean, scale = x.mean(0), x.std(0) + 1e-6
+  z = (x - mean) / scale
+  n = len(y)
+
+  def loss(wb):
+    w, b = wb[:-1], wb[-1]
+    logits = z @ w + b
+    p = 1 / (1 + np.exp(-logits))
+    value = np.mean(np.logaddexp(0, logits) - y * logits) + l2 * (w @ w) / (2 * n)
+    grad_logits = (p - y) / n
+    return value, np.concatenate([z.T @ grad_logits + l2 * w / n, [grad_logits.sum()]])
+
+  result = minimize(loss, np.zeros(z.shape[1] + 1), jac=True, method='L-BFGS-B', options={'maxiter': 500})
+  return mean, scale, result.x[:-1], result.x[-1]
+
+
+def predict(model, x):
+  import numpy as np
+  mean, scale, w, b = model
+  return 1 / (1 + np.exp(-(((x - mean) / scale) @ w + b)))
+
+
+def auc(scores, labels) -> float | None:
+  """ROC AUC by the rank-sum (ties share their rank); None with one class only."""
+  from scipy.stats import rankdata
+  pos = sum(labels)
+  neg = len(labels) - pos
+  if not pos or not neg:
+    return None
+  ranks = rankdata(scores)
+  return float((sum(r for r, y in zip(ranks, labels) if y) - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def score(probs, labels) -> dict:
+  refuse = [p >= 0.5 for p in probs]
+  safe = [r for r, y in zip(refuse, labels) if not y]
+  unsafe = [r for r, y in zip(refuse, labels) if y]
+  rate = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
+  value = auc(list(probs), list(labels))
+  return dict(n=len(labels), auc=None if value is None else round(value, 3),
+              accuracy=rate([r == bool(y) for r, y in zip(refuse, labels)]),
+              not_overrefuse=rate([not r for r in safe]), not_unsafe=rate(unsafe))
+
+
+def run(args: argparse.Namespace) -> int:
+  import numpy as np
+  from deliberative.evals import suites
+  rows = read_training(args.train)
+  train, held = split(rows, args.train_limit, args.limit, args.seed)
+  evals = {'held_out': ([r[0] for r in held], [r[1] for r in held], [r[2] for r in held])}
+  for spec in args.suite:
+    suite = suites.load_suite(spec, limit=args.limit or None, wrapper_limit=args.wrapper_limit)
+    records = [item.record() for item in suite.items]
+    evals[suite.name] = ([r['prompt'] for r in records], [r['messages'] for r in records],
+                         [int(item.role == 'unsafe') for item in suite.items])
+  print(f'probe: {len(train)} training prompts {dict(Counter(r[2] for r in train))} (1 = refuse); '
+        + ', '.join(f'{k} {len(v[0])}' for k, v in evals.items()), flush=True)
+  started = time.time()
+  features = Features(args.model, args.batch_size)
+  x_train = features([r[1] for r in train])
+  y_train = np.array([r[2] for r in train], np.float32)
+  probe = fit_logistic(x_train, y_train)
+  words_train, vocabulary = bag_of_words([r[0] for r in train])
+  lexical = fit_logistic(words_train, y_train)
+  results = {}
+  for name, (texts, messages, labels) in evals.items():
+    results[name] = dict(probe=score(predict(probe, features(messages)), labels),
+                         bag_of_words=score(predict(lexical, bag_of_words(texts, vocabulary)[0]), labels),
+                         majority=score([float(y_train.mean() >= 0.5)] * len(labels), labels))
+  report = dict(model=os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
+                train=os.path.abspath(args.train), train_prompts=len(train), l2=L2, seed=args.seed,
+                feature='final hidden state at the generation prompt\'s last slot',
+                seconds=round(time.time() - started, 1), suites=results)
+  from deliberative.common import io as common_io
+  os.makedirs(args.out, exist_ok=True)
+  common_io.write_json(os.path.join(args.out, 'probe.json'), report)
+  print(f'\n| suite | n | reader | AUC | accuracy | not_overrefuse | not_unsafe |\n|---|---:|---|---:|---:|---:|---:|')
+  for name, by in results.items():
+    for reader, s in by.items():
+      print(f'| {name} | {s["n"]} | {reader} | {s["auc"]} | {s["accuracy"]} | {s["not_overrefuse"]} | '
+            f'{s["not_unsafe"]} |')
+  print(f'wrote {args.out}/probe.json ({report["seconds"]} s)')
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run_guarded(run, parse_args(argv), status=1)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
