@@ -77,6 +77,10 @@ def get_config(arg=None):
       # compiled on first use. On SmolLM2's trained lengths (tools/rl_packing.py, docs/benchmarks.md)
       # eighths left 23% of the slots empty (4 row counts in 500 steps), quarters 33% (3), padding 54%.
       pack_buckets=8,
+      # A packed row's length in padded rollouts: rows of k x (max_prompt_len + max_new_tokens) slots.
+      # Longer rows leave less of their end empty (SmolLM2's trained lengths: 23% of the slots at k = 1,
+      # docs/benchmarks.md) but every token attends over the whole row on the dense attention path.
+      pack_row_rollouts=1,
       minibatch_size=16,  # rows per optimizer update; divides prompts_per_step * group_size
       clip_eps=0.2,
       kl_coef=0.05,  # k3 estimator of KL(policy || reference), per completion token

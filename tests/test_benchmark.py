@@ -73,16 +73,23 @@ def test_the_packing_replay_reads_a_policys_answers_and_compares_bucket_counts(t
   samples.write_text(''.join(json.dumps(r) + '\n' for r in rows))
   # Short rollouts fill 3 of a minibatch's 16 rows: halves round that up to 8, eighths to 4.
   assert tool.main(['--samples', str(samples), '--tokenizer', 'default', '--steps', '4', '--buckets', '2,8',
-                    '--max_new_tokens', '96', '--max_prompt_len', '32']) == 0
+                    '--row_rollouts', '1,2', '--max_new_tokens', '96', '--max_prompt_len', '32']) == 0
   out = capsys.readouterr().out
   assert 'skipped: 1 (arm memorisation baseline), 1 (no label)' in out
   table = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split('|')[1:-1]] for line in out.splitlines()
                                              if line.startswith('| p'))}
-  assert set(table) == {'padded', 'packed, 2 buckets', 'packed, 8 buckets'}
+  long_rows = 'packed, 8 buckets, rows of 2 x 128'
+  assert set(table) == {'padded', 'packed, 2 buckets', 'packed, 8 buckets', 'packed, 2 buckets, rows of 2 x 128',
+                        long_rows}
   pad = {k: float(v[0].rstrip('%')) for k, v in table.items()}
-  assert pad['packed, 8 buckets'] < pad['packed, 2 buckets'] < pad['padded']
+  assert pad[long_rows] == pad['packed, 8 buckets'] < pad['packed, 2 buckets'] < pad['padded']  # same slots
   rows_mean = {k: float(v[3]) for k, v in table.items()}
-  assert rows_mean == {'padded': 32.0, 'packed, 2 buckets': 16.0, 'packed, 8 buckets': 8.0}
+  assert {k: rows_mean[k] for k in ('padded', 'packed, 2 buckets', 'packed, 8 buckets')} == {
+      'padded': 32.0, 'packed, 2 buckets': 16.0, 'packed, 8 buckets': 8.0}
+  # Rows twice as long: the 8 minibatch rows of 128 slots become at most 4 of 256, in eighths of those.
+  assert rows_mean[long_rows] == 4.0 and table[long_rows][4] == '1,024'
+  with pytest.raises(SystemExit):
+    tool.parse_args(['--samples', str(samples), '--row_rollouts', '0'])
   bad = tmp_path / 'bad.jsonl'
   bad.write_text('{"prompt": "x"}\n')
   with pytest.raises(SystemExit, match='bad.jsonl:1'):

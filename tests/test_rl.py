@@ -213,6 +213,18 @@ def test_packed_rollouts_score_as_the_sampler_drew_them_in_fewer_rows():
       groups.append(rows_k[packed_k['segment_ids_BL'][k * n:(k + 1) * n].any(axis=1)])
     np.testing.assert_array_equal(groups[0], groups[1])
   assert by_devices[1]['tokens_BL'].shape[0] == 8 and by_devices[0]['tokens_BL'].shape[0] < 8
+  # Rows of twice P + T: fewer of them, every completion token still scored once, and scored as drawn.
+  P, T = prompts.tokens.shape[1], sample.tokens.shape[1]
+  assert rl_rollout.packed_row_counts(32, 1, 8, row_rollouts=2) == (2, 4, 6, 8, 10, 12, 14, 16)
+  assert rl_rollout.packed_row_counts(8, 8, 8, row_rollouts=2) == (8,)
+  long = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,), row_slots=2 * (P + T))
+  assert long['tokens_BL'].shape == (8, 2 * (P + T)) and long['mask_BT'].shape == (8, 2 * (P + T) - 1)
+  assert long['mask_BT'].sum() == sample.lengths.sum()
+  assert np.count_nonzero(long['segment_ids_BL'].any(axis=1)) < np.count_nonzero(grown['segment_ids_BL'].any(axis=1))
+  _, metrics = _score(setup, params, long)
+  assert float(metrics['rl/logp_mismatch_max']) <= 1e-4, metrics
+  with pytest.raises(ValueError, match='cannot hold'):
+    rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,), row_slots=P + T - 1)
   # An invalid (padding) prompt row contributes nothing.
   valid_R[-2:] = False
   fewer = rl_rollout.pack_rows(prompts, 2, sample, valid_R, advantages_R, (8,))
@@ -390,14 +402,16 @@ def test_labels_as_the_judge_need_no_judge_model(tmp_path, demo_data_dir, tiny_c
   looked_up = []  # every model source the run opens (the real lookup runs)
   find = source.find
   monkeypatch.setattr(source, 'find', lambda path: looked_up.append(path) or find(path))
-  summary = train.run(_rl_config(demo_data_dir, policy, str(tmp_path / 'no_judge'), **{'rl.label_reward': 1.0}),
-                      workdir)
+  config = _rl_config(demo_data_dir, policy, str(tmp_path / 'no_judge'),
+                      **{'rl.label_reward': 1.0, 'rl.pack_row_rollouts': 2})  # rows of 2 x (P + T) slots, too
+  summary = train.run(config, workdir)
   # policy and reference come from one opening of policy_init (and the tokenizer from its record)
   assert sorted(looked_up) == sorted([policy, str(tmp_path / 'no_judge')]), looked_up
   steps = _rewards_by_step(workdir)
   assert sorted(steps) == [1, 2] and summary['judge_truncated'] == 0
   for m in steps.values():  # well-formed answers score 0 or 1 by their decision alone
     assert 0.0 <= m['rl/reward'] <= 1.0 and m['rl/format_valid'] == 1.0
+    assert m['rl/update_row_slots'] == 2 * (config.data.max_prompt_len + config.rl.max_new_tokens)
   # The held-out eval's reward is the same label agreement: 1 exactly where the decision was right.
   samples = [json.loads(line) for line in open(os.path.join(workdir, 'samples', 'eval_step_0000000.jsonl'))]
   graded = [s for s in samples if s['reward'] >= 0]

@@ -184,7 +184,7 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   from deliberative.model.config import ModelConfig
   from deliberative.inference.sampler import Sampler, SamplingParams
   from deliberative.spec import Spec
-  from deliberative.trainers import rl, rl_objective
+  from deliberative.trainers import rl, rl_objective, rl_rollout
   from deliberative.trainers import state as state_lib
 
   # Pod runs start from checkpoints that are not on this machine: a missing policy_init or
@@ -201,28 +201,31 @@ def rl_programs(config, mesh, wanted) -> tuple[dict, list[Program]]:
   params = setup.abstract_state['params']
   judge_params = loading.abstract_params(judge_cfg, mesh, rules)
   P, T = config.data.max_prompt_len, config.rl.max_new_tokens
-  # A packed update's worst case: every row full, each slot's target scored (rl_rollout.pack_rows).
-  T_fields = P + T - 1 if config.rl.pack_updates else T
-  row_shapes = {'tokens_BL': ((rows, P + T), jnp.int32), 'positions_BL': ((rows, P + T), jnp.int32),
-                'segment_ids_BL': ((rows, P + T), jnp.int32), 'completion_BT': ((rows, T_fields), jnp.int32),
-                'mask_BT': ((rows, T_fields), jnp.float32), 'logp_old_BT': ((rows, T_fields), jnp.float32),
-                'logp_ref_BT': ((rows, T_fields), jnp.float32), 'advantages_BT': ((rows, T_fields), jnp.float32)}
+  # A packed update's worst case: its largest row count, every row full, each slot's target scored
+  # (rl_rollout.pack_rows); rows of L = k x (P + T) slots with rl.pack_row_rollouts = k.
+  counts, L = rl_rollout.packed_layout(config.rl, rows // n_minibatches, batch_multiple, P, T)
+  update_rows = max(counts) * n_minibatches if counts else rows
+  T_fields = L - 1 if config.rl.pack_updates else T
+  row_shapes = {'tokens_BL': ((update_rows, L), jnp.int32), 'positions_BL': ((update_rows, L), jnp.int32),
+                'segment_ids_BL': ((update_rows, L), jnp.int32),
+                **{k: ((update_rows, T_fields), jnp.int32 if k == 'completion_BT' else jnp.float32)
+                   for k in ('completion_BT', 'mask_BT', 'logp_old_BT', 'logp_ref_BT', 'advantages_BT')}}
   shardings = rl_objective.field_shardings(setup, rl_objective.UPDATE_FIELDS)
   batch = {k: _abstract(*row_shapes[k], shardings[k]) for k in rl_objective.UPDATE_FIELDS}
   rollout = {k: batch[k] for k in rl_objective.ROLLOUT_FIELDS}
   objective = rl_objective.Objective(temperature=config.rl.temperature, clip_eps=config.rl.clip_eps,
                                      kl_coef=config.rl.kl_coef)
   replicated = setup.replicated()
-  chips, row_tokens = mesh.size, rows * (P + T)
+  chips, row_tokens = mesh.size, update_rows * L
   programs = []
   if 'update' in wanted:
     update = rl_objective.make_update_step(setup, objective, config.rl.ppo_epochs, n_minibatches,
                                            presplit=config.rl.pack_updates)
-    flops = model_flops(policy_cfg, row_tokens * config.rl.ppo_epochs, P + T, chips, passes=3)
+    flops = model_flops(policy_cfg, row_tokens * config.rl.ppo_epochs, L, chips, passes=3)
     programs.append(compile_program('update', update, (setup.abstract_state, batch), (setup.abstract_state,), flops))
   if 'score' in wanted:
     score = rl_objective.make_score_step(setup, objective, n_minibatches)
-    flops = model_flops(policy_cfg, row_tokens, P + T, chips, passes=2)  # policy and reference
+    flops = model_flops(policy_cfg, row_tokens, L, chips, passes=2)  # policy and reference
     programs.append(compile_program('score', score, (params, params, rollout), (params, params), flops))
   if 'sample' in wanted:
     sampler = Sampler(policy_cfg, stop_ids=(0,), length_buckets=(P,), batch_buckets=(rows,),

@@ -378,8 +378,8 @@ class RLStep:
      self.shardings) = rl_trainer.step_programs(config, setup, self.tok, self.rows, n_minibatches, multiple)
     from deliberative.trainers import rl_rollout
     self.n_minibatches = n_minibatches
-    self.packed_rows = (rl_rollout.packed_row_counts(self.rows // n_minibatches, multiple, rl.pack_buckets)
-                        if rl.pack_updates else ())
+    self.packed_rows, self.row_slots = rl_rollout.packed_layout(rl, self.rows // n_minibatches, multiple, P,
+                                                                rl.max_new_tokens)
     n = rl.prompts_per_step * (rounds + 1)
     # Normalised as a built dataset holds them (`messages` beside `prompt`).
     records = [schema.validate_record(r, 'demo rl')
@@ -415,7 +415,8 @@ class RLStep:
     t2 = time.perf_counter()
     if self.packed_rows:
       local = rl_rollout.pack_rows(prompts, rl.group_size, sample, valid_R, advantages_R, self.packed_rows,
-                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]))
+                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]),
+                                   row_slots=self.row_slots)
     else:
       local = rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R, advantages_R)
     batch = {k: jax.device_put(v, self.shardings[k]) for k, v in local.items()}  # one process holds all rows

@@ -1,7 +1,7 @@
 """RL update padding on a trained policy's lengths: packed row buckets compared, no model run.
 
   python tools/rl_packing.py --samples RUN/samples/eval_step_0000010.jsonl [--tokenizer PATH]
-       [--buckets 4,8] [--steps 500] [--prompts_per_step 8] [--group_size 4] [--minibatch_size 16]
+       [--buckets 4,8] [--row_rollouts 1,2] [--steps 500] [--prompts_per_step 8] [--group_size 4] [--minibatch_size 16]
        [--max_prompt_len 128] [--max_new_tokens 192]
 
 Reads a policy's answers (an RL run's samples, or an evaluation's samples.jsonl: `prompt`, `cot`,
@@ -13,8 +13,8 @@ the chat format as the sampler lays it out), then replays `--steps` RL steps: ea
 about half and half: 123 refuse, 133 comply), and each prompt's `group_size` completions from the
 answers to prompts with that label (a refusal's length is not a compliance's). Greedy held-out
 answers stand in for sampled rollouts. Every step's rollouts go through the trainer's own
-rl_rollout.pack_rows for each `--buckets` value (rl.pack_buckets) and through build_rows, the padded
-layout. Prints, per layout: mean / p90 / max update padding, mean rows, and how many distinct row
+rl_rollout.pack_rows for each `--buckets` value (rl.pack_buckets) and each `--row_rollouts` value
+(rl.pack_row_rollouts: rows of k x (P + T) slots), and through build_rows, the padded layout. Prints, per layout: mean / p90 / max update padding, mean rows, and how many distinct row
 counts (compiles) the steps needed.
 """
 
@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help='the tokenizer (Hugging Face dir, tokenizer.json, .model, GGUF or "default"); default: the one '
                       'of the run whose samples/ holds --samples (RUN/config.json)')
   p.add_argument('--buckets', default='4,8', help='comma-separated rl.pack_buckets values to compare')
+  p.add_argument('--row_rollouts', default='1', help='comma-separated rl.pack_row_rollouts values to compare')
   p.add_argument('--steps', type=int, default=500)
   p.add_argument('--prompts_per_step', type=int, default=8)
   p.add_argument('--group_size', type=int, default=4)
@@ -48,12 +49,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--max_new_tokens', type=int, default=192)
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(argv)
-  try:
-    args.buckets = [int(b) for b in args.buckets.split(',') if b.strip()]
-  except ValueError:
-    p.error(f'--buckets {args.buckets}: expected comma-separated integers, e.g. 4,8')
-  if not args.buckets or min(args.buckets) < 1:
-    p.error(f'--buckets {args.buckets}: each at least 1')
+  for flag, example in (('buckets', '4,8'), ('row_rollouts', '1,2')):
+    text = getattr(args, flag)
+    try:
+      values = [int(b) for b in text.split(',') if b.strip()]
+    except ValueError:
+      p.error(f'--{flag} {text}: expected comma-separated integers, e.g. {example}')
+    if not values or min(values) < 1:
+      p.error(f'--{flag} {text}: each at least 1')
+    setattr(args, flag, values)
   for flag in ('steps', 'prompts_per_step', 'max_prompt_len', 'max_new_tokens'):
     if getattr(args, flag) < 1:
       p.error(f'--{flag} {getattr(args, flag)}: at least 1')
@@ -125,9 +129,12 @@ def replay(args, by_label) -> dict[str, dict]:
   rows, minibatches = B * G, B * G // args.minibatch_size
   labels = sorted(by_label)
   rng = np.random.default_rng(args.seed)
-  layouts = {'padded': None, **{f'packed, {b} buckets': rl_rollout.packed_row_counts(rows // minibatches, 1, b)
-                                for b in args.buckets}}
-  seen = {name: {'padding': [], 'rows': []} for name in layouts}
+  layouts = {'padded': None}
+  for k in args.row_rollouts:
+    for b in args.buckets:
+      name = f'packed, {b} buckets' + (f', rows of {k} x {P + T}' if k > 1 else '')
+      layouts[name] = (rl_rollout.packed_row_counts(rows // minibatches, 1, b, k), k * (P + T))
+  seen = {name: {'padding': [], 'rows': [], 'slots': []} for name in layouts}
   for step in range(args.steps):
     tokens, prompt_lengths = np.zeros((B, P), np.int32), np.zeros(B, np.int32)
     completions = np.zeros(rows, np.int32)
@@ -142,14 +149,15 @@ def replay(args, by_label) -> dict[str, dict]:
                           logprobs=np.zeros((rows, T), np.float32), lengths=completions,
                           stopped=completions < T)
     valid, advantages = np.ones(rows, bool), np.zeros(rows, np.float32)
-    for name, counts in layouts.items():
-      if counts is None:
+    for name, layout in layouts.items():
+      if layout is None:
         batch = rl_rollout.build_rows(prompts, G, sample, valid, advantages)
       else:
-        batch = rl_rollout.pack_rows(prompts, G, sample, valid, advantages, counts, minibatches,
-                                     np.random.default_rng([args.seed, step]))
+        batch = rl_rollout.pack_rows(prompts, G, sample, valid, advantages, layout[0], minibatches,
+                                     np.random.default_rng([args.seed, step]), row_slots=layout[1])
       seen[name]['padding'].append(rl_rollout.update_padding(batch))
       seen[name]['rows'].append(batch['tokens_BL'].shape[0])
+      seen[name]['slots'].append(batch['tokens_BL'].size)
   return seen
 
 
@@ -164,11 +172,12 @@ def main(argv=None) -> int:
           f'(max {c.max()}) tokens')
   print(f'{args.steps} steps of {args.prompts_per_step} x {args.group_size} rollouts, {args.minibatch_size} per '
         f'minibatch, rows of {args.max_prompt_len} + {args.max_new_tokens} slots')
-  print(f'| layout | padding mean | p90 | max | rows mean | row counts (compiles) |\n|---|---:|---:|---:|---:|---:|')
+  print(f'| layout | padding mean | p90 | max | rows mean | slots mean | row counts (compiles) |\n'
+        f'|---|---:|---:|---:|---:|---:|---:|')
   for name, s in replay(args, by_label).items():
     pad = np.array(s['padding'])
     print(f'| {name} | {pad.mean():.1%} | {np.percentile(pad, 90):.1%} | {pad.max():.1%} | '
-          f'{np.mean(s["rows"]):.1f} | {len(set(s["rows"]))} |')
+          f'{np.mean(s["rows"]):.1f} | {np.mean(s["slots"]):,.0f} | {len(set(s["rows"]))} |')
   return 0
 
 

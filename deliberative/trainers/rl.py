@@ -225,8 +225,8 @@ class RLJob:
     self.sample_key = jax.random.key(config.seed)
     # rl.pack_updates: a minibatch's possible packed row counts (each compiles once, on first use)
     self.n_minibatches = n_minibatches
-    self.packed_rows = (rl_rollout.packed_row_counts(rows // n_minibatches, batch_multiple, rl.pack_buckets)
-                        if rl.pack_updates else ())
+    self.packed_rows, self.row_slots = rl_rollout.packed_layout(rl, rows // n_minibatches, batch_multiple,
+                                                                config.data.max_prompt_len, rl.max_new_tokens)
     self.step_seconds: list[float] = []
     self.totals = {'time/sampling_seconds': 0.0, 'time/judging_seconds': 0.0, 'time/update_seconds': 0.0}
     storage.makedirs(storage.join(workdir, 'samples'))
@@ -245,7 +245,8 @@ class RLJob:
     t2 = time.perf_counter()
     if self.packed_rows:
       local = rl_rollout.pack_rows(prompts, rl.group_size, sample, valid_R, advantages_R, self.packed_rows,
-                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]))
+                                   self.n_minibatches, np.random.default_rng([self.config.seed, step]),
+                                   row_slots=self.row_slots)
     else:
       local = rl_rollout.build_rows(prompts, rl.group_size, sample, valid_R, advantages_R)
     batch = {k: _global_array(v, self.shardings[k]) for k, v in local.items()}
@@ -265,7 +266,7 @@ class RLJob:
     host.update(timing)
     host['perf/compiles'] = self.compiles.count - compiles_before
     host['rl/update_padding'] = rl_rollout.update_padding(local)
-    host['rl/update_rows'] = local['tokens_BL'].shape[0]
+    host['rl/update_rows'], host['rl/update_row_slots'] = local['tokens_BL'].shape
     host['rl/judge_truncated_total'] = self.judge.truncated if self.judge else 0
     return state, host
 

@@ -6,12 +6,15 @@ the PromptIterator and the Sampler both lay it out) followed by T = max_new_toke
 completion slots. Completion slots after the stop token are padding (segment 0, weight 0).
 
 Packed layout (`pack_rows`, rl.pack_updates): each rollout's prompt and completion, unpadded, packed
-first-fit into rows of the same L = P + T slots, one segment per rollout (positions restart at 0,
-attention stays within it), as SFT packs traces. The per-token fields then cover every row slot
+first-fit into rows of L = k x (P + T) slots (k = rl.pack_row_rollouts, default 1), one segment per
+rollout (positions restart at 0, attention stays within it), as SFT packs traces. The per-token fields then cover every row slot
 but the first (T = L - 1: slot j's target is token j + 1), so the objective's "the last T slots
 predict the completion" reads both layouts alike. A trained policy's short completions otherwise
 leave most update slots empty; the row count is rounded up to one of a few buckets, so a run
-compiles the update at most len(buckets) times.
+compiles the update at most len(buckets) times. Rows longer than one padded rollout (k > 1) leave
+less of a row's end empty: a ~150-token rollout fills a 320-slot row two at a time, a 640-slot one
+four at a time (docs/benchmarks.md); each token then attends over a longer row, which a
+segment-aware kernel (splash) skips and the dense path pays for.
 """
 
 from __future__ import annotations
@@ -62,19 +65,29 @@ def build_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, vali
   }
 
 
-def packed_row_counts(rows: int, multiple: int, buckets: int) -> tuple[int, ...]:
-  """The packed update's row counts: `buckets` fractions of the unpacked `rows` (1/buckets, 2/buckets,
-  ..., all), each rounded up to `multiple` (the devices a batch splits over), so that at most
-  `buckets` shapes ever compile (rl.pack_buckets)."""
-  return tuple(sorted({min(rows, -(-(rows * q // buckets) // multiple) * multiple) or multiple
-                       for q in range(1, buckets + 1)}))
+def packed_row_counts(rows: int, multiple: int, buckets: int, row_rollouts: int = 1) -> tuple[int, ...]:
+  """The packed update's row counts: `buckets` fractions (1/buckets, 2/buckets, ..., all) of the rows
+  that `rows` full-length rollouts need at `row_rollouts` per row, each rounded up to `multiple` (the
+  devices a batch splits over), so that at most `buckets` shapes ever compile (rl.pack_buckets)."""
+  most = -(-rows // row_rollouts)
+  return tuple(sorted({min(-(-most // multiple) * multiple, -(-(most * q // buckets) // multiple) * multiple)
+                       or multiple for q in range(1, buckets + 1)}))
+
+
+def packed_layout(rl, rows_per_minibatch: int, multiple: int, P: int, T: int) -> tuple[tuple[int, ...], int]:
+  """(row counts, slots per row) of `rl`'s packed update (rl.pack_buckets, rl.pack_row_rollouts), or
+  ((), P + T) when rl.pack_updates is off: what the trainer, the benchmark and the AOT tool compile."""
+  if not rl.pack_updates:
+    return (), P + T
+  k = rl.get('pack_row_rollouts', 1)
+  return packed_row_counts(rows_per_minibatch, multiple, rl.pack_buckets, k), k * (P + T)
 
 
 def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid_R: np.ndarray,
               advantages_R: np.ndarray, row_counts: Sequence[int], minibatches: int = 1,
-              rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-  """The valid rollouts, unpadded, packed first-fit (longest first) into rows of L = P + T slots; the
-  fields of build_rows with T = L - 1 (module docstring).
+              rng: np.random.Generator | None = None, row_slots: int | None = None) -> dict[str, np.ndarray]:
+  """The valid rollouts, unpadded, packed first-fit (longest first) into rows of L = `row_slots` slots
+  (default P + T; never fewer); the fields of build_rows with T = L - 1 (module docstring).
 
   `minibatches` > 1: the rollouts are first dealt at random (`rng`) into that many equal groups, as
   the padded layout's update shuffles its rows, and each group is packed on its own into the same
@@ -82,6 +95,9 @@ def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid
   so minibatch k is rows [k * n, (k + 1) * n). Which rollouts share a minibatch therefore never
   depends on how many devices split the rows (the empty rows that round a count up carry no loss)."""
   P, T = prompts.tokens.shape[1], sample.tokens.shape[1]
+  L = row_slots or P + T
+  if L < P + T:
+    raise ValueError(f'packed RL rows of {L} slots cannot hold a {P} + {T}-token rollout')
   R = len(valid_R)
   order = rng.permutation(R) if minibatches > 1 else np.arange(R)
   groups = []  # per minibatch: its rollouts (row r, prompt ids, completion ids) and their (row, start)
@@ -90,12 +106,12 @@ def pack_rows(prompts: PromptBatch, group_size: int, sample: SampleOutput, valid
     for r in sorted(int(m) for m in members if valid_R[m]):
       i = r // group_size
       seqs.append((r, prompts.tokens[i, P - int(prompts.lengths[i]):], sample.tokens[r, :int(sample.lengths[r])]))
-    groups.append((seqs, packing.first_fit_decreasing([len(p) + len(c) for _, p, c in seqs], P + T)))
+    groups.append((seqs, packing.first_fit_decreasing([len(p) + len(c) for _, p, c in seqs], L)))
   needed = max(max((row for row, _ in placed), default=-1) + 1 for _, placed in groups)
   rows = next((c for c in row_counts if c >= needed), None)
   if rows is None:
     raise ValueError(f'packed RL update: {needed} rows needed per minibatch, the largest count is {max(row_counts)}')
-  parts = [_lay_out(seqs, placed, rows, P + T, sample.logprobs, advantages_R) for seqs, placed in groups]
+  parts = [_lay_out(seqs, placed, rows, L, sample.logprobs, advantages_R) for seqs, placed in groups]
   return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
