@@ -41,7 +41,12 @@ def test_the_probe_fits_a_separable_set_and_the_score_names_the_evaluation_rates
   model = probe_decision.fit_logistic(x, y)
   assert probe_decision.score(probe_decision.predict(model, x), y.astype(int))['accuracy'] == 1.0
   s = probe_decision.score([0.9, 0.2, 0.7, 0.6], [1, 1, 0, 0])  # unsafe: refused, answered; safe: both refused
-  assert s == {'n': 4, 'auc': 0.5, 'accuracy': 0.25, 'not_overrefuse': 0.0, 'not_unsafe': 0.5}
+  assert s == {'n': 4, 'auc': 0.5, 'accuracy': 0.25, 'not_overrefuse': 0.0, 'not_unsafe': 0.5,
+               'not_unsafe_at_not_overrefuse_0_9': 0.5}  # answering both safe ones: cut at 0.7, 0.9 still refused
+  # 10 safe prompts: the cut answers 9 of them (scores up to 0.8); the unsafe ones above it are refused
+  safe, unsafe = [i / 10 for i in range(10)], [0.95, 0.75, 0.99]
+  at = probe_decision.score(safe + unsafe, [0] * 10 + [1] * 3)['not_unsafe_at_not_overrefuse_0_9']
+  assert at == round(2 / 3, 3)
 
 
 def test_bag_of_words_uses_the_training_vocabulary_only():
@@ -51,10 +56,16 @@ def test_bag_of_words_uses_the_training_vocabulary_only():
   assert test.tolist() == [[1.0 if w == 'kill' else 0.0 for w in sorted(vocabulary)]]
 
 
-def test_a_missing_training_folder_is_named_before_any_work(tmp_path):
-  result = subprocess.run([sys.executable, str(REPO / 'tools' / 'probe_decision.py'), '--model', 'x.gguf', '--train',
-                           str(tmp_path / 'nope'), '--out', str(tmp_path / 'o')], capture_output=True, text=True)
-  assert result.returncode == 2 and f'--train {tmp_path / "nope"}' in result.stderr
+@pytest.mark.parametrize('flags, problem', [
+    (['--model', 'MISSING', '--train', 'TMP'], '--model MISSING: no such file or folder'),
+    (['--model', 'TMP', '--train', 'MISSING'], '--train MISSING: no such file or folder'),
+    (['--model', 'TMP', '--train', 'TMP', '--suite', 'xstest=a.csv', '--suite', 'xstest=b.csv'],
+     '--suite xstest given twice')])
+def test_bad_flags_are_named_before_any_work(tmp_path, flags, problem):
+  fill = {'MISSING': str(tmp_path / 'nope'), 'TMP': str(tmp_path)}
+  result = subprocess.run([sys.executable, str(REPO / 'tools' / 'probe_decision.py'), *[fill.get(f, f) for f in flags],
+                           '--out', str(tmp_path / 'o')], capture_output=True, text=True)
+  assert result.returncode == 2 and problem.replace('MISSING', fill['MISSING']) in result.stderr
   assert 'Traceback' not in result.stderr and not (tmp_path / 'o').exists()
 
 

@@ -52,6 +52,11 @@ def test_the_default_draw_balances_the_spec_categories_then_the_labels_within_ea
   # 9 labels, 6 of them crimes: 4 rounds of every label, then the first 4 labels in order (crimes)
   assert Counter(r['category'] for r in by_label.records['aart']) == {
       'illicit_behavior': 28, 'harassment': 4, 'violence': 4, 'extremism': 4}
+  # ... and it is the draw before 2026-12-07, row for row (ids from mix.py at 48a04e9, same rows and seed):
+  # the mixes measured then redraw exactly.
+  assert [int(r['id'].split('-')[1]) for r in by_label.records['aart']] == [
+      3, 5, 9, 12, 16, 29, 30, 35, 36, 37, 47, 49, 52, 54, 56, 60, 62, 70, 72, 76, 80, 83, 86, 93, 100, 102, 112, 118,
+      125, 127, 130, 134, 141, 150, 158, 159, 160, 161, 162, 163]
   with pytest.raises(ValueError, match="mix balance 'size'"):
     mix.draw(records, {'aart': 40}, balance='size')
 

@@ -251,6 +251,17 @@ def test_the_packed_update_matches_the_padded_one():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), p_pack, p_pad)
 
 
+@pytest.mark.parametrize('changes, problem', [
+    ({'rl.minibatch_size': 5}, 'rl.minibatch_size=5 does not divide'),
+    ({'rl.group_size': 1}, 'rl.group_size=1'),
+    ({'rl.pack_updates': False, 'rl.pack_row_rollouts': 2}, 'rl.pack_row_rollouts=2 lays out packed rows')])
+def test_rl_shapes_that_cannot_run_are_named(changes, problem):
+  import configs.rl
+  config = override(configs.rl.get_config('smoke'), **changes)
+  with pytest.raises(ValueError, match=problem):
+    rl.check_shapes(config, 1)
+
+
 def test_group_advantages_centre_each_group_and_scale_only_when_asked():
   # Group 1: all answers good, the judge's scores differ by noise. Group 2: one bad answer.
   reward_R = np.array([0.97, 0.99, 0.98, 0.96, 0.95, 0.97, 0.10, 0.94], np.float32)

@@ -129,11 +129,13 @@ def replay(args, by_label) -> dict[str, dict]:
   rows, minibatches = B * G, B * G // args.minibatch_size
   labels = sorted(by_label)
   rng = np.random.default_rng(args.seed)
+  import ml_collections
   layouts = {'padded': None}
   for k in args.row_rollouts:
     for b in args.buckets:
       name = f'packed, {b} buckets' + (f', rows of {k} x {P + T}' if k > 1 else '')
-      layouts[name] = (rl_rollout.packed_row_counts(rows // minibatches, 1, b, k), k * (P + T))
+      rl = ml_collections.ConfigDict(dict(pack_updates=True, pack_buckets=b, pack_row_rollouts=k))
+      layouts[name] = rl_rollout.packed_layout(rl, rows // minibatches, 1, P, T)
   seen = {name: {'padding': [], 'rows': [], 'slots': []} for name in layouts}
   for step in range(args.steps):
     tokens, prompt_lengths = np.zeros((B, P), np.int32), np.zeros(B, np.int32)

@@ -11,10 +11,11 @@ group (and scaled by its std with `rl.scale_by_std`) -> `ppo_epochs` shuffled pa
 minibatches of the clipped objective with a k3 KL penalty to the frozen reference (a second
 copy of `policy_init`), averaged over completion tokens.
 
-Policy (with its optimizer), reference and judge live on one device mesh. Shapes are fixed
-(rows = prompts_per_step * group_size, length = data.max_prompt_len + max_new_tokens), so
-after the first step an RL step compiles nothing (`perf/compiles` in metrics.jsonl counts
-XLA compilations per step). Greedy evaluation on held-out `eval` prompts runs before the
+Policy (with its optimizer), reference and judge live on one device mesh. Shapes come from a
+fixed few (the rollout: rows = prompts_per_step * group_size of P + T slots, P = data.max_prompt_len,
+T = max_new_tokens; the packed update (rl.pack_updates): rows of rl.pack_row_rollouts x (P + T)
+slots, in at most rl.pack_buckets row counts), so once each has run an RL step compiles nothing
+(`perf/compiles` in metrics.jsonl counts XLA compilations per step). Greedy evaluation on held-out `eval` prompts runs before the
 first and after the last update; checkpoints hold params, optimizer, step, RNG and the
 prompt position; SIGTERM saves and exits 0 (the run plumbing is loop.py's; this module is the
 RL job: rollout, judging, advantages, the objective and its metrics).
@@ -85,6 +86,9 @@ def check_shapes(config, batch_multiple: int) -> tuple[int, int]:
     raise ValueError(f'rl.group_size={rl.group_size}: group-centred advantages need at least 2 samples')
   if rows % rl.minibatch_size:
     raise ValueError(f'rl.minibatch_size={rl.minibatch_size} does not divide prompts_per_step * group_size = {rows}')
+  if rl.get('pack_row_rollouts', 1) > 1 and not rl.pack_updates:
+    raise ValueError(f'rl.pack_row_rollouts={rl.pack_row_rollouts} lays out packed rows; with '
+                     f'rl.pack_updates=False every rollout has its own row (set one or the other)')
   if rl.minibatch_size % batch_multiple:
     raise ValueError(f'rl.minibatch_size={rl.minibatch_size} is not divisible by the {batch_multiple} devices '
                      f'the mesh splits a batch over')

@@ -70,8 +70,7 @@ def packed_row_counts(rows: int, multiple: int, buckets: int, row_rollouts: int 
   that `rows` full-length rollouts need at `row_rollouts` per row, each rounded up to `multiple` (the
   devices a batch splits over), so that at most `buckets` shapes ever compile (rl.pack_buckets)."""
   most = -(-rows // row_rollouts)
-  return tuple(sorted({min(-(-most // multiple) * multiple, -(-(most * q // buckets) // multiple) * multiple)
-                       or multiple for q in range(1, buckets + 1)}))
+  return tuple(sorted({-(-(most * q // buckets) // multiple) * multiple or multiple for q in range(1, buckets + 1)}))
 
 
 def packed_layout(rl, rows_per_minibatch: int, multiple: int, P: int, T: int) -> tuple[tuple[int, ...], int]:

@@ -69,7 +69,7 @@ class Mix:
       per_set[name] = dict(available=self.available[name], kept=len(rows), left_out=self.available[name] - len(rows),
                            cap=self.caps.get(name), decisions=dict(sorted(Counter(r['decision'] for r in rows).items())))
     decisions = Counter(r['decision'] for rows in self.records.values() for r in rows)
-    categories = Counter((r['decision'], str(r.get('category'))) for rows in self.records.values() for r in rows)
+    categories = Counter((r['decision'], _category(r)) for rows in self.records.values() for r in rows)
     return dict(seed=self.seed, caps=self.caps, balance=self.balance, per_set=per_set,
                 categories={f'{d}/{c}': n for (d, c), n in sorted(categories.items())}, kept=sum(decisions.values()),
                 decisions=dict(sorted(decisions.items())))
@@ -107,13 +107,19 @@ def _shuffled_groups(indices: Sequence[int], key, rng: random.Random) -> list[li
   return out
 
 
+def _category(record: dict[str, Any]) -> str:
+  return str(record.get('category', ''))
+
+
 def _even_draw(rows: Sequence[dict[str, Any]], n: int, rng: random.Random, balance: str) -> list[dict[str, Any]]:
   """n rows taken round-robin over `balance` (see the module docstring), in the input's order."""
   label = lambda i: str(rows[i].get('source_label', ''))  # noqa: E731
   if balance == 'source_label':
     chosen = _round_robin(_shuffled_groups(range(len(rows)), label, rng), n)
   else:
-    by_category = _shuffled_groups(range(len(rows)), lambda i: str(rows[i].get('category', '')), rng)
+    # The category groups' own shuffle is undone by the label groups' below; it stays because it
+    # advances the seeded stream, and the category mixes measured on 2026-12-07 redraw only with it.
+    by_category = _shuffled_groups(range(len(rows)), lambda i: _category(rows[i]), rng)
     # Each category's own queue interleaves its source labels, so that within a category every
     # harm type keeps its turn as well.
     queues = [_round_robin(_shuffled_groups(idx, label, rng), len(idx))[::-1] for idx in by_category]
