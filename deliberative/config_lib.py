@@ -166,7 +166,8 @@ MINIMUMS = {
     'evals.num_generations': 0, 'evals.num_prompts': 1, 'evals.max_prompt_len': 0, 'data.seq_len': 2, 'data.max_prompt_len': 1,
     'data.packing_lookahead': 1, 'optim.accum_steps': 1, 'optim.warmup_steps': 0, 'optim.lr': 0.0,
     'optim.train_layers': 0,
-    'rl.prompts_per_step': 1, 'rl.pack_buckets': 1, 'rl.pack_row_rollouts': 1, 'rl.group_size': 2, 'rl.minibatch_size': 1, 'rl.max_new_tokens': 1,
+    'rl.prompts_per_step': 1, 'rl.pack_buckets': 1, 'rl.pack_row_rollouts': 1, 'rl.group_size': 2,
+    'rl.minibatch_size': 1, 'rl.max_new_tokens': 1,
     'rl.ppo_epochs': 1, 'judge.max_len': 0, 'judge.batch_size': 0,
 }
 TRAINER_MINIMUMS = {'rl': {'evals.every_steps': 0}}  # RL: 0 = evaluate only before and after training

@@ -422,7 +422,8 @@ def print_plan(args, stages) -> None:
   print(f'recipe{" (smoke)" if s.smoke else ""}: SmolLM2-135M-Instruct under {args.root}; {len(steps)} steps, '
         f'{len(steps) - len(todo)} done; estimated {ablate.clock(eta)} on 2 CPU cores for the rest', flush=True)
   print(f'  mix caps {s.caps} balanced by {s.mix_balance}; self-distilled answers <= {s.sample_tokens} tokens; '
-        f'judge {s.judge_steps} steps at {s.judge_seq_len} tokens; SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
+        f'judge {s.judge_steps} steps at {s.judge_seq_len} tokens; '
+        f'SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
         f'policy trains {f"its top {s.policy_train_layers} blocks" if s.policy_train_layers else "every block"}; '
         f'RL {s.rl_steps} steps{f" at lr {s.rl_lr:g}" if s.rl_lr else ""}, '
         f'reward {1 - s.rl_label_reward:g} x judge + {s.rl_label_reward:g} x labels'

@@ -44,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--model', required=True, help='a GGUF file, Hugging Face directory or Orbax run/checkpoint')
   p.add_argument('--train', required=True, help='a folder of *.jsonl or one .jsonl of schema records (with decision)')
-  p.add_argument('--suite', action='append', default=[], help='repeatable: a suite as for deliberative.evaluate (NAME=PATH)')
+  p.add_argument('--suite', action='append', default=[],
+                 help='repeatable: a suite as for deliberative.evaluate (NAME=PATH)')
   p.add_argument('--train_limit', type=int, default=0, help='at most N training prompts, half of each label (0 = all)')
   p.add_argument('--limit', type=int, default=0,
                  help='at most N items per suite (as deliberative.evaluate cuts it) and of the held-out fifth (half '

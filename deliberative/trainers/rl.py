@@ -15,8 +15,8 @@ Policy (with its optimizer), reference and judge live on one device mesh. Shapes
 fixed few (the rollout: rows = prompts_per_step * group_size of P + T slots, P = data.max_prompt_len,
 T = max_new_tokens; the packed update (rl.pack_updates): rows of rl.pack_row_rollouts x (P + T)
 slots, in at most rl.pack_buckets row counts), so once each has run an RL step compiles nothing
-(`perf/compiles` in metrics.jsonl counts XLA compilations per step). Greedy evaluation on held-out `eval` prompts runs before the
-first and after the last update; checkpoints hold params, optimizer, step, RNG and the
+(`perf/compiles` in metrics.jsonl counts XLA compilations per step). Greedy evaluation on held-out
+`eval` prompts runs before the first and after the last update; checkpoints hold params, optimizer, step, RNG and the
 prompt position; SIGTERM saves and exits 0 (the run plumbing is loop.py's; this module is the
 RL job: rollout, judging, advantages, the objective and its metrics).
 """

@@ -7,9 +7,9 @@ completion slots. Completion slots after the stop token are padding (segment 0, 
 
 Packed layout (`pack_rows`, rl.pack_updates): each rollout's prompt and completion, unpadded, packed
 first-fit into rows of L = k x (P + T) slots (k = rl.pack_row_rollouts, default 1), one segment per
-rollout (positions restart at 0, attention stays within it), as SFT packs traces. The per-token fields then cover every row slot
-but the first (T = L - 1: slot j's target is token j + 1), so the objective's "the last T slots
-predict the completion" reads both layouts alike. A trained policy's short completions otherwise
+rollout (positions restart at 0, attention stays within it), as SFT packs traces. The per-token
+fields then cover every row slot but the first (T = L - 1: slot j's target is token j + 1), so the
+objective's "the last T slots predict the completion" reads both layouts alike. A trained policy's short completions otherwise
 leave most update slots empty; the row count is rounded up to one of a few buckets, so a run
 compiles the update at most len(buckets) times. Rows longer than one padded rollout (k > 1) leave
 less of a row's end empty: a ~150-token rollout fills a 320-slot row two at a time, a 640-slot one
@@ -70,7 +70,8 @@ def packed_row_counts(rows: int, multiple: int, buckets: int, row_rollouts: int 
   that `rows` full-length rollouts need at `row_rollouts` per row, each rounded up to `multiple` (the
   devices a batch splits over), so that at most `buckets` shapes ever compile (rl.pack_buckets)."""
   most = -(-rows // row_rollouts)
-  return tuple(sorted({-(-(most * q // buckets) // multiple) * multiple or multiple for q in range(1, buckets + 1)}))
+  return tuple(sorted({-(-(most * q // buckets) // multiple) * multiple or multiple
+                       for q in range(1, buckets + 1)}))
 
 
 def packed_layout(rl, rows_per_minibatch: int, multiple: int, P: int, T: int) -> tuple[tuple[int, ...], int]:
