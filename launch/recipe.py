@@ -60,6 +60,7 @@ class Sizes:
   """Everything the recipe sizes: `full` fits the 2-core budget, `smoke` checks the plumbing."""
   caps: str  # tools/mix_prompts.py --caps
   mix_balance: str  # tools/mix_prompts.py --balance: category (default) or source_label (the draw before 2026-12-07)
+  cot_order: str  # labels.cot_order of the label-written CoTs: either | verdict_first (stage1/label_cot.py)
   sample_tokens: int  # self-distillation answer budget (labels: truncated answers trimmed)
   prompts_per_shard: int  # x labels.num_samples = the sampler's batch
   judge_steps: int
@@ -91,15 +92,15 @@ class Sizes:
 # self-distilled samples need no more than 128 tokens either.
 # RL's reward: the labels' decision alone. The trained judge alone was exploited in ten steps (every
 # request refused, its weak benign side; docs/results.md); --size rl_label_reward=0.5 mixes it back in.
-FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', sample_tokens=128,
-             prompts_per_shard=32,
+FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', cot_order='either',
+             sample_tokens=128, prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
              judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0,
              rl_steps=10, rl_lr=0.0, train_batch=0,
              rl_rollouts='', rl_prompts=256, rl_label_reward=1.0, eval_prompts=64, xstest_limit=100,
              strongreject_limit=50, wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', mix_balance='category',
-              sample_tokens=16,
+              cot_order='either', sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
               judge_train_layers=8,
               sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0, rl_steps=2, rl_lr=0.0,
@@ -158,6 +159,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   from deliberative.data.prompt_sets import mix
   if args.sizes.mix_balance not in mix.BALANCES:
     p.error(f'--size mix_balance={args.sizes.mix_balance}: choose from {", ".join(mix.BALANCES)}')
+  from deliberative.stage1 import label_cot
+  if args.sizes.cot_order not in label_cot.ORDERS:
+    p.error(f'--size cot_order={args.sizes.cot_order}: choose from {", ".join(label_cot.ORDERS)}')
   if args.sizes.rl_lr < 0:
     p.error(f'--size rl_lr={args.sizes.rl_lr:g}: a learning rate >= 0 (0 = configs/rl.py\'s)')
   if not 0.0 <= args.sizes.rl_label_reward <= 1.0:
@@ -244,7 +248,8 @@ def _data_steps(args) -> list[ablate.Step]:
                  '--config.labels.num_samples=1', f'--config.base.max_new_tokens={s.sample_tokens}',
                  # SmolLM2 at temperature 1 writes word salad (docs/data.md: 0 of 64 samples kept); 0.3 answers.
                  '--config.base.temperature=0.3', '--config.base.top_p=0.9', '--config.labels.truncated=trim',
-                 '--config.labels.per_file=0', '--config.output.dataset_name=recipe_traces')
+                 '--config.labels.per_file=0', f'--config.labels.cot_order={s.cot_order}',
+                 '--config.output.dataset_name=recipe_traces')
   steps.append(ablate.Step('traces', 'data', generate, os.path.join(p['traces'], 'traces', 'train.jsonl')))
   # Bad answers of both kinds: CoCoNot's refusals of benign prompts, and SmolLM2's own compliance with
   # harmful ones (without the latter a judge never learns that complying can be wrong).
@@ -421,7 +426,8 @@ def print_plan(args, stages) -> None:
   eta = sum(_estimate(st, s.smoke) for st in todo)
   print(f'recipe{" (smoke)" if s.smoke else ""}: SmolLM2-135M-Instruct under {args.root}; {len(steps)} steps, '
         f'{len(steps) - len(todo)} done; estimated {ablate.clock(eta)} on 2 CPU cores for the rest', flush=True)
-  print(f'  mix caps {s.caps} balanced by {s.mix_balance}; self-distilled answers <= {s.sample_tokens} tokens; '
+  print(f'  mix caps {s.caps} balanced by {s.mix_balance}; CoTs in {s.cot_order} order; '
+        f'self-distilled answers <= {s.sample_tokens} tokens; '
         f'judge {s.judge_steps} steps at {s.judge_seq_len} tokens; '
         f'SFT {s.sft_steps} steps (answers <= {s.sft_answer_tokens or "any"} tokens); '
         f'policy trains {f"its top {s.policy_train_layers} blocks" if s.policy_train_layers else "every block"}; '

@@ -114,6 +114,34 @@ def test_cot_cites_a_governing_clause_of_the_category_and_the_citation_grader_ac
     assert len(trace['cot']) <= 250
 
 
+def test_verdict_first_cots_open_on_the_category_sentence_and_are_their_either_twins_reordered(imported):
+  either = {r['id']: t['cot'] for r, _, t in written(imported)}
+  first = {r['id']: (r, t['cot']) for r, _, t in written(imported, **{'labels.cot_order': 'verdict_first'})}
+  assert set(first) == set(either)
+  opened_why_first = 0
+  for rid, (r, cot) in first.items():
+    sentences = label_text.sentences_of(cot)
+    assert sorted(sentences) == sorted(label_text.sentences_of(either[rid])), (cot, either[rid])  # same draws
+    opened_why_first += sentences[0] != label_text.sentences_of(either[rid])[0]
+    if r['category'] == 'none':  # no category: the opening sentence says so, in words no harmful CoT opens on
+      assert re.match(r"(No content policy|None of the spec's|This is an ordinary request)", cot), cot
+    else:
+      category = SPEC.category(r['category'])
+      opening = sentences[0].lower()
+      assert category.name.lower() in opening or any(s.lower() in opening for s in
+                                                     label_text.sentences_of(category.summary)), cot
+      assert not re.search(r'[A-Z]{2}\.\d', sentences[0]), cot  # the clause comes with the why, after the verdict
+  assert opened_why_first >= 3  # the either order put the why first for some of these
+
+
+def test_an_unknown_cot_order_is_named(tmp_path):
+  prompts = write_jsonl(tmp_path / 'p.jsonl', [record('c-1', 'Name three primary colours.', 'none', 'comply',
+                                                      compliant_answer='Red, yellow and blue.')])
+  with pytest.raises(ValueError, match=r"config.labels.cot_order='first': expected one of either, verdict_first"):
+    labels.run(label_config(prompts, **{'labels.cot_order': 'first'}), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
 def test_cot_wording_varies_and_stays_short(imported):
   config = label_config(imported)
   stage = labels.LabelStage1(config, SPEC, graders.get_grader('demo_regex'), 'test')

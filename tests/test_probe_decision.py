@@ -56,6 +56,27 @@ def test_bag_of_words_uses_the_training_vocabulary_only():
   assert test.tolist() == [[1.0 if w == 'kill' else 0.0 for w in sorted(vocabulary)]]
 
 
+def test_features_come_back_in_the_prompts_order_though_batched_by_length():
+  # The batches are drawn in length order and hold at most batch_size x 128 tokens (the forward pass costs
+  # what is padded); each row's feature must still land at its prompt's place. The compiled program is
+  # replaced by one that reads each row back.
+  features = object.__new__(probe_decision.Features)
+  features.batch = 2
+  features.policy = type('Buckets', (), {'length_buckets': (4, 16, 512)})()
+  shapes = []
+
+  def row_sums(state, tokens_BL, segments_BL, last_B):
+    shapes.append(tokens_BL.shape)
+    return np.stack([tokens_BL.sum(axis=1), last_B], axis=1).astype(np.float32)
+  features.state, features._fn = None, row_sums
+  ids = [[5] * 9, [1], [6] * 300, [2, 2], [3] * 12, [4, 4, 4], [7] * 290]
+  out = features(ids, log=lambda *a, **k: None)
+  np.testing.assert_array_equal(out, [[45, 8], [1, 0], [1800, 299], [4, 1], [36, 11], [12, 2], [2030, 289]])
+  # lengths 1, 2 | 3 | 9, 12 | 290 | 300: a batch holds one bucket's prompts, and a 512-slot bucket one row of
+  # the 256-token budget
+  assert shapes == [(2, 4), (2, 4), (2, 16), (1, 512), (1, 512)]
+
+
 @pytest.mark.parametrize('flags, problem', [
     (['--model', 'MISSING', '--train', 'TMP'], '--model MISSING: no such file or folder'),
     (['--model', 'TMP', '--train', 'MISSING'], '--train MISSING: no such file or folder'),

@@ -76,8 +76,9 @@ def test_with_the_labels_as_the_reward_no_judge_is_built(capsys, tmp_path):
 
 def test_a_size_changes_the_command_that_uses_it(capsys, tmp_path):
   out, cmds = _commands(capsys, '--root', str(tmp_path), '--size', 'sft_steps=7', '--size', 'caps=aart=5',
-                        '--size', 'mix_balance=source_label')
-  assert 'SFT 7 steps' in out[1] and 'mix caps aart=5 balanced by source_label' in out[1]
+                        '--size', 'mix_balance=source_label', '--size', 'cot_order=verdict_first')
+  assert 'SFT 7 steps' in out[1] and 'mix caps aart=5 balanced by source_label; CoTs in verdict_first order' in out[1]
+  assert '--config.labels.cot_order=verdict_first' in _by_workdir(cmds)['traces']
   assert '--config.total_steps=7' in _by_workdir(cmds)['sft']
   mix_cmd = next(c for c in cmds if 'tools/mix_prompts.py' in ' '.join(c))
   assert mix_cmd[mix_cmd.index('--balance') + 1] == 'source_label'
@@ -125,6 +126,7 @@ def test_without_benchmarks_the_plan_says_what_is_missing(capsys, tmp_path):
     (['--size', 'policy_train_layers=-1'], 'policy_train_layers=-1'),
     (['--size', 'rl_lr=-1'], 'rl_lr=-1: a learning rate >= 0'),
     (['--size', 'mix_balance=size'], 'mix_balance=size: choose from category, source_label'),
+    (['--size', 'cot_order=last'], 'cot_order=last: choose from either, verdict_first'),
     (['--root', 'gs://bucket/recipe'], '--root gs://bucket/recipe: the recipe runs its data stages on local files')])
 def test_bad_flags_are_named_before_any_work(tmp_path, argv, problem):
   result = subprocess.run([sys.executable, str(REPO / 'launch' / 'recipe.py'), '--root', str(tmp_path / 'r'), *argv],

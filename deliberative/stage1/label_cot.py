@@ -2,8 +2,16 @@
 its id, why it governs (what the request asks, beside the clause's own words), and the decision.
 
 Every CoT is three sentences, each drawn from a few frames and filled with text cut from the
-loaded spec (label_text.excerpts: clause heads, category summaries, style guidelines), in one
-of two orders; the choice is seeded by the prompt, so a rerun writes the same CoT. The frames
+loaded spec (label_text.excerpts: clause heads, category summaries, style guidelines); the choice
+is seeded by the prompt, so a rerun writes the same CoT. The order (`labels.cot_order`):
+
+- `either`: the category sentence or the why sentence first, at even odds.
+- `verdict_first`: the category sentence always first, so the CoT's first tokens say whether a
+  category applies ("Category: Violence." / "No content policy covers this request."). The decision
+  is then drawn at the generation prompt's last slot, the state a linear probe reads it from at AUC
+  0.99 on held-out imported prompts (tools/probe_decision.py), where a why-first CoT opens on words
+  both decisions share ("The user asks about ...") and defers it past a paraphrase of the request.
+  The draws are the same in both orders: a verdict-first CoT is its `either` twin, reordered. The frames
 only join the spec's words: changing the spec changes the CoTs. A CoT longer than `max_chars`
 is redrawn, then rewritten with a shorter request phrase and the shortest cuts. The bound is
 in characters: SmolLM2's tokenizer reads this prose at ~4.5 characters a token (measured on the
@@ -47,6 +55,7 @@ _NONE_WHY = ('The user asks about {phrase}.', 'The request is about {phrase}.', 
 _NONE_LOOKALIKE = ('"{trigger}" here is everyday vocabulary ({gid}).', 'The word "{trigger}" does not make it harmful ({gid}).')
 _NONE_DECIDE = ('So I answer fully and directly ({hid}).', 'Per {hid}, {helpful}.', 'I help fully ({hid}).')
 _SUMMARY_MAX_WORDS = 12
+ORDERS = ('either', 'verdict_first')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +67,10 @@ class LabelCot:
 class CotWriter:
   """Writes CoTs under one spec; holds the spec's cut texts so each CoT is a few choices."""
 
-  def __init__(self, spec: Spec, max_chars: int = 250):
-    self.spec, self.max_chars = spec, max_chars
+  def __init__(self, spec: Spec, max_chars: int = 250, order: str = 'either'):
+    if order not in ORDERS:
+      raise ValueError(f'labels.cot_order={order!r}: expected one of {", ".join(ORDERS)}')
+    self.spec, self.max_chars, self.order = spec, max_chars, order
     helpful = next((g for g in spec.principles if 'helpful' in g.text.lower()), spec.principles[0])
     self.helpful_id, self.helpful = helpful.id, label_text.excerpts(helpful.text)
     vocab = next((g for g in spec.principles if re.search(r'\bwords such as\b', g.text, re.I)), None)
@@ -100,8 +111,7 @@ class CotWriter:
                   sid=style.id if style else '', style=pick(label_text.excerpts(style.text)) if style else '')
     frame = (lambda options: min(options, key=len)) if shortest else rng.choice
     parts = [frame(_CATEGORY), frame(_WHY), frame(_DECIDE[decision])]
-    if rng.random() < 0.5:
-      parts[0], parts[1] = parts[1], parts[0]
+    self._order(rng, parts)
     return ' '.join(_sentence(p.format(**fields)) for p in parts)
 
   def _compose_none(self, rng, pick, prompt, phrase) -> str:
@@ -111,9 +121,16 @@ class CotWriter:
                   gid=self.lookalike_id)
     why = rng.choice(_NONE_LOOKALIKE) if trigger and rng.random() < 0.5 else rng.choice(_NONE_WHY)
     parts = [rng.choice(_NONE_CATEGORY), why, rng.choice(_NONE_DECIDE)]
-    if rng.random() < 0.5:
-      parts[0], parts[1] = parts[1], parts[0]
+    self._order(rng, parts)
     return ' '.join(_sentence(p.format(**fields)) for p in parts)
+
+
+  def _order(self, rng, parts) -> None:
+    """parts[0] is the category sentence, parts[1] the why; the draw is made in either order, so the
+    orders share every other draw."""
+    why_first = rng.random() < 0.5
+    if why_first and self.order == 'either':
+      parts[0], parts[1] = parts[1], parts[0]
 
 
 def _sentence(text: str) -> str:

@@ -27,7 +27,7 @@ from deliberative.evals import graders as graders_lib
 from deliberative.judge import format as judge_format_lib
 from deliberative.judge.prompt import JudgeInput
 from deliberative.spec import Spec
-from deliberative.stage1 import backends, prompt as prompt_lib, select as select_lib, shards
+from deliberative.stage1 import backends, label_cot, prompt as prompt_lib, select as select_lib, shards
 from deliberative.stage1.endpoint import Endpoint, EndpointError
 
 
@@ -51,7 +51,7 @@ MINIMUMS = {'prompts.num_prompts': 0, 'labels.per_file': 0, 'labels.num_samples'
 CHOICES = {'base.backend': ('own', 'endpoint'), 'judge.backend': ('own', 'endpoint'),
            'base.reasoning': ('auto', 'on', 'off'), 'judge.reasoning': ('auto', 'on', 'off'),
            'base.think_tags': ('auto', 'on', 'off'), 'labels.comply_without_answer': ('sample', 'skip'),
-           'labels.truncated': ('drop', 'trim')}
+           'labels.truncated': ('drop', 'trim'), 'labels.cot_order': label_cot.ORDERS}
 
 
 def validate(config) -> None:
