@@ -70,7 +70,9 @@ class Step:
   log: str = ''  # where its output goes ('' = ROOT/<arm>/log.txt)
 
 
-def parse_args(argv):
+def parse_args(argv, made_before_grid=()):
+  """`made_before_grid`: suite files a caller's earlier stages write (launch/recipe.py's held-out
+  prompts), not yet there when the plan is made."""
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--root', required=True, help='the grid\'s directory: one workdir per arm, report.md, pareto.png')
   p.add_argument('--size', choices=('tiny', 'smollm2'), default='tiny')
@@ -102,7 +104,7 @@ def parse_args(argv):
       _, path = suites.parse_suite_spec(spec)
     except ValueError as e:
       p.error(f'--suite: {e}')
-    if path is not None and not args.dry_run and not os.path.isfile(path):
+    if path is not None and not args.dry_run and not os.path.isfile(path) and path not in made_before_grid:
       p.error(f'--suite {spec}: no such file')
   args.data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
   return args

@@ -18,8 +18,9 @@ skipped, so a killed recipe continues where it stopped; the plan with an ETA is 
   prompts  RL prompts from the mix, and in-run eval prompts the mix left out -> ROOT/data
   judge    configs/judge.py:size=smollm2 on the pairs; its held-out AUC goes in the report
   grid     launch/ablate.py's arms: base, spec (in context), sft, rl (from base), sft_rl, each
-           evaluated on xstest (100, stratified), strongreject (50 x 4 wrappers), demo_overrefuse
-           and demo_jailbreak, beside the memorisation baseline over ROOT/traces
+           evaluated on xstest (100, stratified), strongreject (50 x 4 wrappers), jsonl (the held-out
+           imported prompts of ROOT/rl_prompts/eval.jsonl), demo_overrefuse and demo_jailbreak, beside
+           the memorisation baseline over ROOT/traces
   export   tools/export_hf.py of sft, rl and sft_rl -> ROOT/export/<arm>, each then loaded by
            `transformers` and asked for a few tokens (export/<arm>/verified.json)
   report   ROOT/report.md, ROOT/metrics.json, ROOT/pareto.png, ROOT/stages.json (wall time per stage)
@@ -294,13 +295,17 @@ def grid_args(args) -> argparse.Namespace:
   argv = ['--root', args.root, '--size', 'smollm2', '--arms', ','.join(args.arms), '--limit', str(s.xstest_limit),
           '--wrapper_limit', str(s.wrapper_limit), '--max_new_tokens', str(s.max_new_tokens), '--batch_size',
           str(s.eval_batch), '--baseline_train', os.path.join(p['traces'], 'traces')]
+  # The held-out imported prompts (the mix left them out; RL's in-run eval): the training distribution's own
+  # decision, beside the benchmarks that test its transfer.
+  held_out = os.path.join(p['rl_prompts'], 'eval.jsonl')
+  suites.append(f'jsonl={held_out}')
   for suite in (*suites, 'demo_overrefuse', 'demo_jailbreak'):
     argv += ['--suite', suite]
   if args.strongreject:
     argv += ['--suite_limit', f'strongreject={s.strongreject_limit}']
   if s.smoke:
     argv.append('--smoke')
-  return ablate.parse_args(argv)
+  return ablate.parse_args(argv, made_before_grid={os.path.abspath(held_out)})
 
 
 def grid_steps(args) -> list[ablate.Step]:

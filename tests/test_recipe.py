@@ -54,6 +54,7 @@ def test_the_plan_wires_each_stage_to_the_last_ones_output(capsys, tmp_path):
   assert len(evals) == 5
   for c in evals:
     assert f'xstest={xstest}' in c and c[c.index('--suite_limit') + 1] == 'strongreject=50'
+    assert f'jsonl={tmp_path}/rl_prompts/eval.jsonl' in c  # the held-out imports, written by the prompts stage
     assert c[c.index('--train') + 1] == f'{tmp_path}/traces/traces'  # the baseline looks up the recipe's traces
   exports = [c for c in cmds if 'tools/export_hf.py' in c]
   assert [c[c.index('--out') + 1] for c in exports] == [f'{tmp_path}/export/{a}' for a in ('sft', 'rl', 'sft_rl')]
