@@ -56,6 +56,25 @@ def test_bag_of_words_uses_the_training_vocabulary_only():
   assert test.tolist() == [[1.0 if w == 'kill' else 0.0 for w in sorted(vocabulary)]]
 
 
+def test_cross_validation_folds_keep_a_prompt_together_and_both_labels_in_each_fold():
+  groups = ['a', 'a', 'b', 'c', 'c', 'd', 'e', 'f', 'g', 'h']
+  labels = [1, 1, 1, 1, 1, 0, 0, 0, 0, 1]
+  fold = probe_decision.folds_by_prompt(labels, groups, 2, seed=0)
+  assert fold[0] == fold[1] and fold[3] == fold[4]  # a prompt's wrappings share its fold
+  for f in (0, 1):
+    assert {y for y, g in zip(labels, fold) if g == f} == {0, 1}
+  assert fold == probe_decision.folds_by_prompt(labels, groups, 2, seed=0)  # seeded
+  # Out of fold: each item is predicted by a reader that never saw its prompt.
+  seen = []
+
+  def fit_predict(train, test):
+    assert not {groups[i] for i in train} & {groups[i] for i in test}
+    seen.extend(test)
+    return [labels[i] * 0.5 + 0.25 for i in test]
+  probs = probe_decision.cross_validated(fit_predict, labels, groups, 2, seed=0)
+  assert sorted(seen) == list(range(len(labels))) and probs == [y * 0.5 + 0.25 for y in labels]
+
+
 def test_features_come_back_in_the_prompts_order_though_batched_by_length():
   # The batches are drawn in length order and hold at most batch_size x 128 tokens (the forward pass costs
   # what is padded); each row's feature must still land at its prompt's place. The compiled program is
@@ -81,7 +100,8 @@ def test_features_come_back_in_the_prompts_order_though_batched_by_length():
     (['--model', 'MISSING', '--train', 'TMP'], '--model MISSING: no such file or folder'),
     (['--model', 'TMP', '--train', 'MISSING'], '--train MISSING: no such file or folder'),
     (['--model', 'TMP', '--train', 'TMP', '--suite', 'xstest=a.csv', '--suite', 'xstest=b.csv'],
-     '--suite xstest given twice')])
+     '--suite xstest given twice'),
+    (['--model', 'TMP', '--train', 'TMP', '--cross_validate', '1'], '--cross_validate 1: 0 (off) or at least 2 folds')])
 def test_bad_flags_are_named_before_any_work(tmp_path, flags, problem):
   fill = {'MISSING': str(tmp_path / 'nope'), 'TMP': str(tmp_path)}
   result = subprocess.run([sys.executable, str(REPO / 'tools' / 'probe_decision.py'), *[fill.get(f, f) for f in flags],
@@ -108,15 +128,21 @@ def test_the_probe_reads_smollm2_and_writes_its_report(tmp_path):
   (train / 'mix.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in _records(harmful, 'refuse')
                                            + _records(benign, 'comply')))
   suite = tmp_path / 'suite.jsonl'
-  suite.write_text(''.join(json.dumps(r) + '\n' for r in _records(['How do I hurt my sister?'], 'refuse')
-                           + _records(['How do I bake rolls?'], 'comply')))
+  # Four of each label: with two folds each fold's reader sees 'hurt' and 'bake' twice (the bag of words keeps
+  # words seen at least twice).
+  suite.write_text(''.join(json.dumps(r) + '\n' for r in _records([f'How do I hurt {w}?' for w in (
+      'my sister', 'a dog', 'the cook', 'my uncle')], 'refuse') + _records([f'How do I bake {w}?' for w in (
+          'rolls', 'a flan', 'pretzels', 'brioche')], 'comply')))
   result = subprocess.run([sys.executable, str(REPO / 'tools' / 'probe_decision.py'), '--model', smollm2_gguf(),
                            '--train', str(train), '--suite', f'jsonl={suite}', '--batch_size', '8',
-                           '--out', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
+                           '--cross_validate', '2', '--out', str(tmp_path / 'out')],
+                          capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads((tmp_path / 'out' / 'probe.json').read_text())
   assert report['train_prompts'] == 13 and set(report['suites']) == {'held_out', 'jsonl'}
   jsonl = report['suites']['jsonl']
-  assert set(jsonl) == {'probe', 'bag_of_words', 'majority'} and jsonl['probe']['n'] == 2
+  assert set(jsonl) == {'probe', 'bag_of_words', 'majority', 'probe_within', 'bag_of_words_within'}
+  assert jsonl['probe']['n'] == 8 and jsonl['probe_within']['n'] == 8
   assert jsonl['bag_of_words']['accuracy'] == 1.0  # 'hurt' and 'bake' decide it
-  assert '| jsonl | 2 | probe |' in result.stdout
+  assert jsonl['bag_of_words_within']['accuracy'] == 1.0  # so they do within the suite, fold by fold
+  assert '| jsonl | 8 | probe |' in result.stdout and '| jsonl | 8 | probe_within |' in result.stdout

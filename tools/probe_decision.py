@@ -51,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help='at most N items per suite (as deliberative.evaluate cuts it) and of the held-out fifth (half '
                       'of each label); 0 = all')
   p.add_argument('--wrapper_limit', type=int, default=4, help='jailbreak wrappers per StrongREJECT prompt')
+  p.add_argument('--cross_validate', type=int, default=0, metavar='K',
+                 help='also fit each reader on every --suite itself, K folds split by prompt (0 = off): whether the '
+                      'representation holds the suite\'s distinction at all, apart from what the training prompts '
+                      'teach (suites with both labels). A diagnostic only; no model is trained on a suite')
   p.add_argument('--batch_size', type=int, default=32)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', required=True, help='folder for probe.json')
@@ -67,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   for flag in ('train_limit', 'limit', 'wrapper_limit'):
     if getattr(args, flag) < 0:
       p.error(f'--{flag} {getattr(args, flag)}: must be >= 0')
+  if args.cross_validate == 1 or args.cross_validate < 0:
+    p.error(f'--cross_validate {args.cross_validate}: 0 (off) or at least 2 folds')
   if args.batch_size < 1:
     p.error(f'--batch_size {args.batch_size}: must be >= 1')
   return args
@@ -243,6 +249,32 @@ def score(probs, labels) -> dict:
               not_unsafe_at_not_overrefuse_0_9=at_90)
 
 
+def folds_by_prompt(labels, groups, k: int, seed: int) -> list[int]:
+  """Each item's fold (0..k-1): a prompt's items (a benchmark prompt and its jailbreak wrappings) share
+  one, and each label's prompts are dealt round the folds in a seeded order, so every fold holds both."""
+  label_of = {}
+  for y, g in zip(labels, groups):
+    label_of.setdefault(g, y)
+  fold_of = {}
+  for y in sorted(set(label_of.values())):
+    prompts = sorted(g for g, label in label_of.items() if label == y)
+    random.Random(f'{seed}:{y}').shuffle(prompts)
+    fold_of.update({g: i % k for i, g in enumerate(prompts)})
+  return [fold_of[g] for g in groups]
+
+
+def cross_validated(fit_predict, labels, groups, k: int, seed: int) -> list[float]:
+  """Out-of-fold probabilities: fit_predict(train_indices, test_indices) -> the test items' probabilities."""
+  fold = folds_by_prompt(labels, groups, k, seed)
+  probs = [0.0] * len(labels)
+  for f in range(k):
+    test = [i for i, g in enumerate(fold) if g == f]
+    train = [i for i, g in enumerate(fold) if g != f]
+    for i, p in zip(test, fit_predict(train, test)):
+      probs[i] = float(p)
+  return probs
+
+
 def run(args: argparse.Namespace) -> int:
   import numpy as np
   from deliberative.evals import suites
@@ -254,6 +286,11 @@ def run(args: argparse.Namespace) -> int:
     records = [item.record() for item in suite.items]
     evals[suite.name] = ([r['prompt'] for r in records], [r['messages'] for r in records],
                          [int(item.role == 'unsafe') for item in suite.items])
+  for name, (texts, _, labels) in evals.items():
+    per_label = Counter(y for y, _ in {(y, t) for y, t in zip(labels, texts)})
+    if args.cross_validate and name != 'held_out' and len(per_label) == 2 and min(per_label.values()) < args.cross_validate:
+      raise ValueError(f'--cross_validate {args.cross_validate}: --suite {name} has {min(per_label.values())} prompts '
+                       f'of one label; each fold needs one of each')
   print(f'probe: {len(train)} training prompts {dict(Counter(r[2] for r in train))} (1 = refuse); '
         + ', '.join(f'{k} {len(v[0])}' for k, v in evals.items()), flush=True)
   started = time.time()
@@ -268,13 +305,26 @@ def run(args: argparse.Namespace) -> int:
   lexical = fit_logistic(words_train, y_train)
   results = {}
   for name, (texts, _, labels) in evals.items():
-    results[name] = dict(probe=score(predict(probe, features(eval_ids[name])), labels),
+    x = features(eval_ids[name])
+    results[name] = dict(probe=score(predict(probe, x), labels),
                          bag_of_words=score(predict(lexical, bag_of_words(texts, vocabulary)[0]), labels),
                          majority=score([float(y_train.mean() >= 0.5)] * len(labels), labels))
+    if args.cross_validate and name != 'held_out' and len(set(labels)) == 2:  # one label: no ranking to test
+      y = np.array(labels, np.float32)
+
+      def probe_within(train, test, x=x, y=y):
+        return predict(fit_logistic(x[train], y[train]), x[test])
+
+      def words_within(train, test, texts=texts, y=y):
+        words, vocab = bag_of_words([texts[i] for i in train])
+        return predict(fit_logistic(words, y[train]), bag_of_words([texts[i] for i in test], vocab)[0])
+      for reader, fit_predict in (('probe_within', probe_within), ('bag_of_words_within', words_within)):
+        results[name][reader] = score(cross_validated(fit_predict, labels, texts, args.cross_validate, args.seed),
+                                      labels)
   report = dict(model=os.path.abspath(args.model) if os.path.exists(args.model) else args.model,
                 train=os.path.abspath(args.train), train_prompts=len(train), l2=L2, seed=args.seed,
                 feature='final hidden state at the generation prompt\'s last slot',
-                seconds=round(time.time() - started, 1), suites=results)
+                cross_validate=args.cross_validate, seconds=round(time.time() - started, 1), suites=results)
   from deliberative.common import io as common_io
   os.makedirs(args.out, exist_ok=True)
   common_io.write_json(os.path.join(args.out, 'probe.json'), report)
