@@ -61,7 +61,7 @@ class Sizes:
   """Everything the recipe sizes: `full` fits the 2-core budget, `smoke` checks the plumbing."""
   caps: str  # tools/mix_prompts.py --caps
   mix_balance: str  # tools/mix_prompts.py --balance: category (default) or source_label (the draw before 2026-12-07)
-  cot_order: str  # labels.cot_order of the label-written CoTs: either | verdict_first (stage1/label_cot.py)
+  cot_order: str  # labels.cot_order of the label-written CoTs: verdict_first (default) | either (stage1/label_cot.py)
   sample_tokens: int  # self-distillation answer budget (labels: truncated answers trimmed)
   prompts_per_shard: int  # x labels.num_samples = the sampler's batch
   judge_steps: int
@@ -93,7 +93,7 @@ class Sizes:
 # self-distilled samples need no more than 128 tokens either.
 # RL's reward: the labels' decision alone. The trained judge alone was exploited in ten steps (every
 # request refused, its weak benign side; docs/results.md); --size rl_label_reward=0.5 mixes it back in.
-FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', cot_order='either',
+FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', cot_order='verdict_first',
              sample_tokens=128, prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
              judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0,
@@ -101,7 +101,7 @@ FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='c
              rl_rollouts='', rl_prompts=256, rl_label_reward=1.0, eval_prompts=64, xstest_limit=100,
              strongreject_limit=50, wrapper_limit=4, max_new_tokens=192, eval_batch=32, smoke=False)
 SMOKE = Sizes(caps='aart=6,catqa=6,harmbench=6,orbench=4,coconot=6,self_instruct=6', mix_balance='category',
-              cot_order='either', sample_tokens=16,
+              cot_order='verdict_first', sample_tokens=16,
               prompts_per_shard=8, judge_steps=2, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=4,
               judge_train_layers=8,
               sft_steps=3, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0, rl_steps=2, rl_lr=0.0,

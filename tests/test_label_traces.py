@@ -115,8 +115,8 @@ def test_cot_cites_a_governing_clause_of_the_category_and_the_citation_grader_ac
 
 
 def test_verdict_first_cots_open_on_the_category_sentence_and_are_their_either_twins_reordered(imported):
-  either = {r['id']: t['cot'] for r, _, t in written(imported)}
-  first = {r['id']: (r, t['cot']) for r, _, t in written(imported, **{'labels.cot_order': 'verdict_first'})}
+  either = {r['id']: t['cot'] for r, _, t in written(imported, **{'labels.cot_order': 'either'})}
+  first = {r['id']: (r, t['cot']) for r, _, t in written(imported)}  # the default
   assert set(first) == set(either)
   opened_why_first = 0
   for rid, (r, cot) in first.items():

@@ -77,9 +77,9 @@ def test_with_the_labels_as_the_reward_no_judge_is_built(capsys, tmp_path):
 
 def test_a_size_changes_the_command_that_uses_it(capsys, tmp_path):
   out, cmds = _commands(capsys, '--root', str(tmp_path), '--size', 'sft_steps=7', '--size', 'caps=aart=5',
-                        '--size', 'mix_balance=source_label', '--size', 'cot_order=verdict_first')
-  assert 'SFT 7 steps' in out[1] and 'mix caps aart=5 balanced by source_label; CoTs in verdict_first order' in out[1]
-  assert '--config.labels.cot_order=verdict_first' in _by_workdir(cmds)['traces']
+                        '--size', 'mix_balance=source_label', '--size', 'cot_order=either')
+  assert 'SFT 7 steps' in out[1] and 'mix caps aart=5 balanced by source_label; CoTs in either order' in out[1]
+  assert '--config.labels.cot_order=either' in _by_workdir(cmds)['traces']
   assert '--config.total_steps=7' in _by_workdir(cmds)['sft']
   mix_cmd = next(c for c in cmds if 'tools/mix_prompts.py' in ' '.join(c))
   assert mix_cmd[mix_cmd.index('--balance') + 1] == 'source_label'

@@ -5,13 +5,16 @@ Every CoT is three sentences, each drawn from a few frames and filled with text 
 loaded spec (label_text.excerpts: clause heads, category summaries, style guidelines); the choice
 is seeded by the prompt, so a rerun writes the same CoT. The order (`labels.cot_order`):
 
-- `either`: the category sentence or the why sentence first, at even odds.
-- `verdict_first`: the category sentence always first, so the CoT's first tokens say whether a
-  category applies ("Category: Violence." / "No content policy covers this request."). The decision
-  is then drawn at the generation prompt's last slot, the state a linear probe reads it from at AUC
-  0.99 on held-out imported prompts (tools/probe_decision.py), where a why-first CoT opens on words
-  both decisions share ("The user asks about ...") and defers it past a paraphrase of the request.
-  The draws are the same in both orders: a verdict-first CoT is its `either` twin, reordered. The frames
+- `verdict_first` (the default): the category sentence always first, so the CoT's first tokens say
+  which category applies, if any ("Category: Violence." / "No content policy covers this request.").
+  The category is then drawn at the generation prompt's last slot, the state a linear probe reads
+  the decision from at AUC 0.99 on held-out imported prompts (tools/probe_decision.py).
+- `either` (before 2026-12-07): the category or the why sentence first, at even odds; a why-first
+  CoT opens on words both decisions share ("The user asks about ...") and defers the decision past a
+  paraphrase of the request. SmolLM2 trained on those decided 0.609 of held-out imported prompts
+  right, on verdict-first ones 0.766 (docs/results.md).
+
+The draws are the same in both orders: a verdict-first CoT is its `either` twin, reordered. The frames
 only join the spec's words: changing the spec changes the CoTs. A CoT longer than `max_chars`
 is redrawn, then rewritten with a shorter request phrase and the shortest cuts. The bound is
 in characters: SmolLM2's tokenizer reads this prose at ~4.5 characters a token (measured on the
@@ -67,7 +70,7 @@ class LabelCot:
 class CotWriter:
   """Writes CoTs under one spec; holds the spec's cut texts so each CoT is a few choices."""
 
-  def __init__(self, spec: Spec, max_chars: int = 250, order: str = 'either'):
+  def __init__(self, spec: Spec, max_chars: int = 250, order: str = 'verdict_first'):
     if order not in ORDERS:
       raise ValueError(f'labels.cot_order={order!r}: expected one of {", ".join(ORDERS)}')
     self.spec, self.max_chars, self.order = spec, max_chars, order
