@@ -287,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
     evals[suite.name] = ([r['prompt'] for r in records], [r['messages'] for r in records],
                          [int(item.role == 'unsafe') for item in suite.items])
   for name, (texts, _, labels) in evals.items():
-    per_label = Counter(y for y, _ in {(y, t) for y, t in zip(labels, texts)})
-    if args.cross_validate and name != 'held_out' and len(per_label) == 2 and min(per_label.values()) < args.cross_validate:
+    if not args.cross_validate or name == 'held_out':
+      continue
+    per_label = Counter(y for y, _ in {(y, t) for y, t in zip(labels, texts)})  # prompts, not wrappings
+    if len(per_label) == 2 and min(per_label.values()) < args.cross_validate:
       raise ValueError(f'--cross_validate {args.cross_validate}: --suite {name} has {min(per_label.values())} prompts '
                        f'of one label; each fold needs one of each')
   print(f'probe: {len(train)} training prompts {dict(Counter(r[2] for r in train))} (1 = refuse); '

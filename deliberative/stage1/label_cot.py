@@ -127,7 +127,6 @@ class CotWriter:
     self._order(rng, parts)
     return ' '.join(_sentence(p.format(**fields)) for p in parts)
 
-
   def _order(self, rng, parts) -> None:
     """parts[0] is the category sentence, parts[1] the why; the draw is made in either order, so the
     orders share every other draw."""
