@@ -9,9 +9,11 @@ from deliberative.stage1 import shards
 
 # stage1/shards.config_hash of configs/generate.py, computed before the two lists moved into config_lib.
 # The hash keys a stage-1 workdir (a resume with another hash is refused) and ends every trace's
-# `source`, so a change of what is hashed must be a deliberate one: update these only then.
-PINNED = {None: '78942250efae', 'smoke': 'aefd4ef9f341', 'source=labels': '72ee1ff497e1',
-          'source=labels,smoke': '3c044e04a14f'}
+# `source`, so a change of what is hashed must be a deliberate one: update these only then. The labels
+# pins changed on 2026-12-07 with labels.cot_order (verdict-first CoTs are other traces: a resume of a
+# workdir written in the old order must be refused).
+PINNED = {None: '78942250efae', 'smoke': 'aefd4ef9f341', 'source=labels': '726bd22d91fa',
+          'source=labels,smoke': '75fa5033938a'}
 
 
 @pytest.mark.parametrize('arg', list(PINNED))
