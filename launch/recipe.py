@@ -93,8 +93,8 @@ class Sizes:
 # self-distilled samples need no more than 128 tokens either.
 # RL's reward: the labels' decision alone. The trained judge alone was exploited in ten steps (every
 # request refused, its weak benign side; docs/results.md); --size rl_label_reward=0.5 mixes it back in.
-FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category', cot_order='verdict_first',
-             sample_tokens=128, prompts_per_shard=32,
+FULL = Sizes(caps='aart=600,catqa=300,harmbench=150,orbench=300', mix_balance='category',
+             cot_order='verdict_first', sample_tokens=128, prompts_per_shard=32,
              judge_steps=40, judge_seq_len=512, judge_max_prompt_chars=400, judge_sampled=300,
              judge_train_layers=8, sft_steps=80, sft_seq_len=320, sft_answer_tokens=96, policy_train_layers=0,
              rl_steps=10, rl_lr=0.0, train_batch=0,

@@ -69,7 +69,7 @@ class LabelStage1:
 
   def __init__(self, config, spec: Spec, grader, digest: str):
     self.config, self.spec, self.grader, self.digest = config, spec, grader, digest
-    self.cots = label_cot.CotWriter(spec, config.labels.cot_max_chars, config.labels.get('cot_order', 'verdict_first'))
+    self.cots = label_cot.CotWriter(spec, config.labels.cot_max_chars, config.labels.cot_order)
     self._generator = None
     self._presampled: dict[str, list[backends.Candidate] | backends.TooLong] = {}
 
