@@ -1,5 +1,7 @@
 """The transformer: sharded == unsharded, packing, KV cache, presets, remat, mesh errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deliberative import config_lib
-from deliberative.model import loading, sharding
+from deliberative.model import layout, loading, sharding
 from deliberative.model.config import ModelConfig
 from deliberative.model.transformer import build, init_cache
 
@@ -89,6 +91,35 @@ def test_left_padded_prompts_in_cache_match_unpadded():
   pos = jnp.asarray([[0, 0, 0, 0, 1, 2, 3, 4, 5]])
   logits, _ = _run(model, padded, pos, seg, cache=init_cache(CFG, 1, 12))
   np.testing.assert_allclose(logits[:, 3:], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_fused_projections_equal_separate_kernels(scan_layers):
+  # The sampler's layout (one q/k/v kernel grouped per key head, one gate/up kernel), converted from
+  # the separate kernels, computes the same logits, biases and GQA included, in either layer layout.
+  cfg = dataclasses.replace(CFG, qkv_bias=True, scan_layers=scan_layers)
+  params = loading.params_of(loading.create(cfg, seed=4))
+  # Non-zero biases, and a different draw per tensor, so a swapped q/k/v slice would show.
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  params = jax.tree.unflatten(treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  fused = layout.fuse_projections(params, cfg.n_heads, cfg.n_kv_heads)
+  block = fused['blocks'] if scan_layers else fused['blocks'][0]
+  depth = (cfg.n_layers,) if scan_layers else ()
+  G = cfg.n_heads // cfg.n_kv_heads
+  assert block['attn']['qkv'].shape == (*depth, cfg.d_model, cfg.n_kv_heads, G + 2, cfg.head_dim_)
+  assert block['mlp']['gate_up'].shape == (*depth, cfg.d_model, 2, cfg.ffn_dim)
+  assert not {'q', 'k', 'v', 'q_bias'} & set(block['attn']) and not {'gate', 'up'} & set(block['mlp'])
+  fused_cfg = dataclasses.replace(cfg, fused_projections=True)
+  tokens = _tokens((2, 10), 6)
+  forward = jax.jit(lambda c, p, t: nnx.merge(nnx.graphdef(nnx.eval_shape(build(c))), p)(t)[0], static_argnums=0)
+  np.testing.assert_allclose(forward(fused_cfg, fused, tokens), forward(cfg, params, tokens), atol=2e-5, rtol=0)
+  assert layout.fuse_projections(fused, cfg.n_heads, cfg.n_kv_heads) == fused  # already fused: as is
+
+
+def test_fused_projections_is_no_config_field():
+  with pytest.raises(ValueError, match='fused_projections is the sampler'):
+    ModelConfig.from_dict({**CFG.to_dict(), 'fused_projections': True})
 
 
 def test_remat_gives_same_loss_and_grads():

@@ -43,6 +43,25 @@ def test_greedy_equals_stepwise_argmax_of_full_forward():
   assert out.tokens.shape == (3, 12)
 
 
+def test_decode_weights_converted_once_per_weights():
+  # The decode layout (unstacked, q/k/v and gate/up fused) is kept while the same arrays come back
+  # (evaluation, serving), and made afresh when new weights come (an RL step).
+  model = loading.create(CFG, seed=3)
+  params = loading.params_of(model)
+  sampler = Sampler(CFG, stop_ids=[], length_buckets=(8,), batch_buckets=(1,))
+  assert sampler.fuse_projections and sampler.keep_decode_params  # the CPU defaults
+  first = sampler(params, [[1, 2, 3]], jax.random.key(0), SamplingParams(max_new_tokens=5))
+  kept = sampler.program_params(params)
+  assert sampler.program_params(params) is kept and 'qkv' in kept['blocks'][0]['attn']
+  changed = jax.tree.map(lambda x: -x, params)
+  second = sampler(changed, [[1, 2, 3]], jax.random.key(0), SamplingParams(max_new_tokens=5))
+  assert sampler.program_params(changed) is not kept
+  assert not np.allclose(second.logprobs, first.logprobs)
+  assert second.completion(0) == _reference_greedy(nnx.merge(nnx.graphdef(model), changed), [1, 2, 3], 5, set())
+  assert first.completion(0) == _reference_greedy(model, [1, 2, 3], 5, set())
+  assert sampler.compiles == 1
+
+
 def test_logprobs_match_full_forward_and_no_recompile_within_bucket():
   model = loading.create(CFG, seed=1)
   params = nnx.state(model)
@@ -100,8 +119,9 @@ def test_rows_split_over_the_mesh_same_samples_an_eighth_of_the_work():
   np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
 
   x = jnp.zeros((16, 16), jnp.int32)
-  args = (params, x, x, x, jnp.ones((16,), jnp.int32), jax.random.key(0), sampling)
-  per_device = {name: _flops(s._generate.lower(*args).compile()) for name, s in (('split', split), ('whole', whole))}
+  args = (x, x, x, jnp.ones((16,), jnp.int32), jax.random.key(0), sampling)
+  per_device = {name: _flops(s._generate.lower(s.program_params(params), *args).compile())
+                for name, s in (('split', split), ('whole', whole))}
   assert per_device['whole'] / per_device['split'] > 6, per_device
 
 
@@ -131,7 +151,7 @@ def test_decode_step_never_copies_the_kv_cache():
   batch, prompt_len, new = 2, 16, 8
   sampler = Sampler(cfg, stop_ids=[], length_buckets=(prompt_len,), batch_buckets=(batch,))
   params = nnx.state(loading.create(cfg, seed=0))
-  args = (params, jnp.ones((batch, prompt_len), jnp.int32), jnp.zeros((batch, prompt_len), jnp.int32),
+  args = (sampler.program_params(params), jnp.ones((batch, prompt_len), jnp.int32), jnp.zeros((batch, prompt_len), jnp.int32),
           jnp.ones((batch, prompt_len), jnp.int32), jnp.full((batch,), prompt_len, jnp.int32), jax.random.key(0),
           SamplingParams(max_new_tokens=new))
   text = sampler._generate.lower(*args).compile().as_text()
@@ -147,3 +167,21 @@ def test_decode_step_never_copies_the_kv_cache():
       continue
     offenders.append(line.strip()[:160])
   assert not offenders, offenders
+
+
+@pytest.mark.slow
+def test_tensor_parallel_decode_equals_single_device():
+  # Heads and the MLP split over 'tensor': the sampler's fused q/k/v kernel is grouped per key head,
+  # so each shard fuses its own heads' kernels and the samples are those of one device.
+  from deliberative.model import sharding
+  mesh = sharding.make_mesh({'data': 2, 'fsdp': 2, 'tensor': 2})
+  rules = sharding.DEFAULT_RULES
+  params = loading.params_of(loading.create(CFG, mesh, rules, seed=5))
+  assert params['blocks'][0]['attn']['q'].sharding.spec == sharding.logical_to_spec(('embed', 'heads', 'kv'), rules)
+  prompts = [[1, 2, 3], [7, 8], [9, 10, 11, 12], [4]]
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=6)
+  split = Sampler(CFG, stop_ids=[], length_buckets=(8,), batch_buckets=(4,), batch_multiple=4, mesh=mesh, rules=rules)
+  whole = Sampler(CFG, stop_ids=[], length_buckets=(8,), batch_buckets=(4,))
+  a, b = (s(params, prompts, jax.random.key(2), sampling) for s in (split, whole))
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)

@@ -76,7 +76,8 @@ class Sampler:
   def __init__(self, cfg: ModelConfig, stop_ids: Sequence[int], pad_id: int = 0, *,
                length_buckets: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
                batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), batch_multiple: int = 1,
-               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES):
+               mesh: jax.sharding.Mesh | None = None, rules=sharding.DEFAULT_RULES,
+               fuse_projections: bool | None = None, keep_decode_params: bool | None = None):
     self.cfg = cfg
     self.mesh, self.rules = mesh, rules  # rows split over the rules' batch axes of `mesh`
     self.stop_ids = tuple(int(s) for s in stop_ids)
@@ -84,10 +85,22 @@ class Sampler:
     self.length_buckets = tuple(sorted(length_buckets))
     # Batch buckets must split evenly over the mesh's batch axes (batch_multiple).
     self.batch_buckets = tuple(sorted({-(-b // batch_multiple) * batch_multiple for b in batch_buckets}))
-    # Decoding runs layer by layer (a KV cache per layer): stacked (scanned) weights are unstacked
-    # once per call, outside the decode loop, instead of a slice per layer at every token (2x
-    # slower at SmolLM2's shape, tools/benchmark.py).
-    self.graphdef = nnx.graphdef(nnx.eval_shape(build(dataclasses.replace(cfg, scan_layers=False))))
+    # The decode layout of the weights: decoding runs layer by layer (a KV cache per layer), so
+    # stacked (scanned) weights are unstacked once, outside the decode loop (a slice per layer at
+    # every token ran 2x slower at SmolLM2's shape, tools/benchmark.py); and q/k/v and gate/up are one
+    # matmul each (ModelConfig.fused_projections).
+    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+    self.fuse_projections = platform != 'tpu' if fuse_projections is None else fuse_projections
+    # Where the converted weights are kept between calls (keyed on the weights' identity), an
+    # evaluation's or a server's calls with the same weights convert them once: the conversion
+    # copies every block's weights (~0.35 s a call at SmolLM2's shape on 2 cores, a tenth of a
+    # batch-1 call). Not on TPUs by default: there the copy would stay resident beside the training
+    # state, and there the conversion runs inside the decode program (tools/aot_compile.py sizes it).
+    self.keep_decode_params = platform != 'tpu' if keep_decode_params is None else keep_decode_params
+    self._kept: tuple | None = None  # (the weights' leaves, their decode layout)
+    self.graphdef = nnx.graphdef(nnx.eval_shape(build(
+        dataclasses.replace(cfg, scan_layers=False, fused_projections=self.fuse_projections))))
+    self._to_decode_layout = jax.jit(sharding.under_mesh(self._decode_layout, mesh, rules))
     self.compiles = 0  # counted at trace time, so tests can assert "no new compilation"
     # Replicated outputs: every process can read all samples (multi-host meshes).
     out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -116,15 +129,36 @@ class Sampler:
     for i in range(n, batch):  # filler rows: a one-token prompt, results dropped
       tokens[i, -1], segments[i, -1] = self.pad_id, 1
       prompt_lens[i] = 1
-    out = self._generate(params, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments),
-                         jnp.asarray(prompt_lens), rng, sampling)
+    out = self._generate(self.program_params(params), jnp.asarray(tokens), jnp.asarray(positions),
+                         jnp.asarray(segments), jnp.asarray(prompt_lens), rng, sampling)
     tokens_out, logprobs, lengths, stopped = jax.device_get(out)
     return SampleOutput(tokens_out[:n], logprobs[:n], lengths[:n], stopped[:n])
 
-  def _generate_impl(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
-    self.compiles += 1
+  def program_params(self, params):
+    """The weights as the decode program (`_generate`) takes them: in the decode layout where it is
+    kept between calls (converted once for as long as the same arrays are passed), else as given."""
+    if not self.keep_decode_params:
+      return params
+    leaves = jax.tree.leaves(params)
+    if self._kept is None or len(self._kept[0]) != len(leaves) or any(
+        a is not b for a, b in zip(self._kept[0], leaves)):
+      self._kept = None  # the old copy is freed before the new one is made
+      self._kept = (leaves, self._to_decode_layout(params))
+    return self._kept[1]
+
+  def _decode_layout(self, params):
+    if isinstance(params, nnx.State):  # callers pass pure dicts (model/loading.py); a State is unwrapped
+      params = params.to_pure_dict()
     if self.cfg.scan_layers:
       params = layout.unstack_layers(params, self.cfg.n_layers)
+    if self.fuse_projections:
+      params = layout.fuse_projections(params, self.cfg.n_heads, self.cfg.n_kv_heads)
+    return params
+
+  def _generate_impl(self, params, tokens_BP, positions_BP, segments_BP, prompt_lens_B, rng, sampling: SamplingParams):
+    self.compiles += 1
+    if not self.keep_decode_params:  # the conversion runs inside the program (see __init__)
+      params = self._decode_layout(params)
     model: Transformer = nnx.merge(self.graphdef, params)
     tokens_BP, positions_BP, segments_BP, prompt_lens_B = sharding.shard_rows(
         self.mesh, self.rules, tokens_BP, positions_BP, segments_BP, prompt_lens_B)

@@ -55,6 +55,12 @@ class ModelConfig:
   # compile time and program size stop growing with depth. The weights mean the same either
   # way; model/layout.py converts checkpoints and HF/GGUF tensors between the two layouts.
   scan_layers: bool = False
+  # q/k/v as one [embed, kv_heads, G + 2, head_dim] kernel (each key head's G query heads, then its
+  # key and value) and gate/up as one [embed, 2, ffn] kernel: two matmuls per block where there were
+  # five, for decoding, whose steps are bound by kernel count (docs/benchmarks.md). The sampler's own
+  # layout (inference/sampler.py), converted by layout.fuse_projections; checkpoints, imports and
+  # exports keep the separate kernels, so no config sets it.
+  fused_projections: bool = False
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -95,6 +101,9 @@ class ModelConfig:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f'model config: unknown field(s) {unknown}; known: {sorted(known)}')
+    if d.get('fused_projections'):
+      raise ValueError('model.fused_projections is the sampler\'s decode-time layout, not a config field: '
+                       'checkpoints and imports hold separate q/k/v and gate/up kernels')
     scaling = d.get('rope_scaling')
     if scaling is not None and not isinstance(scaling, RopeScaling):
       d['rope_scaling'] = RopeScaling(**dict(scaling))

@@ -68,14 +68,19 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     e, h, k, d, pd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_, cfg.jnp_param_dtype
-    self.q = _param(rngs, (e, h, d), e, ('embed', 'heads', 'kv'), pd)
-    self.k = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
-    self.v = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
+    if cfg.fused_projections:  # ModelConfig.fused_projections; layout.fuse_projections fills it
+      self.qkv = _param(rngs, (e, k, h // k + 2, d), e, ('embed', 'kv_heads', None, 'kv'), pd)
+      if cfg.qkv_bias:
+        self.qkv_bias = nnx.Param(jnp.zeros((k, h // k + 2, d), pd), logical_axes=('kv_heads', None, 'kv'))
+    else:
+      self.q = _param(rngs, (e, h, d), e, ('embed', 'heads', 'kv'), pd)
+      self.k = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
+      self.v = _param(rngs, (e, k, d), e, ('embed', 'kv_heads', 'kv'), pd)
+      if cfg.qkv_bias:
+        self.q_bias = nnx.Param(jnp.zeros((h, d), pd), logical_axes=('heads', 'kv'))
+        self.k_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
+        self.v_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
     self.o = _param(rngs, (h, d, e), h * d, ('heads', 'kv', 'embed'), pd, scale=1 / math.sqrt(2 * cfg.n_layers))
-    if cfg.qkv_bias:
-      self.q_bias = nnx.Param(jnp.zeros((h, d), pd), logical_axes=('heads', 'kv'))
-      self.k_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
-      self.v_bias = nnx.Param(jnp.zeros((k, d), pd), logical_axes=('kv_heads', 'kv'))
 
   def _project(self, x_BLE, kernel, bias_name):
     dt = self.cfg.jnp_dtype
@@ -84,12 +89,27 @@ class Attention(nnx.Module):
       y = y + getattr(self, bias_name)[...].astype(dt)
     return y
 
+  def _queries_keys_values(self, x_BLE, positions_BL, inv_freq):
+    """(queries [B, L, H, D], keys [B, L, K, D], values [B, L, K, D]), rotary embedding applied."""
+    cfg = self.cfg
+    if not cfg.fused_projections:
+      return (apply_rope(self._project(x_BLE, self.q, 'q_bias'), positions_BL, inv_freq),
+              apply_rope(self._project(x_BLE, self.k, 'k_bias'), positions_BL, inv_freq),
+              self._project(x_BLE, self.v, 'v_bias'))
+    dt, (B, L), K, D = cfg.jnp_dtype, x_BLE.shape[:2], cfg.n_kv_heads, cfg.head_dim_
+    G = cfg.n_heads // K
+    y_BLKJD = jnp.einsum('ble,ekjd->blkjd', x_BLE, self.qkv[...].astype(dt))  # J = G queries, key, value
+    if cfg.qkv_bias:
+      y_BLKJD = y_BLKJD + self.qkv_bias[...].astype(dt)
+    # One rotary pass over each key head's queries and key together (they share positions).
+    qk_BLKJD = apply_rope(y_BLKJD[:, :, :, :G + 1].reshape(B, L, K * (G + 1), D), positions_BL,
+                          inv_freq).reshape(B, L, K, G + 1, D)
+    return qk_BLKJD[:, :, :, :G].reshape(B, L, K * G, D), qk_BLKJD[:, :, :, G], y_BLKJD[:, :, :, G + 1]
+
   def __call__(self, x_BLE, positions_BL, segment_ids_BL, inv_freq, layer_cache=None, cache_index=None,
                cache_segment_ids_BS=None):
     cfg = self.cfg
-    q_BLHD = apply_rope(self._project(x_BLE, self.q, 'q_bias'), positions_BL, inv_freq)
-    k_BLKD = apply_rope(self._project(x_BLE, self.k, 'k_bias'), positions_BL, inv_freq)
-    v_BLKD = self._project(x_BLE, self.v, 'v_bias')
+    q_BLHD, k_BLKD, v_BLKD = self._queries_keys_values(x_BLE, positions_BL, inv_freq)
     q_BLHD = sharding.constrain(q_BLHD, ('batch', 'length', 'heads', 'kv'))
 
     B, L = x_BLE.shape[:2]
@@ -153,14 +173,21 @@ class MLP(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     e, f, pd = cfg.d_model, cfg.ffn_dim, cfg.jnp_param_dtype
-    self.gate = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
-    self.up = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
+    if cfg.fused_projections:  # [embed, (gate, up), ffn]: ModelConfig.fused_projections
+      self.gate_up = _param(rngs, (e, 2, f), e, ('embed', None, 'mlp'), pd)
+    else:
+      self.gate = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
+      self.up = _param(rngs, (e, f), e, ('embed', 'mlp'), pd)
     self.down = _param(rngs, (f, e), f, ('mlp', 'embed'), pd, scale=1 / math.sqrt(2 * cfg.n_layers))
 
   def __call__(self, x_BLE):
     dt = self.cfg.jnp_dtype
-    gate_BLF = x_BLE @ self.gate[...].astype(dt)
-    up_BLF = x_BLE @ self.up[...].astype(dt)
+    if self.cfg.fused_projections:
+      both_BLTF = jnp.einsum('ble,etf->bltf', x_BLE, self.gate_up[...].astype(dt))
+      gate_BLF, up_BLF = both_BLTF[:, :, 0], both_BLTF[:, :, 1]
+    else:
+      gate_BLF = x_BLE @ self.gate[...].astype(dt)
+      up_BLF = x_BLE @ self.up[...].astype(dt)
     hidden_BLF = sharding.constrain(jax.nn.silu(gate_BLF) * up_BLF, ('batch', 'length', 'mlp'))
     return hidden_BLF @ self.down[...].astype(dt)
 

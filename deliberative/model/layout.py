@@ -139,3 +139,34 @@ def relayout(tree: Any, abstract: Any) -> Any:
   if all(s is not None for s in shardings):
     return jax.jit(convert, out_shardings=jax.tree.map(lambda a: a.sharding, abstract))(tree)
   return jax.jit(convert)(tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused projections (ModelConfig.fused_projections): the sampler's decode-time layout.
+
+def fuse_projections(tree: Mapping, n_heads: int, n_kv_heads: int) -> dict:
+  """Separate q/k/v and gate/up kernels -> `qkv` [..., E, K, G + 2, D] (each key head's G query heads,
+  then its key and value) and `gate_up` [..., E, 2, F], in either layer layout (a stacked tree's
+  leading layer axis rides along). Arrays only (`nnx.State.to_pure_dict()`); a tree already fused
+  is returned as is."""
+  blocks = tree[BLOCKS]
+  if is_stacked(tree):
+    return {**tree, BLOCKS: _fuse_block(blocks, n_heads, n_kv_heads)}
+  return {**tree, BLOCKS: {i: _fuse_block(blocks[i], n_heads, n_kv_heads) for i in _layer_keys(blocks)}}
+
+
+def _fuse_block(block: Mapping, n_heads: int, n_kv_heads: int) -> dict:
+  attn, mlp = dict(block['attn']), dict(block['mlp'])
+  if 'qkv' in attn:
+    return dict(block)
+  K, G = n_kv_heads, n_heads // n_kv_heads
+
+  def grouped(q, k, v):  # [..., K*G, D], [..., K, D], [..., K, D] -> [..., K, G + 2, D]
+    q = q.reshape(*q.shape[:-2], K, G, q.shape[-1])
+    return jnp.concatenate([q, k[..., None, :], v[..., None, :]], axis=-2)
+
+  attn['qkv'] = grouped(attn.pop('q'), attn.pop('k'), attn.pop('v'))
+  if 'q_bias' in attn:
+    attn['qkv_bias'] = grouped(attn.pop('q_bias'), attn.pop('k_bias'), attn.pop('v_bias'))
+  mlp['gate_up'] = jnp.stack([mlp.pop('gate'), mlp.pop('up')], axis=-2)
+  return {**block, 'attn': attn, 'mlp': mlp}
