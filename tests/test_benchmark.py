@@ -31,7 +31,7 @@ def _report():
       'train': [{'shape': 'tiny', 'batch': 16, 'seq_len': 256,
                  'ours': {'tokens_per_s': 2000.0, 'mfu_percent': 10.0},
                  'transformers': {'tokens_per_s': 1000.0, 'mfu_percent': 5.0}}],
-      'decode': [{'shape': 'tiny', 'batch': 1, 'ours': {'tokens_per_s': 300.0},
+      'decode': [{'shape': 'tiny', 'batch': 1, 'ours': {'tokens_per_s': 300.0, 'kernels_per_token': 154},
                   'transformers': {'tokens_per_s': 100.0},
                   'tunix': {'error': 'RuntimeError: no | pipes\nplease'}}],
       'rl': {'rows': 32, 'max_prompt_len': 64, 'max_new_tokens': 128, 'note': 'n',
@@ -48,6 +48,7 @@ def test_markdown_table_has_ratios_targets_and_errors():
   tunix = next(line for line in lines if '| tunix |' in line)
   assert 'error: RuntimeError: no / pipes please' in tunix and '>= 1.5x' in tunix
   assert '| decode | tiny batch 1 | tokens/s | 300 | transformers | 100 | 3.00x | — | — |' in lines
+  assert '| decode | tiny batch 1 | kernels per token | 154 |  |  |  |  |  |' in lines
   assert any('sampling s | 2.00 (50%)' in line for line in lines)
   assert any('update padding (padded) | 30.0% |' in line and line.endswith('<= 25% | no |') for line in lines)
   packed = _report()

@@ -139,6 +139,8 @@ def _decode_rows(entry: dict) -> list[list[str]]:
     rows.append(['decode', shape, 'tokens/s', _side(ours, 'tokens_per_s'), peer_name, _side(peer, 'tokens_per_s'),
                  _num(r, '.2f') + ('x' if r is not None else ''),
                  f'>= {target:.1f}x' if target else '—', _verdict(r, target)])
+  if 'kernels_per_token' in ours:
+    rows.append(['decode', shape, 'kernels per token', _num(ours['kernels_per_token']), '', '', '', '', ''])
   return rows
 
 
@@ -247,7 +249,7 @@ def _prompts(cfg, batch: int) -> np.ndarray:
 
 def ours_decode(cfg, batch: int, rounds: int) -> dict:
   import jax
-  from deliberative.inference import policy as inference
+  from deliberative.inference import hlo, policy as inference
   from deliberative.model import loading
   from deliberative.inference.sampler import Sampler, SamplingParams
   # Stop id = vocab_size: never sampled, so all rows run the full 128 steps like the peers.
@@ -259,7 +261,10 @@ def ours_decode(cfg, batch: int, rounds: int) -> dict:
 
   def call() -> int:
     return int(sampler(params, prompts, key, sampling).lengths.min())
-  return _timed(call, rounds, batch)
+  result = _timed(call, rounds, batch)
+  # What a step costs on a CPU: the kernels the compiled decode loop runs per token.
+  body = hlo.while_body_instructions(sampler.lower(params, batch, PROMPT_LEN, sampling).compile().as_text())
+  return {**result, 'kernels_per_token': hlo.kernel_count(body)}
 
 
 def transformers_decode(cfg, batch: int, rounds: int) -> dict:

@@ -134,6 +134,13 @@ class Sampler:
     tokens_out, logprobs, lengths, stopped = jax.device_get(out)
     return SampleOutput(tokens_out[:n], logprobs[:n], lengths[:n], stopped[:n])
 
+  def lower(self, params, batch: int, length: int, sampling: SamplingParams) -> jax.stages.Lowered:
+    """The decode program for `batch` prompts of `length` slots (bucket sizes), lowered for
+    inspection (its HLO, cost analysis, kernel count: inference/hlo.py); nothing runs."""
+    x = jnp.ones((batch, length), jnp.int32)
+    return self._generate.lower(self.program_params(params), x, jnp.zeros_like(x), x, jnp.full((batch,), length, jnp.int32),
+                                jax.random.key(0), sampling)
+
   def program_params(self, params):
     """The weights as the decode program (`_generate`) takes them: in the decode layout where it is
     kept between calls (converted once for as long as the same arrays are passed), else as given."""
