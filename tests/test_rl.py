@@ -507,3 +507,19 @@ def test_a_policy_run_given_as_the_judge_is_refused(tmp_path):
   c.judge_init = sft_run
   with pytest.raises(ValueError, match=r"is an SFT run \(a policy\), not a judge; train a judge with configs/judge.py"):
     judge_format.resolve(c.judge_init, c.judge, log=lambda line: None)
+
+
+def test_reward_metrics_count_groups_without_signal_per_decision():
+  # Groups of 2: a refuse group that agrees (no signal), one that disagrees, a comply group that
+  # agrees, and a padding group (the last batch of a finite split), which no statistic counts.
+  from deliberative.trainers import rl_rollout
+  reward_R = np.array([1, 1, 1, 0, 0, 0, 0.5, 0.5], np.float32)
+  records = [{'decision': d, 'category': c} for d, c in
+             [('refuse', 'violence')] * 2 + [('refuse', 'erotic')] * 2 + [('comply', 'none')] * 2] + [{}, {}]
+  valid_R = np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
+  rewards = rl_rollout.Rewards(reward_R, np.ones(8, bool), np.zeros(8, np.int32), [])
+  out = rl_rollout.reward_metrics(rewards, records, valid_R, np.full(8, 10), group_size=2)
+  assert out['rl/no_signal_groups'] == pytest.approx(2 / 3)
+  assert out['rl/no_signal_groups/refuse'] == 0.5 and out['rl/no_signal_groups/comply'] == 1.0
+  assert out['rl/group_reward_spread'] == pytest.approx(1 / 3)
+  assert out['rl/reward/violence'] == 1.0 and out['rl/reward/none'] == 0.0

@@ -250,4 +250,12 @@ def reward_metrics(rewards: Rewards, records: Sequence[Mapping[str, Any]], valid
     by_category[str(records[i].get('category', '?'))].append(float(rewards.reward_R[i]))
   for category, values in sorted(by_category.items()):
     out[f'{prefix}reward/{category}'] = float(np.mean(values))
+  # Per labelled decision: whether the prompts to refuse and those to answer both still teach. Groups
+  # of one label that all score alike leave the update to the other label's groups alone.
+  firsts = [records[i] for i in range(0, len(records), group_size)]
+  valid_N = valid_R.reshape(-1, group_size)[:, 0].astype(bool)
+  no_signal_N = r_NG.max(axis=1) == r_NG.min(axis=1)
+  decisions = np.array([str(r.get('decision') or '') for r, v in zip(firsts, valid_N) if v])
+  for decision in sorted(set(decisions) - {''}):
+    out[f'{prefix}no_signal_groups/{decision}'] = float(np.mean(no_signal_N[decisions == decision]))
   return out
