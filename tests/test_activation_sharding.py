@@ -86,7 +86,8 @@ def test_sampler_constrains_the_mlp_activation(setup):
   from deliberative.inference.sampler import Sampler, SamplingParams
   sampler = Sampler(setup.model_cfg, stop_ids=(0,), length_buckets=(SEQ,), batch_buckets=(BATCH,),
                     batch_multiple=sharding.batch_multiple(setup.mesh, setup.rules), mesh=setup.mesh,
-                    rules=setup.rules, keep_decode_params=False)  # abstract weights: converted in the program, as on a TPU
+                    # abstract weights: the program converts them itself, as on a TPU
+                    rules=setup.rules, keep_decode_params=False)
   key = jax.eval_shape(lambda: jax.random.key(0))
   args = _rows(setup, *[((BATCH, SEQ), jnp.int32)] * 3, ((BATCH,), jnp.int32), (key.shape, key.dtype))
   lowered = sampler._generate.lower(setup.abstract_state['params'], *args, SamplingParams(max_new_tokens=2))

@@ -119,7 +119,8 @@ def test_rows_split_over_the_mesh_same_samples_an_eighth_of_the_work():
   np.testing.assert_array_equal(a.tokens, b.tokens)  # the draws do not depend on the layout
   np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
 
-  per_device = {name: _flops(s.lower(params, 16, 16, sampling).compile()) for name, s in (('split', split), ('whole', whole))}
+  per_device = {name: _flops(s.lower(params, 16, 16, sampling).compile())
+                for name, s in (('split', split), ('whole', whole))}
   assert per_device['whole'] / per_device['split'] > 6, per_device
 
 
@@ -175,6 +176,18 @@ def test_decode_loop_runs_three_fewer_kernels_per_layer_fused():
   counts = {}
   for fused in (False, True):
     sampler = Sampler(cfg, stop_ids=[], length_buckets=(16,), batch_buckets=(2,), fuse_projections=fused)
-    body = hlo.while_body_instructions(sampler.lower(params, 2, 16, SamplingParams(max_new_tokens=4)).compile().as_text())
+    text = sampler.lower(params, 2, 16, SamplingParams(max_new_tokens=4)).compile().as_text()
+    body = hlo.while_body_instructions(text)
     counts[fused] = hlo.kernel_count(body)
   assert counts[False] - counts[True] >= 3 * cfg.n_layers, counts
+
+
+def test_kernel_count_reads_tuple_shaped_instructions_and_skips_views():
+  # A multi-output fusion's shape is a tuple with spaces in it; views of buffers launch nothing.
+  body = ['  %f = (f32[1]{0}, s32[1]{0}) fusion(%a), kind=kLoop, calls=%c',
+          '  %d = f32[1,256]{1,0} dot(%x, %y), lhs_contracting_dims={0}',
+          '  %g = f32[2]{0} get-tuple-element(%t), index=1',
+          '  ROOT %t = (s32[], /*index=1*/f32[2]{0}) tuple(%f, %d)',
+          '  %b = f32[256,1]{1,0} bitcast(%d)']
+  assert [hlo.opcode(line) for line in body] == ['fusion', 'dot', 'get-tuple-element', 'tuple', 'bitcast']
+  assert hlo.kernel_count(body) == 2

@@ -11,7 +11,9 @@ import re
 
 # Instructions that name or regroup buffers and launch nothing.
 VIEWS = ('parameter', 'get-tuple-element', 'bitcast', 'tuple', 'constant')
-_INSTRUCTION = re.compile(r'\s*(?:ROOT )?%?[\w.\-]+ = (\S+) (\S+?)\(')
+# name = shape opcode(operands...): a shape is one token, or a tuple `(f32[1]{0}, s32[1]{0})` with
+# spaces in it (multi-output fusions, the loop's own state), whose layouts use braces, never parens.
+_INSTRUCTION = re.compile(r'\s*(?:ROOT )?%?[\w.\-]+ = (\(.*?\)|\S+) ([a-z][\w\-]*)\(')
 
 
 def while_body_instructions(hlo_text: str) -> list[str]:

@@ -137,9 +137,10 @@ class Sampler:
   def lower(self, params, batch: int, length: int, sampling: SamplingParams) -> jax.stages.Lowered:
     """The decode program for `batch` prompts of `length` slots (bucket sizes), lowered for
     inspection (its HLO, cost analysis, kernel count: inference/hlo.py); nothing runs."""
-    x = jnp.ones((batch, length), jnp.int32)
-    return self._generate.lower(self.program_params(params), x, jnp.zeros_like(x), x, jnp.full((batch,), length, jnp.int32),
-                                jax.random.key(0), sampling)
+    tokens = segments = jnp.ones((batch, length), jnp.int32)
+    positions, lengths = jnp.zeros((batch, length), jnp.int32), jnp.full((batch,), length, jnp.int32)
+    return self._generate.lower(self.program_params(params), tokens, positions, segments, lengths, jax.random.key(0),
+                                sampling)
 
   def program_params(self, params):
     """The weights as the decode program (`_generate`) takes them: in the decode layout where it is
